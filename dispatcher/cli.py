@@ -1,0 +1,120 @@
+"""The ``comfy-dispatch`` command: one entry point for every process.
+
+Each command reads the same settings (``COMFY_DISPATCH_*``); flags override
+them. A bad setting or bad input ends with a one-line message and exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dispatcher.errors import DispatchError
+from dispatcher.logs import setup_logging
+from dispatcher.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Comfy Dispatch: run ComfyUI workflows at scale.")
+
+RedisOpt = Annotated[str | None, typer.Option("--redis-url", help="overrides COMFY_DISPATCH_REDIS_URL")]
+OutputOpt = Annotated[Path | None, typer.Option("--output-dir", help="overrides COMFY_DISPATCH_OUTPUT_DIR")]
+WorkflowsOpt = Annotated[Path | None, typer.Option("--workflows-dir", help="overrides COMFY_DISPATCH_WORKFLOWS_DIR")]
+LogOpt = Annotated[str | None, typer.Option("--log-level", help="overrides COMFY_DISPATCH_LOG_LEVEL")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except DispatchError as exc:
+        _die(f"invalid setting {exc}")
+
+
+def _die(message: str) -> Any:
+    typer.echo(f"comfy-dispatch: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    redis_url: RedisOpt = None,
+    output_dir: OutputOpt = None,
+    workflows_dir: WorkflowsOpt = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Serve the HTTP submission API."""
+    settings = _settings(redis_url=redis_url, output_dir=output_dir, workflows_dir=workflows_dir, log_level=log_level)
+    setup_logging(settings.log_level, "api")
+    from api.app import serve
+
+    try:
+        serve(settings, host, port)
+    except DispatchError as exc:
+        _die(str(exc))
+
+
+@app.command()
+def worker(
+    comfyui_url: Annotated[str | None, typer.Option("--comfyui-url", help="the ComfyUI this worker drives")] = None,
+    name: Annotated[str | None, typer.Option(help="worker name (default: host and ComfyUI port)")] = None,
+    burst: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
+    redis_url: RedisOpt = None,
+    output_dir: OutputOpt = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Run one worker bound to one ComfyUI."""
+    settings = _settings(comfyui_url=comfyui_url, redis_url=redis_url, output_dir=output_dir, log_level=log_level)
+    setup_logging(settings.log_level, "worker")
+    from worker.main import run_worker
+
+    run_worker(settings, name, burst=burst)
+
+
+@app.command("fake-comfyui")
+def fake_comfyui(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8188,
+    exec_seconds: Annotated[float, typer.Option(help="simulated work per prompt, in seconds")] = 0.0,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="folder for output/, input/, temp/ (default: a temp dir)")
+    ] = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Serve the project's fake ComfyUI (for tests, demos and benchmarks)."""
+    settings = _settings(log_level=log_level)
+    setup_logging(settings.log_level, "fake-comfyui")
+    if exec_seconds < 0:
+        _die("--exec-seconds must be >= 0")
+    from dispatcher.fake_comfyui import serve
+
+    serve(host, port, exec_seconds=exec_seconds, output_dir=str(data_dir) if data_dir else None)
+
+
+@app.command()
+def up(
+    api_port: Annotated[int, typer.Option(help="port of the API")] = 8000,
+    demo: Annotated[bool, typer.Option(help="submit demo runs once the stack is up")] = True,
+    exit_after_demo: Annotated[bool, typer.Option(help="stop everything after the demo")] = False,
+    log_level: LogOpt = None,
+) -> None:
+    """Start Redis, ComfyUI (or the fake), the API and one worker per ComfyUI; run a demo; serve until Ctrl-C."""
+    settings = _settings(log_level=log_level)
+    setup_logging(settings.log_level, "up")
+    from dispatcher.stack import Stack
+
+    try:
+        code = Stack(settings, api_port=api_port).run(demo=demo, exit_after_demo=exit_after_demo)
+    except DispatchError as exc:
+        _die(str(exc))
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app(prog_name="comfy-dispatch")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

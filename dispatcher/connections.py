@@ -1,0 +1,24 @@
+"""Redis connections: one that decodes text (our records) and one raw (RQ pickles its jobs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+
+
+@dataclass(frozen=True)
+class Connections:
+    text: Redis  # decode_responses=True: run records, leases, workers
+    raw: Redis  # bytes: what RQ needs
+
+    @classmethod
+    def from_url(cls, url: str) -> Connections:
+        return cls(
+            text=Redis.from_url(url, decode_responses=True, health_check_interval=30),
+            raw=Redis.from_url(url, health_check_interval=30),
+        )
+
+    def close(self) -> None:
+        self.text.close()
+        self.raw.close()

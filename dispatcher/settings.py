@@ -1,0 +1,102 @@
+"""Typed settings read from an environment mapping (prefix ``COMFY_DISPATCH_``).
+
+Every process (API, worker, fake ComfyUI, ``up``) reads the same settings;
+CLI flags override them. Nothing here reads ``os.environ`` at import time:
+callers pass the environment in, so tests can build settings from a dict.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dispatcher.errors import ConfigError
+
+PREFIX = "COMFY_DISPATCH_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseModel):
+    """All settings of Comfy Dispatch; each field is ``COMFY_DISPATCH_<NAME>`` in the environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding queues, runs and leases")
+    comfyui_url: str = Field("http://127.0.0.1:8188", description="the ComfyUI a worker drives")
+    comfyui_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8188"], description="ComfyUIs `up` starts one worker for each"
+    )
+    output_dir: Path = Field(Path("./outputs"), description="where local storage keeps run outputs")
+    workflows_dir: Path = Field(PROJECT_ROOT / "workflows", description="folder of workflow templates")
+    queue_name: str = Field("comfy-dispatch", description="the one RQ queue workers pull from")
+    public_url: str = Field("", description="base URL clients reach the API on (for output URLs); empty: relative")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest accepted request body")
+    lease_seconds: float = Field(15.0, gt=1, description="a run's lease; renewed every third of it while running")
+    comfyui_timeout: float = Field(10.0, gt=0, description="timeout of each HTTP call to ComfyUI, in seconds")
+    run_timeout: float = Field(3600.0, gt=0, description="default time limit of one run, in seconds")
+    max_attempts: int = Field(3, ge=1, description="default attempts per run (workflows may override)")
+    run_ttl_seconds: int = Field(7 * 86400, ge=60, description="how long finished runs are kept")
+    worker_heartbeat: float = Field(2.0, gt=0, description="seconds between worker heartbeats")
+    log_level: str = Field("INFO", description="logging level")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("comfyui_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("comfyui_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("comfyui_urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must be an http:// or https:// URL")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from ``environ`` (default: the process environment) and CLI overrides.
+
+    Overrides whose value is None are ignored, so CLI options can pass through
+    unset flags. Raises :class:`ConfigError` naming the first bad setting.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for key, value in env.items():
+        if key.startswith(PREFIX):
+            name = key[len(PREFIX) :].lower()
+            if name in Settings.model_fields:
+                values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(PREFIX + name.upper(), err["msg"]) from None

@@ -1,0 +1,179 @@
+"""``comfy-dispatch up``: the whole stack on one machine, for a first look and for demos.
+
+Starts (or reuses) Redis, one ComfyUI per ``COMFYUI_URLS`` entry (the fake one
+where nothing answers), the API and one worker per ComfyUI, each a child
+process with its log under ``.state/logs``; then runs the demo and serves
+until Ctrl-C, which stops every process it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+from redis import Redis
+from redis.exceptions import RedisError
+
+from dispatcher.demo import run_demo
+from dispatcher.errors import DispatchError
+from dispatcher.redis_server import RedisServer, free_port
+from dispatcher.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class Child:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        with self.log_path.open("ab") as out:
+            # Own session: Ctrl-C reaches only `up`, which then stops children in order.
+            self.process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.terminate()
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs: killing it", self.name, timeout)
+            self.process.kill()
+            self.process.wait(5)
+
+
+class Stack:
+    def __init__(self, settings: Settings, *, api_port: int = 8000, state_dir: Path = Path(".state")) -> None:
+        self.settings = settings
+        self.api_port = api_port
+        self.state_dir = state_dir.resolve()
+        self.log_dir = self.state_dir / "logs"
+        self.children: list[Child] = []
+        self.redis: RedisServer | None = None
+        self.stopping = threading.Event()
+
+    def _spawn(self, name: str, *args: str, env: dict[str, str]) -> Child:
+        child = Child(name, [sys.executable, "-m", "dispatcher", *args], env, self.log_dir)
+        self.children.append(child)
+        return child
+
+    def run(self, *, demo: bool = True, exit_after_demo: bool = False) -> int:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        try:
+            env = self._start()
+            if demo and not run_demo(f"http://127.0.0.1:{self.api_port}", env, self.settings):
+                return 1
+            if exit_after_demo:
+                return 0
+            log.info("serving: API on http://127.0.0.1:%d (docs at /docs); Ctrl-C stops everything", self.api_port)
+            while not self.stopping.wait(1.0):
+                for child in self.children:
+                    if not child.alive():
+                        log.error("%s exited with %s; see %s", child.name, child.process.returncode, child.log_path)
+                        return 1
+            return 0
+        finally:
+            self.stop()
+
+    def _start(self) -> dict[str, str]:
+        redis_url = self._ensure_redis()
+        env = dict(os.environ, COMFY_DISPATCH_REDIS_URL=redis_url, COMFY_DISPATCH_LOG_LEVEL=self.settings.log_level)
+        env["COMFY_DISPATCH_OUTPUT_DIR"] = str(self.settings.output_dir.resolve())
+        env["COMFY_DISPATCH_WORKFLOWS_DIR"] = str(self.settings.workflows_dir.resolve())
+        comfyuis = [self._ensure_comfyui(url, i, env) for i, url in enumerate(self.settings.comfyui_urls)]
+        self._spawn("api", "api", "--host", "127.0.0.1", "--port", str(self.api_port), env=env)
+        for i, url in enumerate(comfyuis):
+            self._spawn(f"worker-{i}", "worker", "--comfyui-url", url, "--name", f"worker-{i}", env=env)
+        self._wait_ready(len(comfyuis))
+        return env
+
+    def _ensure_redis(self) -> str:
+        url = self.settings.redis_url
+        try:
+            with Redis.from_url(url, socket_connect_timeout=1) as client:
+                client.ping()
+            log.info("using the Redis at %s", url)
+            return url
+        except RedisError:
+            pass
+        parts = urlsplit(url)
+        port = (parts.port or 6379) if parts.hostname in LOOPBACK else free_port()
+        self.redis = RedisServer(port, data_dir=self.state_dir / "redis").start()
+        log.info("started redis-server on port %d (AOF in %s)", port, self.redis.data_dir)
+        return self.redis.url
+
+    def _ensure_comfyui(self, url: str, index: int, env: dict[str, str]) -> str:
+        if _answers(url + "/system_stats"):
+            log.info("using the ComfyUI at %s", url)
+            return url
+        parts = urlsplit(url)
+        port = parts.port if parts.hostname in LOOPBACK and parts.port else free_port()
+        fake_url = f"http://127.0.0.1:{port}"
+        log.warning("no ComfyUI answers at %s: starting the project's FAKE ComfyUI on %s instead", url, fake_url)
+        data_dir = self.state_dir / f"fake-comfyui-{index}"
+        self._spawn(f"fake-comfyui-{index}", "fake-comfyui", "--port", str(port), "--data-dir", str(data_dir), env=env)
+        _wait_until(lambda: _answers(fake_url + "/system_stats"), 20, f"the fake ComfyUI on {fake_url}")
+        return fake_url
+
+    def _wait_ready(self, workers: int) -> None:
+        api = f"http://127.0.0.1:{self.api_port}"
+        _wait_until(lambda: _answers(api + "/readyz"), 30, f"the API on {api}", self.children)
+
+        def workers_healthy() -> bool:
+            reply = requests.get(api + "/v1/workers", timeout=2).json()
+            return sum(1 for w in reply.get("workers", []) if w.get("health") == "healthy") >= workers
+
+        _wait_until(workers_healthy, 30, f"{workers} healthy worker(s)", self.children)
+        log.info("stack is up: API %s, %d worker(s); logs in %s", api, workers, self.log_dir)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        for child in reversed(self.children):
+            child.wait(15)
+        if self.redis is not None:
+            self.redis.stop()
+        if self.children or self.redis:
+            log.info("stopped every process `up` started")
+        self.children.clear()
+        self.redis = None
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _wait_until(check: object, timeout: float, what: str, children: list[Child] | None = None) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        for child in children or []:
+            if not child.alive():
+                raise DispatchError(f"{child.name} exited while waiting for {what}; see {child.log_path}")
+        if time.monotonic() > deadline:
+            raise DispatchError(f"gave up waiting for {what} after {timeout:.0f}s")
+        time.sleep(0.1)  # start-up probing only

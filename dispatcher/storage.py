@@ -1,0 +1,95 @@
+"""Where run outputs are kept: a narrow interface, a local-disk store and an in-memory twin.
+
+Keys look like ``<run_id>/<attempt>/<name>``: an attempt never overwrites
+another attempt's file, and a run's files never mix with another run's.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from dispatcher.errors import OutputNotFound, StorageError
+
+
+class OutputStore(Protocol):
+    def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        """Store the bytes under ``key``; returns the size. Atomic: a reader sees all or nothing."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Read a stored file; raises OutputNotFound."""
+        ...
+
+    def url(self, key: str) -> str | None:
+        """A URL clients can fetch directly, or None when the API serves the bytes."""
+        ...
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"invalid output key {key!r}")
+    return key
+
+
+class LocalStore:
+    """Outputs as files under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        # Write aside and rename, so a crash mid-download never leaves half a file under the final name.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                    size += len(chunk)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return size
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, StorageError) as exc:
+            raise OutputNotFound(key) from exc
+
+    def url(self, key: str) -> str | None:
+        return None
+
+
+class MemoryStore:
+    """The in-memory twin, for tests."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+
+    def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        data = b"".join(chunks)
+        self.files[_check_key(key)] = (data, content_type)
+        return len(data)
+
+    def open(self, key: str) -> BinaryIO:
+        import io
+
+        try:
+            return io.BytesIO(self.files[key][0])
+        except KeyError as exc:
+            raise OutputNotFound(key) from exc
+
+    def url(self, key: str) -> str | None:
+        return None

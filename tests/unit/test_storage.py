@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dispatcher.errors import OutputNotFound, StorageError
+from dispatcher.storage import LocalStore, MemoryStore, OutputStore
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> OutputStore:
+    return LocalStore(tmp_path) if request.param == "local" else MemoryStore()
+
+
+def test_put_then_open(store: OutputStore) -> None:
+    size = store.put("run1/1/a.png", [b"ab", b"cd"], "image/png")
+    assert size == 4
+    with store.open("run1/1/a.png") as fh:
+        assert fh.read() == b"abcd"
+    assert store.url("run1/1/a.png") is None
+
+
+def test_missing_output(store: OutputStore) -> None:
+    with pytest.raises(OutputNotFound):
+        store.open("run1/1/none.png")
+
+
+@pytest.mark.parametrize("key", ["", "/etc/passwd", "run/../../x", "run//x", "./x"])
+def test_keys_cannot_escape(store: OutputStore, key: str) -> None:
+    with pytest.raises(StorageError):
+        store.put(key, [b"x"], "text/plain")
+
+
+def test_local_store_leaves_no_partial_file(tmp_path: Path) -> None:
+    def failing() -> Iterator[bytes]:
+        yield b"partial"
+        raise OSError("connection reset")
+
+    store = LocalStore(tmp_path)
+    with pytest.raises(OSError):
+        store.put("r/1/a.png", failing(), "image/png")
+    assert list((tmp_path / "r" / "1").iterdir()) == []

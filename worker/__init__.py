@@ -1,0 +1,1 @@
+"""The worker: an RQ worker bound to one ComfyUI, executing runs under a lease."""

@@ -1,0 +1,70 @@
+"""What a worker process holds for its whole life, shared by every run it executes.
+
+RQ calls the job function by name with only the run id; the function finds
+the process's connections, ComfyUI client and output store here. Built once
+at start (``install``), so each run reuses keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from rq import Queue
+
+from dispatcher.comfyui.client import ComfyClient
+from dispatcher.connections import Connections
+from dispatcher.lease import Leases
+from dispatcher.runs import RunStore
+from dispatcher.settings import Settings
+from dispatcher.storage import LocalStore, OutputStore
+
+
+@dataclass
+class WorkerState:
+    """Mutable state the heartbeat reports: which run is executing, and ComfyUI's health."""
+
+    current_run: str = ""
+    comfyui_healthy: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class WorkerContext:
+    name: str
+    settings: Settings
+    conns: Connections
+    client: ComfyClient
+    store: OutputStore
+    leases: Leases
+    runs: RunStore
+    queue: Queue
+    state: WorkerState = field(default_factory=WorkerState)
+
+    @classmethod
+    def build(cls, settings: Settings, name: str, *, store: OutputStore | None = None) -> WorkerContext:
+        conns = Connections.from_url(settings.redis_url)
+        return cls(
+            name=name,
+            settings=settings,
+            conns=conns,
+            client=ComfyClient(settings.comfyui_url, timeout=settings.comfyui_timeout),
+            store=store or LocalStore(settings.output_dir),
+            leases=Leases(conns.text, ttl_seconds=settings.lease_seconds, run_ttl_seconds=settings.run_ttl_seconds),
+            runs=RunStore(conns.text),
+            queue=Queue(settings.queue_name, connection=conns.raw),
+        )
+
+
+_current: WorkerContext | None = None
+
+
+def install(ctx: WorkerContext) -> None:
+    global _current
+    _current = ctx
+
+
+def current() -> WorkerContext:
+    if _current is None:
+        raise RuntimeError("no worker context: run jobs through `comfy-dispatch worker`")
+    return _current
