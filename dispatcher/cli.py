@@ -6,7 +6,6 @@ them. A bad setting or bad input ends with a one-line message and exit 2.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,12 +27,13 @@ def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
     except DispatchError as exc:
-        _die(f"invalid setting {exc}")
+        raise _die(f"invalid setting {exc}") from None
 
 
-def _die(message: str) -> Any:
+def _die(message: str) -> typer.Exit:
+    """Print a one-line error; the caller raises the returned Exit (so type checkers see the flow end)."""
     typer.echo(f"comfy-dispatch: {message}", err=True)
-    raise typer.Exit(2)
+    return typer.Exit(2)
 
 
 @app.command()
@@ -53,7 +53,7 @@ def api(
     try:
         serve(settings, host, port)
     except DispatchError as exc:
-        _die(str(exc))
+        raise _die(str(exc)) from None
 
 
 @app.command()
@@ -87,7 +87,7 @@ def fake_comfyui(
     settings = _settings(log_level=log_level)
     setup_logging(settings.log_level, "fake-comfyui")
     if exec_seconds < 0:
-        _die("--exec-seconds must be >= 0")
+        raise _die("--exec-seconds must be >= 0")
     from dispatcher.fake_comfyui import serve
 
     serve(host, port, exec_seconds=exec_seconds, output_dir=str(data_dir) if data_dir else None)
@@ -108,7 +108,7 @@ def up(
     try:
         code = Stack(settings, api_port=api_port).run(demo=demo, exit_after_demo=exit_after_demo)
     except DispatchError as exc:
-        _die(str(exc))
+        raise _die(str(exc)) from None
     raise typer.Exit(code)
 
 
@@ -117,4 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

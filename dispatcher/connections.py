@@ -14,9 +14,13 @@ class Connections:
 
     @classmethod
     def from_url(cls, url: str) -> Connections:
+        # A Redis that does not answer must fail calls, not hang them (readiness probes, API requests).
+        # The raw client gets no read timeout: RQ blocks on BLMOVE for minutes by design.
         return cls(
-            text=Redis.from_url(url, decode_responses=True, health_check_interval=30),
-            raw=Redis.from_url(url, health_check_interval=30),
+            text=Redis.from_url(
+                url, decode_responses=True, health_check_interval=30, socket_connect_timeout=5, socket_timeout=30
+            ),
+            raw=Redis.from_url(url, health_check_interval=30, socket_connect_timeout=5),
         )
 
     def close(self) -> None:

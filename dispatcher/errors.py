@@ -54,6 +54,38 @@ class BadRequest(DispatchError):
     """Raised when a request body cannot be read at all (not JSON, wrong shape)."""
 
 
+class PayloadTooLarge(BadRequest):
+    """Raised when a request body is larger than ``settings.max_body_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is larger than {limit} bytes")
+        self.limit = limit
+
+
+class RunFailed(DispatchError):
+    """Raised when a caller waited for a run (FlowAI's synchronous run) and it ended without success."""
+
+    def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
+        message = str((error or {}).get("message") or f"run ended with status {status}")
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+
+
+class RunStillGoing(DispatchError):
+    """Raised when a synchronous caller's wait ended before the run did; the run itself goes on."""
+
+    def __init__(self, run_id: str, waited: float) -> None:
+        super().__init__(f"run {run_id} did not finish within {waited:g} seconds; it is still queued or running")
+        self.run_id = run_id
+        self.waited = waited
+
+
+class NotAvailableYet(DispatchError):
+    """Raised for a documented feature of a compatible API that Comfy Dispatch does not offer yet."""
+
+
 class RunNotFound(DispatchError):
     """Raised when a run id is unknown (or belongs to someone else)."""
 
@@ -155,6 +187,9 @@ class ComfyUIInterrupted(ComfyUIError):
 
 
 class RunTimeout(ComfyUIError):
-    """Raised when a run exceeded its timeout; the worker has interrupted ComfyUI."""
+    """Raised when a run exceeded its timeout; the worker has interrupted ComfyUI.
 
-    transient = True
+    Not transient: the same graph would most likely time out again, holding a GPU as long.
+    """
+
+    transient = False

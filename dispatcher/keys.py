@@ -37,3 +37,9 @@ def worker(name: str) -> str:
 
 WORKERS = f"{NS}:workers"
 """Sorted set: worker names scored by their last heartbeat."""
+
+
+RECENT_RUNS = f"{NS}:recent-runs"
+"""List: ids of accepted runs, newest first, capped at ``RECENT_RUNS_MAX`` (the Flask seed's /api/history)."""
+
+RECENT_RUNS_MAX = 1000

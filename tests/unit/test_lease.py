@@ -78,7 +78,11 @@ def test_requeue_puts_the_run_back(fake_conns: Connections, leases: Leases) -> N
     assert leases.requeue(lease, "normal", error={"type": "ComfyUIUnavailable", "message": "down"})
     store = RunStore(fake_conns.text)
     run = store.get(run_id)
-    assert run is not None and run.status is RunStatus.QUEUED and run.error == {"type": "ComfyUIUnavailable", "message": "down"}
+    assert (
+        run is not None
+        and run.status is RunStatus.QUEUED
+        and run.error == {"type": "ComfyUIUnavailable", "message": "down"}
+    )
     assert store.queue_depths()["normal"] == 1
     assert leases.claim(run_id, "w2").lease == Lease(run_id, "w2", 2)
 
@@ -90,7 +94,9 @@ def test_a_run_whose_attempts_all_died_fails(fake_conns: Connections, leases: Le
     claim = leases.claim(run_id, "w2")
     assert claim.result is ClaimResult.EXHAUSTED
     run = RunStore(fake_conns.text).get(run_id)
-    assert run is not None and run.status is RunStatus.FAILED and run.error and run.error["type"] == "attempts_exhausted"
+    assert (
+        run is not None and run.status is RunStatus.FAILED and run.error and run.error["type"] == "attempts_exhausted"
+    )
 
 
 def test_claim_of_an_unknown_run(leases: Leases) -> None:

@@ -29,7 +29,9 @@ def test_failed_prompt_has_no_files() -> None:
 
 
 def test_previews_count_only_when_nothing_was_saved() -> None:
-    entry = {"outputs": {"4": {"images": [{"filename": "ComfyUI_temp_abcde_00001_.png", "subfolder": "", "type": "temp"}]}}}
+    entry = {
+        "outputs": {"4": {"images": [{"filename": "ComfyUI_temp_abcde_00001_.png", "subfolder": "", "type": "temp"}]}}
+    }
     assert files_from_history(entry) == [OutputFile("4", "ComfyUI_temp_abcde_00001_.png", "", "temp", "images")]
 
 
@@ -66,7 +68,12 @@ def test_names_are_unique_within_a_run(files: list[tuple[str, str, str]], names:
 
 @pytest.mark.parametrize(
     ("name", "ctype"),
-    [("a.png", "image/png"), ("a.webp", "image/webp"), ("a.mp4", "video/mp4"), ("a.unknownext", "application/octet-stream")],
+    [
+        ("a.png", "image/png"),
+        ("a.webp", "image/webp"),
+        ("a.mp4", "video/mp4"),
+        ("a.unknownext", "application/octet-stream"),
+    ],
 )
 def test_content_type(name: str, ctype: str) -> None:
     assert content_type(name) == ctype

@@ -116,6 +116,23 @@ def test_bundled_graphs_use_real_comfyui_inputs(
     assert node["class_type"] == class_type and set(node["inputs"]) == inputs
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"params": {"prompt": "a cat"}},
+        {"input": {"prompt": "a cat"}},
+        {"params": {"3::sampler_name": "euler", "6::text": "a cat"}, "callback_urls": {"on_result_url": "u"}},
+        {"prompt": "a cat"},
+        {"prompt": "a cat", "target_node": "6"},
+        {"6": {"inputs": {"text": "a cat"}}, "3": {"inputs": {"steps": 4}}},
+    ],
+)
+def test_seed_body_forms_bind_on_bundled_txt2img(body: dict[str, Any]) -> None:
+    bound = bind(load_workflow(WORKFLOWS / "txt2img"), body, run_id="r1")
+    assert bound.params["prompt"] == "a cat" and bound.graph["6"]["inputs"]["text"] == "a cat"
+    assert bound.graph["7"]["inputs"]["text"] == "" and bound.graph["9"]["inputs"]["filename_prefix"] == "txt2img_r1"
+
+
 def test_bundled_specifics() -> None:
     txt2img = load_workflow(WORKFLOWS / "txt2img")
     assert txt2img.params["prompt"].required and txt2img.params["seed"].max == 2**64 - 1

@@ -1,0 +1,83 @@
+"""The HTTP API application: ``create_app`` wires settings, clients and routes; ``serve`` runs it.
+
+Everything a request needs sits on ``app.state.services`` (see :mod:`api.services`); nothing is
+global, so tests build as many apps as they like, each with its own fakeredis and store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+import dispatcher
+from api import problems
+from api.compat import comflowy, flask_seed, flowai
+from api.routes import health, outputs, queues, runs, workers, workflows
+from api.services import Services
+from dispatcher.connections import Connections
+from dispatcher.registry import Registry
+from dispatcher.settings import Settings
+from dispatcher.storage import LocalStore, OutputStore
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Queue runs of bundled ComfyUI workflows and follow them to their outputs.
+
+Errors are RFC 9457 problems (`application/problem+json`). The routes tagged *compat* serve the
+APIs of the Flask seed (`/api/...`), Comflowy (`/api/open/v0/...`) and FlowAI (`/v1/api/workflow/...`)
+over the same runs."""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    conns: Connections | None = None,
+    registry: Registry | None = None,
+    store: OutputStore | None = None,
+) -> FastAPI:
+    """Build the API. What is not passed in is built from ``settings``.
+
+    Loading the workflows happens here, so a broken manifest stops the API at start-up
+    (ManifestError) rather than failing runs later. Connections built here are closed on shutdown;
+    ones passed in belong to the caller.
+    """
+    owns_conns = conns is None
+    services = Services.build(
+        settings,
+        conns if conns is not None else Connections.from_url(settings.redis_url),
+        registry if registry is not None else Registry.load(settings.workflows_dir),
+        store if store is not None else LocalStore(settings.output_dir),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("API ready: %d workflow(s), queue %r", len(services.registry), settings.queue_name)
+        yield
+        if owns_conns:
+            services.conns.close()
+
+    app = FastAPI(
+        title="Comfy Dispatch",
+        version=dispatcher.__version__,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        lifespan=lifespan,
+        responses=problems.openapi_responses(),
+    )
+    app.state.services = services
+    problems.install(app)
+    for router in (workflows.router, runs.router, outputs.router, queues.router, workers.router, health.router):
+        app.include_router(router)
+    for compat in (flask_seed, comflowy, flowai):
+        compat.install(app)
+    return app
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the API with uvicorn until interrupted (logging is set up by the caller, e.g. the CLI)."""
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), log_config=None)

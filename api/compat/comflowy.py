@@ -1,0 +1,108 @@
+"""Compatibility with Comflowy's open API (``/api/open/v0``): run, check, auth token.
+
+Run statuses map to Comflowy's as follows:
+
+================================  =========
+ours                              Comflowy
+================================  =========
+queued (also between attempts)    waiting
+running, no node executing yet    pending   (a worker took it; ComfyUI has not started a node)
+running, a node executing         running
+succeeded                         success
+failed, canceled                  failed
+================================  =========
+
+Problems under ``/api/open/v0`` carry ``"success": false`` like Comflowy's own answers.
+``callback_urls`` are accepted but not called yet (webhooks are a later issue).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from api import operations, problems
+from api.body import read_json_object
+from api.services import JsonBody, ServicesDep
+from api.views import Links
+from dispatcher.errors import ParameterError
+from dispatcher.runs import Run, RunStatus
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/open/v0", tags=["compat: Comflowy"])
+PREFIX = "/api/open/v0/"
+
+
+def problem_members(status: int, detail: str) -> dict[str, Any]:
+    return {"success": False}
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    problems.add_flavor(app, PREFIX, problem_members)
+
+
+def comflowy_status(run: Run) -> str:
+    """Our run status in Comflowy's words (see the module docstring)."""
+    if run.status is RunStatus.QUEUED:
+        return "waiting"
+    if run.status is RunStatus.RUNNING:
+        return "running" if run.node or run.progress > 0 else "pending"
+    if run.status is RunStatus.SUCCEEDED:
+        return "success"
+    return "failed"
+
+
+def check_data(run: Run, links: Links) -> dict[str, Any]:
+    """The ``data`` of Comflowy's check answer: status, error, output URLs overall and per node."""
+    status = comflowy_status(run)
+    data: dict[str, Any] = {"status": status, "output_images": [], "full_outputs": {}}
+    if status == "failed":
+        data["error"] = str((run.error or {}).get("message") or f"run {run.status.value}")
+    for output in run.outputs if status == "success" else []:
+        url = links.output(run.id, output)
+        data["output_images"].append(url)
+        data["full_outputs"].setdefault(output.node, {"images": []})["images"].append(url)
+    return data
+
+
+@router.post("/run")
+async def run(body: JsonBody, svc: ServicesDep) -> dict[str, Any]:
+    """Queue a run: ``{"workflow_id", "params": {"name" or "node_id::input": value}, "callback_urls"?}``."""
+    workflow_id = body.get("workflow_id")
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise ParameterError("workflow_id", "is required (a workflow id string)")
+    if body.get("callback_urls"):
+        log.info("callback_urls of a Comflowy run request ignored: callbacks are not implemented yet")
+    queued = await run_in_threadpool(operations.submit, svc, workflow_id, body)
+    return {"success": True, "data": {"run_id": queued.id}}
+
+
+@router.get("/check", operation_id="comflowy_check_get")
+@router.post("/check", operation_id="comflowy_check_post")
+async def check(
+    request: Request,
+    svc: ServicesDep,
+    run_id: Annotated[
+        str | None, Query(alias="id", description='the run id; a POST may send {"id"} in its body instead')
+    ] = None,
+) -> dict[str, Any]:
+    """A run's status and output URLs in Comflowy's shape (``?id=RUN_ID``, GET or POST)."""
+    if run_id is None and request.method == "POST":
+        body = await read_json_object(request, svc.settings.max_body_bytes)
+        run_id = body.get("id") or body.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise ParameterError("id", "is required (the run_id that /run returned)")
+    found = await run_in_threadpool(operations.get_run, svc, run_id)
+    links = Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)
+    return {"success": True, "data": check_data(found, links)}
+
+
+@router.get("/auth/token")
+async def auth_token(ppt: Annotated[str, Query(min_length=1, description="your API key")]) -> dict[str, str]:
+    """Exchange an API key for an access token. For now the token is the key itself (real auth comes later)."""
+    return {"access_token": ppt}

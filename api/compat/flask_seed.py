@@ -1,0 +1,174 @@
+"""Compatibility with the Flask seed (``leoleelxh/comfyui-api``): its ``/api/...`` routes over our runs.
+
+The seed's ``prompt_id`` is our run id. Its clients read ``error`` on failures, so our problems
+under ``/api/`` also carry ``"error": detail`` and ``"status_code": n``. Two answers keep the
+seed's own shape instead of a problem, because seed clients branch on their string ``status``:
+``/api/task_status`` of an unknown id (``"status": "not_found"``, 404) and a failed
+``/api/test_comfy`` (``"status": "error"``, 503).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api import history, operations, problems
+from api.fleet import list_workers
+from api.services import JsonBody, Services, ServicesDep
+from api.views import Links
+from dispatcher import keys
+from dispatcher.errors import OutputNotFound
+from dispatcher.runs import Output, Run, RunStatus
+
+router = APIRouter(prefix="/api", tags=["compat: Flask seed"])
+PREFIX = "/api/"
+
+
+def problem_members(status: int, detail: str) -> dict[str, Any]:
+    """The seed's error members, added to every problem under ``/api/``."""
+    return {"error": detail, "status_code": status}
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    problems.add_flavor(app, PREFIX, problem_members)
+
+
+def _links(request: Request, svc: Services) -> Links:
+    return Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)
+
+
+def image(run: Run, output: Output, links: Links) -> dict[str, str]:
+    return {
+        "url": links.output(run.id, output),
+        "filename": output.filename,
+        "subfolder": output.subfolder,
+        "type": output.type,
+    }
+
+
+def images(run: Run, links: Links) -> list[dict[str, str]]:
+    """The seed's image list: every output of the run (not only pictures: a video is listed the same way)."""
+    return [image(run, o, links) for o in run.outputs]
+
+
+def task_status(run: Run, queue_position: int | None, links: Links) -> dict[str, Any]:
+    """A run in the seed's task-status shapes (pending, running, completed, error)."""
+    if run.status is RunStatus.QUEUED:
+        # The seed counts from 1 (ComfyUI's queue index + 1); ours counts from 0.
+        position = None if queue_position is None else queue_position + 1
+        return {"status": "pending", "message": "Task is waiting in queue", "queue_position": position}
+    if run.status is RunStatus.RUNNING:
+        return {
+            "status": "running",
+            "message": "Task is currently running",
+            "execution_info": {"progress": run.progress, "node": run.node or None},
+        }
+    if run.status is RunStatus.SUCCEEDED:
+        started = run.started_at if run.started_at is not None else run.created_at
+        finished = run.finished_at if run.finished_at is not None else started
+        return {
+            "status": "completed",
+            "message": "Image generation completed",
+            "images": images(run, links),
+            "execution_time": round(max(finished - started, 0.0), 3),
+            "node_errors": {},
+        }
+    error = run.error or {}
+    message = str(error.get("message") or f"Task ended with status {run.status.value}")
+    return {"status": "error", "message": message, "node_errors": error.get("node_errors") or {}}
+
+
+def history_entry(run: Run, links: Links) -> dict[str, Any]:
+    """A finished run shaped like an entry of ComfyUI's ``/history`` (which the seed passed through)."""
+    outputs: dict[str, dict[str, list[dict[str, str]]]] = {}
+    for output in run.outputs:
+        outputs.setdefault(output.node, {"images": []})["images"].append(image(run, output, links))
+    succeeded = run.status is RunStatus.SUCCEEDED
+    return {
+        "prompt_id": run.id,
+        "workflow": run.workflow,
+        "outputs": outputs,
+        "status": {
+            "status_str": "success" if succeeded else "error",
+            "completed": succeeded,
+            "messages": [] if run.error is None else [["execution_error", run.error]],
+        },
+    }
+
+
+@router.get("/workflows")
+async def list_workflows(svc: ServicesDep) -> dict[str, list[str]]:
+    """The workflow ids (Flask seed: ``GET /api/workflows``)."""
+    return {"workflows": [w.id for w in svc.registry.all()]}
+
+
+@router.post("/workflow/{name}")
+async def run_workflow(name: str, body: JsonBody, svc: ServicesDep) -> dict[str, str]:
+    """Queue a run (Flask seed: simple ``{"prompt", "target_node"}`` or advanced ``{"<node>": {"inputs"}}`` form).
+
+    ``prompt_id`` is the run id to pass to ``/api/task_status``.
+    """
+    run = await run_in_threadpool(operations.submit, svc, name, body)
+    return {"status": "success", "prompt_id": run.id, "client_id": run.client_id}
+
+
+@router.get("/task_status/{prompt_id}", response_model=None)
+def get_task_status(prompt_id: str, request: Request, svc: ServicesDep) -> dict[str, Any] | JSONResponse:
+    """A run's state in the seed's shapes: pending, running, completed, error or (404) not_found."""
+    run = operations.find_run(svc, prompt_id)
+    if run is None:
+        detail = f"run {prompt_id!r} does not exist"
+        body = {"status": "not_found", "message": "Task not found", **problem_members(404, detail)}
+        return JSONResponse(body, status_code=404)
+    return task_status(run, svc.runs.queue_position(run), _links(request, svc))
+
+
+@router.get("/history")
+def get_all_history(
+    request: Request,
+    svc: ServicesDep,
+    max_items: Annotated[int, Query(ge=1, le=keys.RECENT_RUNS_MAX, description="recent runs to look at")] = 100,
+) -> dict[str, Any]:
+    """The recently finished runs, by run id, newest first, like ComfyUI's ``/history``."""
+    links = _links(request, svc)
+    runs = history.recent_runs(svc.conns.text, max_items)
+    return {run.id: history_entry(run, links) for run in runs if run.status.terminal}
+
+
+@router.get("/history/{prompt_id}")
+def get_history(prompt_id: str, request: Request, svc: ServicesDep) -> dict[str, Any]:
+    """One run's history entry, keyed by its id; ``{}`` while it has not finished (as ComfyUI does)."""
+    run = operations.get_run(svc, prompt_id)
+    if not run.status.terminal:
+        return {}
+    return {run.id: history_entry(run, _links(request, svc))}
+
+
+@router.get("/image/{prompt_id}")
+def get_image(prompt_id: str, request: Request, svc: ServicesDep) -> dict[str, Any]:
+    """The output files of a succeeded run; 404 while it has none."""
+    run = operations.get_run(svc, prompt_id)
+    if run.status is not RunStatus.SUCCEEDED or not run.outputs:
+        raise OutputNotFound(f"run {run.id} has no images (status: {run.status.value})")
+    return {"status": "success", "images": images(run, _links(request, svc))}
+
+
+@router.get("/test_comfy", response_model=None)
+def test_comfy(svc: ServicesDep) -> dict[str, Any] | JSONResponse:
+    """Whether any worker reports a healthy ComfyUI; 503 with ``"status": "error"`` when none does."""
+    workers = list_workers(svc.conns.text, now=time.time())
+    healthy = [w for w in workers if w.health == "healthy"]
+    body: dict[str, Any] = {
+        "status": "success" if healthy else "error",
+        "comfyui_url": healthy[0].comfyui_url if healthy else svc.settings.comfyui_url,
+        "response": {"workers": [w.model_dump() for w in workers]},
+    }
+    if healthy:
+        return body
+    body.update(problem_members(503, "no worker reports a healthy ComfyUI"))
+    return JSONResponse(body, status_code=503)

@@ -1,0 +1,65 @@
+"""Response (and documented request) shapes of the native API v1, as they appear in /docs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from dispatcher.runs import Priority, RunStatus
+
+
+class WorkflowView(BaseModel):
+    id: str
+    description: str
+    params: dict[str, dict[str, Any]] = Field(description="parameter name -> type, required, default, min, max...")
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowView]
+
+
+class OutputView(BaseModel):
+    node: str
+    filename: str
+    url: str = Field(description="absolute URL of the file")
+    content_type: str
+    size: int = Field(description="bytes")
+
+
+class RunView(BaseModel):
+    id: str
+    workflow: str
+    status: RunStatus
+    priority: Priority
+    progress: float = Field(ge=0, le=1)
+    queue_position: int | None = Field(description="0-based place among all queued runs; null unless queued")
+    params: dict[str, Any]
+    outputs: list[OutputView]
+    error: dict[str, Any] | None
+    created_at: str | None = Field(description="RFC 3339, UTC")
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    max_attempts: int
+
+
+class QueuesView(BaseModel):
+    queues: dict[str, int] = Field(description="queued runs per priority: high, normal, low")
+    total: int
+
+
+class WorkerView(BaseModel):
+    name: str
+    comfyui_url: str | None = Field(description="null once the worker's record has expired (offline)")
+    health: Literal["healthy", "unhealthy", "offline"]
+    current_run: str | None
+    last_seen: str = Field(description="RFC 3339, UTC")
+
+
+class WorkersView(BaseModel):
+    workers: list[WorkerView]
+
+
+class StatusView(BaseModel):
+    status: str

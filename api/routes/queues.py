@@ -1,0 +1,17 @@
+"""``/v1/queues``: how many runs wait, per priority."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.models import QueuesView
+from api.services import ServicesDep
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/v1/queues", response_model=QueuesView)
+def queue_depths(svc: ServicesDep) -> QueuesView:
+    """Count the queued runs of each priority (high, normal, low) and in all."""
+    depths = svc.runs.queue_depths()
+    return QueuesView(queues=depths, total=sum(depths.values()))

@@ -1,0 +1,83 @@
+"""Runs: submitting one (``POST /v1/workflows/{id}/runs``) and following it (``GET /v1/runs/{id}``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api import operations
+from api.models import RunView
+from api.operations import WaitQuery
+from api.services import JsonBody, Services, ServicesDep
+from api.views import Links
+
+router = APIRouter(tags=["runs"])
+
+# We parse the body ourselves (api.body), so FastAPI cannot derive its schema: document it by hand.
+RUN_REQUEST_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "params": {
+                            "type": "object",
+                            "additionalProperties": True,
+                            "description": 'named parameters, or Comflowy "node_id::input" keys',
+                        },
+                        "priority": {"type": "string", "enum": ["high", "normal", "low"], "default": "normal"},
+                    },
+                    "additionalProperties": True,
+                    "description": 'also accepted: the Flask seed\'s {"prompt", "target_node"} and '
+                    '{"<node_id>": {"inputs": {...}}} at top level, and FlowAI\'s "input" in place of "params"',
+                },
+                "example": {"params": {"prompt": "a lighthouse at dusk", "seed": 7}, "priority": "high"},
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/workflows/{workflow_id}/runs",
+    status_code=202,
+    response_model=RunView,
+    openapi_extra=RUN_REQUEST_DOC,
+    responses={200: {"model": RunView, "description": "the run ended within ?wait seconds"}},
+)
+async def create_run(
+    workflow_id: str, request: Request, response: Response, body: JsonBody, svc: ServicesDep, wait: WaitQuery = 0
+) -> RunView:
+    """Queue a run of a workflow: 202 with the queued run and ``Location: /v1/runs/{id}``.
+
+    With ``?wait=SECONDS`` the answer waits for the run to end: 200 with the finished run, or 202
+    with the queued or running run when the time is up. Either way the run goes on if the client
+    leaves. Bad parameters are a 422 naming the parameter, and nothing is queued.
+    """
+    run = await run_in_threadpool(operations.submit, svc, workflow_id, body)
+    if wait > 0:
+        run = await operations.wait(svc, run.id, wait)
+    response.status_code = 200 if run.status.terminal else 202
+    response.headers["Location"] = f"/v1/runs/{run.id}"
+    return await operations.view_async(svc, run, _links(request, svc))
+
+
+@router.get("/v1/runs/{run_id}", response_model=RunView)
+async def get_run(run_id: str, request: Request, svc: ServicesDep, wait: WaitQuery = 0) -> RunView:
+    """A run's status, progress, place in the queue, outputs and error.
+
+    With ``?wait=SECONDS``, answers as soon as the run ends or when the time is up (a long poll).
+    """
+    if wait > 0:
+        run = await operations.wait(svc, run_id, wait)
+    else:
+        run = await run_in_threadpool(operations.get_run, svc, run_id)
+    return await operations.view_async(svc, run, _links(request, svc))
+
+
+def _links(request: Request, svc: Services) -> Links:
+    return Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)

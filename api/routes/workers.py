@@ -1,0 +1,23 @@
+"""``/v1/workers``: the workers, their ComfyUI's health and what each is running."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+
+from api.fleet import list_workers
+from api.models import WorkersView
+from api.services import ServicesDep
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/v1/workers", response_model=WorkersView)
+def workers(svc: ServicesDep) -> WorkersView:
+    """List the workers seen in the last hour.
+
+    ``health`` is ``healthy`` or ``unhealthy`` as the worker last found its ComfyUI, and ``offline``
+    once the worker stopped sending heartbeats.
+    """
+    return WorkersView(workers=list_workers(svc.conns.text, now=time.time()))

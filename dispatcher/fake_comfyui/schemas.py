@@ -1,0 +1,272 @@
+"""Node schemas of the simulated nodes: what ``/object_info`` shows and what validation checks.
+
+Shapes follow ComfyUI 0.3.64's ``node_info()`` for classic (V1) nodes; ``EmptyImage`` is byte-for-byte the
+recorded ``object_info_EmptyImage.json``. Two combo lists depend on the machine (files in the input folder,
+checkpoints), so schemas are built from a :class:`Catalog`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_RESOLUTION = 16384
+ANY = "*"
+
+UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+CROP_METHODS = ["disabled", "center"]
+SAMPLERS = [
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
+    "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
+]  # fmt: skip
+SCHEDULERS = [
+    "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic",
+    "kl_optimal",
+]  # fmt: skip
+
+_SAVE_PREFIX_TIP = (
+    "The prefix for the file to save. This may include formatting information such as %date:yyyy-MM-dd% "
+    "or %Empty Latent Image.width% to include values from nodes."
+)
+_CFG_TIP = (
+    "The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values result "
+    "in images more closely matching the prompt however too high values will negatively impact quality."
+)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The machine-dependent combo lists: image files in the input folder, checkpoint names."""
+
+    input_images: tuple[str, ...] = ()
+    checkpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeSchema:
+    """One node class. ``inputs`` maps category (required/optional/hidden) to name -> spec, in order."""
+
+    name: str
+    inputs: dict[str, dict[str, Any]]
+    returns: tuple[str, ...]
+    category: str
+    display_name: str | None = None
+    description: str = ""
+    python_module: str = "nodes"
+    output_node: bool = False
+    output_tooltips: tuple[str, ...] | None = None
+    is_async: bool = False
+    # Inputs checked by the node's own VALIDATE_INPUTS instead of the generic min/max/combo checks.
+    self_validated: tuple[str, ...] = field(default=())
+
+    def input_info(self, name: str) -> tuple[Any, str, dict[str, Any]] | None:
+        """(type, category, options) of an input, as ComfyUI's ``get_input_info``."""
+        for category in ("required", "optional", "hidden"):
+            spec = self.inputs.get(category, {}).get(name)
+            if spec is None:
+                continue
+            if category == "hidden":
+                return spec, category, {}
+            options = spec[1] if len(spec) > 1 else {}
+            return spec[0], category, options
+        return None
+
+    def info(self) -> dict[str, Any]:
+        """The ``/object_info`` entry."""
+        out: dict[str, Any] = {
+            "input": _jsonable(self.inputs),
+            "input_order": {category: list(specs) for category, specs in self.inputs.items()},
+            "output": list(self.returns),
+            "output_is_list": [False] * len(self.returns),
+            "output_name": list(self.returns),
+            "name": self.name,
+            "display_name": self.display_name or self.name,
+            "description": self.description,
+            "python_module": self.python_module,
+            "category": self.category,
+            "output_node": self.output_node,
+        }
+        if self.output_tooltips is not None:
+            out["output_tooltips"] = list(self.output_tooltips)
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _int(default: int, lo: int, hi: int, step: int | None = 1, **extra: Any) -> tuple[str, dict[str, Any]]:
+    opts: dict[str, Any] = {"default": default, "min": lo, "max": hi}
+    if step is not None:
+        opts["step"] = step
+    opts.update(extra)
+    return ("INT", opts)
+
+
+def _float(default: float, lo: float, hi: float, step: float, **extra: Any) -> tuple[str, dict[str, Any]]:
+    return ("FLOAT", {"default": default, "min": lo, "max": hi, "step": step, **extra})
+
+
+def build_schemas(catalog: Catalog) -> dict[str, NodeSchema]:
+    """Every simulated node class, keyed by class_type, in the order ``/object_info`` lists them."""
+    image_tip = {"tooltip": "The images to save."}
+    hidden_png = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    schemas = [
+        NodeSchema(
+            "KSampler",
+            {"required": {
+                "model": ("MODEL", {"tooltip": "The model used for denoising the input latent."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                                 "tooltip": "The random seed used for creating the noise."}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 10000,
+                                  "tooltip": "The number of steps used in the denoising process."}),
+                "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                  "tooltip": _CFG_TIP}),
+                "sampler_name": (SAMPLERS, {"tooltip": "The algorithm used when sampling, this can affect the "
+                                            "quality, speed, and style of the generated output."}),
+                "scheduler": (SCHEDULERS, {"tooltip": "The scheduler controls how noise is gradually removed to "
+                                           "form the image."}),
+                "positive": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to "
+                                              "include in the image."}),
+                "negative": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to "
+                                              "exclude from the image."}),
+                "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                      "tooltip": "The amount of denoising applied, lower values will maintain the "
+                                      "structure of the initial image allowing for image to image sampling."}),
+            }},
+            ("LATENT",), "sampling", "KSampler",
+            "Uses the provided model, positive and negative conditioning to denoise the latent image.",
+            output_tooltips=("The denoised latent.",),
+        ),
+        NodeSchema(
+            "CheckpointLoaderSimple",
+            {"required": {"ckpt_name": (list(catalog.checkpoints),
+                                        {"tooltip": "The name of the checkpoint (model) to load."})}},
+            ("MODEL", "CLIP", "VAE"), "loaders", "Load Checkpoint",
+            "Loads a diffusion model checkpoint, diffusion models are used to denoise latents.",
+            output_tooltips=(
+                "The model used for denoising latents.",
+                "The CLIP model used for encoding text prompts.",
+                "The VAE model used for encoding and decoding images to and from latent space.",
+            ),
+        ),
+        NodeSchema(
+            "CLIPTextEncode",
+            {"required": {
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": True,
+                                    "tooltip": "The text to be encoded."}),
+                "clip": ("CLIP", {"tooltip": "The CLIP model used for encoding the text."}),
+            }},
+            ("CONDITIONING",), "conditioning", "CLIP Text Encode (Prompt)",
+            "Encodes a text prompt using a CLIP model into an embedding that can be used to guide the diffusion "
+            "model towards generating specific images.",
+            output_tooltips=("A conditioning containing the embedded text used to guide the diffusion model.",),
+        ),
+        NodeSchema(
+            "VAEDecode",
+            {"required": {"samples": ("LATENT", {"tooltip": "The latent to be decoded."}),
+                          "vae": ("VAE", {"tooltip": "The VAE model used for decoding the latent."})}},
+            ("IMAGE",), "latent", "VAE Decode", "Decodes latent images back into pixel space images.",
+            output_tooltips=("The decoded image.",),
+        ),
+        NodeSchema("VAEEncode", {"required": {"pixels": ("IMAGE",), "vae": ("VAE",)}}, ("LATENT",), "latent",
+                   "VAE Encode"),
+        NodeSchema(
+            "EmptyLatentImage",
+            {"required": {
+                "width": _int(512, 16, MAX_RESOLUTION, 8, tooltip="The width of the latent images in pixels."),
+                "height": _int(512, 16, MAX_RESOLUTION, 8, tooltip="The height of the latent images in pixels."),
+                "batch_size": _int(1, 1, 4096, None, tooltip="The number of latent images in the batch."),
+            }},
+            ("LATENT",), "latent", "Empty Latent Image",
+            "Create a new batch of empty latent images to be denoised via sampling.",
+            output_tooltips=("The empty latent image batch.",),
+        ),
+        NodeSchema(
+            "SaveImage",
+            {"required": {"images": ("IMAGE", image_tip),
+                          "filename_prefix": ("STRING", {"default": "ComfyUI", "tooltip": _SAVE_PREFIX_TIP})},
+             "hidden": hidden_png},
+            (), "image", "Save Image", "Saves the input images to your ComfyUI output directory.", output_node=True,
+        ),
+        NodeSchema(
+            "PreviewImage", {"required": {"images": ("IMAGE",)}, "hidden": hidden_png},
+            (), "image", "Preview Image", "Saves the input images to your ComfyUI output directory.",
+            output_node=True,
+        ),
+        NodeSchema(
+            "LoadImage", {"required": {"image": (sorted(catalog.input_images), {"image_upload": True})}},
+            ("IMAGE", "MASK"), "image", "Load Image", self_validated=("image",),
+        ),
+        NodeSchema("ImageScale", {"required": {
+            "image": ("IMAGE",), "upscale_method": (UPSCALE_METHODS,),
+            "width": _int(512, 0, MAX_RESOLUTION), "height": _int(512, 0, MAX_RESOLUTION), "crop": (CROP_METHODS,),
+        }}, ("IMAGE",), "image/upscaling", "Upscale Image"),
+        NodeSchema("ImageScaleBy", {"required": {
+            "image": ("IMAGE",), "upscale_method": (UPSCALE_METHODS,),
+            "scale_by": _float(1.0, 0.01, 8.0, 0.01),
+        }}, ("IMAGE",), "image/upscaling", "Upscale Image By"),
+        NodeSchema("ImageInvert", {"required": {"image": ("IMAGE",)}}, ("IMAGE",), "image", "Invert Image"),
+        NodeSchema("ImageBatch", {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}}, ("IMAGE",), "image",
+                   "Batch Images"),
+        NodeSchema("EmptyImage", {"required": {
+            "width": _int(512, 1, MAX_RESOLUTION), "height": _int(512, 1, MAX_RESOLUTION),
+            "batch_size": _int(1, 1, 4096, None), "color": _int(0, 0, 0xFFFFFF, 1, display="color"),
+        }}, ("IMAGE",), "image"),
+        NodeSchema("ImageCrop", {"required": {
+            "image": ("IMAGE",), "width": _int(512, 1, MAX_RESOLUTION), "height": _int(512, 1, MAX_RESOLUTION),
+            "x": _int(0, 0, MAX_RESOLUTION), "y": _int(0, 0, MAX_RESOLUTION),
+        }}, ("IMAGE",), "image/transform", python_module="comfy_extras.nodes_images"),
+        NodeSchema("ImageBlur", {"required": {
+            "image": ("IMAGE",), "blur_radius": _int(1, 1, 31), "sigma": _float(1.0, 0.1, 10.0, 0.1),
+        }}, ("IMAGE",), "image/postprocessing", python_module="comfy_extras.nodes_post_processing"),
+        NodeSchema("ImageSharpen", {"required": {
+            "image": ("IMAGE",), "sharpen_radius": _int(1, 1, 31), "sigma": _float(1.0, 0.1, 10.0, 0.01),
+            "alpha": _float(1.0, 0.0, 5.0, 0.01),
+        }}, ("IMAGE",), "image/postprocessing", python_module="comfy_extras.nodes_post_processing"),
+        NodeSchema("SolidMask", {"required": {
+            "value": _float(1.0, 0.0, 1.0, 0.01), "width": _int(512, 1, MAX_RESOLUTION),
+            "height": _int(512, 1, MAX_RESOLUTION),
+        }}, ("MASK",), "mask", python_module="comfy_extras.nodes_mask"),
+        NodeSchema("PrimitiveInt", {"required": {"value": ("INT", {
+            "min": -sys.maxsize, "max": sys.maxsize, "control_after_generate": True})}},
+            ("INT",), "utils/primitive", "Int", python_module="comfy_extras.nodes_primitive"),
+        NodeSchema("PrimitiveString", {"required": {"value": ("STRING", {})}}, ("STRING",), "utils/primitive",
+                   "String", python_module="comfy_extras.nodes_primitive"),
+        NodeSchema("StringConcatenate", {"required": {
+            "string_a": ("STRING", {"multiline": True}), "string_b": ("STRING", {"multiline": True}),
+            "delimiter": ("STRING", {"multiline": False, "default": ""}),
+        }}, ("STRING",), "utils/string", "Concatenate", python_module="comfy_extras.nodes_string"),
+        NodeSchema("PreviewAny", {"required": {"source": (ANY, {})}}, (), "utils", "Preview Any",
+                   python_module="comfy_extras.nodes_preview_any", output_node=True),
+        NodeSchema("TestSleep", {
+            "required": {"value": (ANY, {}), "seconds": _float(1.0, 0.0, 9999.0, 0.01,
+                                                                tooltip="The amount of seconds to sleep.")},
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }, (ANY,), "_for_testing", "Test Sleep", python_module="custom_nodes.testing-pack", is_async=True),
+    ]  # fmt: skip
+    return {schema.name: schema for schema in schemas}
+
+
+def types_match(received: str, expected: Any) -> bool:
+    """ComfyUI's ``validate_node_input`` (non-strict): equal, a wildcard, or overlapping comma-separated unions."""
+    if received == expected:
+        return True
+    if not isinstance(received, str) or not isinstance(expected, str):
+        return False
+    if received == ANY or expected == ANY:
+        return True
+    got = {t.strip() for t in received.split(",")}
+    want = {t.strip() for t in expected.split(",")}
+    return bool(got & want)

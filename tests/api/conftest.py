@@ -1,0 +1,84 @@
+"""Fixtures of the API tests: an app on fakeredis (``fake_conns``) with the bundled workflows and a MemoryStore."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from rq import Queue
+
+from api import operations
+from api.app import create_app
+from dispatcher.connections import Connections
+from dispatcher.runs import Run
+from dispatcher.settings import Settings, load_settings
+from dispatcher.storage import MemoryStore
+from tests.api.helpers import TestClient, finish_run, store_output
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings({}, max_body_bytes=4096)
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def app(settings: Settings, fake_conns: Connections, store: MemoryStore) -> FastAPI:
+    return create_app(settings, conns=fake_conns, store=store)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def queue(settings: Settings, fake_conns: Connections) -> Queue:
+    """The RQ queue the API enqueues on (to check what was, or was not, enqueued)."""
+    return Queue(settings.queue_name, connection=fake_conns.raw)
+
+
+@pytest.fixture
+def finish_after_submit(
+    monkeypatch: pytest.MonkeyPatch, fake_conns: Connections, store: MemoryStore
+) -> Iterator[Callable[..., None]]:
+    """Arm it, and every later submit ends shortly afterwards in a background thread, as a worker would.
+
+    ``arm(delay=0.2, status="succeeded", error=None, files={"name.png": b"..."})``; threads are joined at teardown.
+    """
+    threads: list[threading.Thread] = []
+    original = operations.submit
+
+    def arm(
+        delay: float = 0.2,
+        status: str = "succeeded",
+        error: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
+        def submit(*args: Any, **kwargs: Any) -> Run:
+            run = original(*args, **kwargs)
+
+            def later() -> None:
+                time.sleep(delay)  # let the request start waiting first (either order must work)
+                outputs = [store_output(store, run.id, name, data) for name, data in (files or {}).items()]
+                finish_run(fake_conns, run.id, status=status, outputs=outputs, error=error)
+
+            thread = threading.Thread(target=later, daemon=True)
+            threads.append(thread)
+            thread.start()
+            return run
+
+        monkeypatch.setattr(operations, "submit", submit)
+
+    yield arm
+    for thread in threads:
+        thread.join(5)

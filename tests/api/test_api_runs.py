@@ -1,0 +1,172 @@
+"""POST /v1/workflows/{id}/runs and GET /v1/runs/{id}: submitting, viewing, queue positions, waiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import pytest
+from rq import Queue
+
+from dispatcher import keys
+from dispatcher.connections import Connections
+from tests.api.helpers import TestClient, assert_problem, finish_run, start_run
+
+RUN_FIELDS = {
+    "id", "workflow", "status", "priority", "progress", "queue_position", "params", "outputs", "error",
+    "created_at", "started_at", "finished_at", "attempts", "max_attempts",
+}  # fmt: skip
+
+
+def test_submit_answers_202_with_location_and_the_queued_run(client: TestClient, queue: Queue) -> None:
+    response = client.post("/v1/workflows/invert/runs", json={"params": {"width": 64}, "priority": "high"})
+    assert response.status_code == 202
+    run = response.json()
+    assert set(run) == RUN_FIELDS
+    assert response.headers["location"] == f"/v1/runs/{run['id']}"
+    assert run["status"] == "queued"
+    assert run["priority"] == "high"
+    assert run["workflow"] == "invert"
+    assert run["params"] == {"width": 64, "height": 512, "color": 0}
+    assert run["progress"] == 0.0
+    assert run["queue_position"] == 0
+    assert run["outputs"] == [] and run["error"] is None
+    assert run["started_at"] is None and run["finished_at"] is None
+    assert run["created_at"].endswith("Z")
+    datetime.fromisoformat(run["created_at"])
+    assert run["attempts"] == 0 and run["max_attempts"] == 3
+    assert queue.count == 1
+
+
+def test_empty_body_takes_every_default(client: TestClient) -> None:
+    response = client.post("/v1/workflows/invert/runs")
+    assert response.status_code == 202
+    assert response.json()["params"] == {"width": 512, "height": 512, "color": 0}
+    assert response.json()["priority"] == "normal"
+
+
+@pytest.mark.parametrize(
+    ("body", "prompt"),
+    [
+        ({"params": {"prompt": "a fox"}}, "a fox"),
+        ({"params": {"6::text": "a node fox"}}, "a node fox"),  # Comflowy's node::input keys
+        ({"prompt": "a simple fox", "target_node": "6"}, "a simple fox"),  # Flask seed, simple form
+        ({"prompt": "first text node"}, "first text node"),
+        ({"6": {"inputs": {"text": "an advanced fox"}}}, "an advanced fox"),  # Flask seed, advanced form
+        ({"input": {"prompt": "a flowai fox"}}, "a flowai fox"),  # FlowAI's "input"
+    ],
+)
+def test_every_parameter_form_is_accepted(client: TestClient, body: dict[str, object], prompt: str) -> None:
+    response = client.post("/v1/workflows/txt2img/runs", json=body)
+    assert response.status_code == 202, response.text
+    assert response.json()["params"]["prompt"] == prompt
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"params": {"width": 0}}, "width"),
+        ({"params": {"width": "wide"}}, "width"),
+        ({"params": {"depth": 3}}, "depth"),
+        ({"params": {"1::width": 99999}}, "1::width"),
+        ({"priority": "urgent"}, "priority"),
+        ({"colour": 1}, "colour"),
+    ],
+)
+def test_bad_parameter_is_a_422_naming_it_and_nothing_is_queued(
+    client: TestClient, fake_conns: Connections, queue: Queue, body: dict[str, object], param: str
+) -> None:
+    problem = assert_problem(client.post("/v1/workflows/invert/runs", json=body), 422)
+    assert problem["errors"][0]["param"] == param
+    assert problem["detail"].startswith(f"{param}: ")
+    assert queue.count == 0
+    assert client.get("/v1/queues").json()["total"] == 0
+    assert not fake_conns.text.keys(keys.run("*"))
+
+
+def test_missing_required_parameter_is_a_422(client: TestClient, queue: Queue) -> None:
+    problem = assert_problem(client.post("/v1/workflows/txt2img/runs", json={"params": {}}), 422)
+    assert problem["errors"] == [{"param": "prompt", "detail": "is required"}]
+    assert queue.count == 0
+
+
+def test_unknown_workflow_is_a_404_and_nothing_is_queued(client: TestClient, queue: Queue) -> None:
+    assert_problem(client.post("/v1/workflows/nope/runs", json={}), 404)
+    assert queue.count == 0
+
+
+def test_get_run_and_unknown_run(client: TestClient) -> None:
+    run = client.post("/v1/workflows/invert/runs", json={}).json()
+    response = client.get(f"/v1/runs/{run['id']}")
+    assert response.status_code == 200
+    assert response.json() == run
+    assert_problem(client.get("/v1/runs/0123456789abcdef"), 404)
+    # Not even a run id: unknown without touching another kind of key.
+    assert_problem(client.get(f"/v1/runs/{run['id']}:graph"), 404)
+
+
+def test_queue_positions_and_depths_follow_priority(client: TestClient) -> None:
+    def submit(priority: str) -> str:
+        run_id: str = client.post("/v1/workflows/invert/runs", json={"priority": priority}).json()["id"]
+        return run_id
+
+    low, normal1, high, normal2 = submit("low"), submit("normal"), submit("high"), submit("normal")
+    positions = {
+        run_id: client.get(f"/v1/runs/{run_id}").json()["queue_position"] for run_id in (low, normal1, high, normal2)
+    }
+    assert positions == {high: 0, normal1: 1, normal2: 2, low: 3}
+    assert client.get("/v1/queues").json() == {"queues": {"high": 1, "normal": 2, "low": 1}, "total": 4}
+
+
+def test_running_run_has_no_queue_position(client: TestClient, fake_conns: Connections) -> None:
+    run_id = client.post("/v1/workflows/invert/runs", json={}).json()["id"]
+    start_run(fake_conns, run_id, node="2", progress=0.4)
+    run = client.get(f"/v1/runs/{run_id}").json()
+    assert run["status"] == "running"
+    assert run["queue_position"] is None
+    assert run["progress"] == 0.4
+    assert run["started_at"].endswith("Z")
+
+
+def test_wait_answers_200_once_the_run_ends(client: TestClient, finish_after_submit: Callable[..., None]) -> None:
+    finish_after_submit(files={"out.png": b"png"})
+    started = time.monotonic()
+    response = client.post("/v1/workflows/invert/runs?wait=10", json={})
+    assert time.monotonic() - started < 5  # woken by the done channel, not by the timeout
+    assert response.status_code == 200
+    run = response.json()
+    assert response.headers["location"] == f"/v1/runs/{run['id']}"
+    assert run["status"] == "succeeded"
+    assert run["finished_at"] is not None
+    assert [o["filename"] for o in run["outputs"]] == ["out.png"]
+
+
+def test_wait_answers_202_when_the_time_is_up(client: TestClient) -> None:
+    started = time.monotonic()
+    response = client.post("/v1/workflows/invert/runs?wait=0.3", json={})
+    assert 0.3 <= time.monotonic() - started < 3
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+
+
+def test_wait_above_300_seconds_is_a_422_and_nothing_is_queued(client: TestClient, queue: Queue) -> None:
+    problem = assert_problem(client.post("/v1/workflows/invert/runs?wait=301", json={}), 422)
+    assert problem["errors"][0]["param"] == "wait"
+    assert_problem(client.post("/v1/workflows/invert/runs?wait=-1", json={}), 422)
+    assert queue.count == 0
+
+
+def test_get_run_can_wait_for_the_end(client: TestClient, fake_conns: Connections) -> None:
+    run_id = client.post("/v1/workflows/invert/runs", json={}).json()["id"]
+    finisher = threading.Timer(
+        0.2, finish_run, (fake_conns, run_id), {"status": "failed", "error": {"message": "boom"}}
+    )
+    finisher.start()
+    try:
+        run = client.get(f"/v1/runs/{run_id}?wait=10").json()
+    finally:
+        finisher.join()
+    assert run["status"] == "failed"
+    assert run["error"] == {"message": "boom"}

@@ -1,0 +1,155 @@
+"""A worker's run execution against a real redis-server and a fake ComfyUI process."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from rq.registry import ScheduledJobRegistry
+
+from dispatcher import keys
+from dispatcher.registry import Registry
+from dispatcher.runs import Run, RunStatus
+from dispatcher.settings import load_settings
+from dispatcher.submit import submit_run
+from tests.support import FakeComfy
+from worker.context import WorkerContext
+from worker.runner import RunExecution
+
+
+@pytest.fixture
+def ctx(redis_url: str, fake_comfyui: FakeComfy, tmp_path: Path) -> Iterator[WorkerContext]:
+    settings = load_settings(
+        {}, redis_url=redis_url, comfyui_url=fake_comfyui.url, output_dir=tmp_path / "out", lease_seconds=3
+    )
+    context = WorkerContext.build(settings, "test-worker")
+    yield context
+    context.conns.close()
+
+
+def submit(ctx: WorkerContext, workflow: str, body: dict[str, Any]) -> Run:
+    registry = Registry.load(ctx.settings.workflows_dir)
+    return submit_run(ctx.conns.raw, ctx.queue, registry, ctx.settings, workflow, body)
+
+
+def final(ctx: WorkerContext, run_id: str) -> Run:
+    run = ctx.runs.get(run_id)
+    assert run is not None
+    return run
+
+
+def pixel(ctx: WorkerContext, key: str) -> tuple[int, ...]:
+    with ctx.store.open(key) as fh:
+        image = Image.open(io.BytesIO(fh.read())).convert("RGB")
+    return tuple(image.getpixel((0, 0)))  # type: ignore[arg-type]
+
+
+def test_invert_run_stores_its_own_inverted_image(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8, "color": 0xFF0000}})
+    assert RunExecution(ctx, run.id).execute() == "succeeded"
+    done = final(ctx, run.id)
+    assert done.status is RunStatus.SUCCEEDED and done.progress == 1.0 and done.attempts == 1
+    (output,) = done.outputs
+    assert output.node == "3" and output.content_type == "image/png" and run.id in output.filename
+    assert output.key.startswith(f"{run.id}/1/")
+    assert pixel(ctx, output.key) == (0, 255, 255)
+    assert fake_comfyui.stats()["executed"] == 1
+
+
+def test_a_second_delivery_does_not_execute_again(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    assert RunExecution(ctx, run.id).execute() == "succeeded"
+    assert RunExecution(ctx, run.id).execute() == "done"
+    assert fake_comfyui.stats()["posted"] == 1
+
+
+def test_a_rejected_graph_fails_at_once_with_node_errors(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    graph = ctx.runs.graph(run.id)
+    graph["5"] = {"class_type": "NoSuchNode", "inputs": {}}
+    ctx.conns.text.set(keys.run_graph(run.id), json.dumps(graph))
+    assert RunExecution(ctx, run.id).execute() == "failed"
+    done = final(ctx, run.id)
+    assert done.status is RunStatus.FAILED and done.attempts == 1
+    assert done.error is not None and done.error["type"] == "validation_error"
+    assert done.error["error"]["type"] == "invalid_prompt" and "node_errors" in done.error
+    assert ScheduledJobRegistry(queue=ctx.queue).count == 0
+
+
+def test_a_node_that_raises_fails_the_run(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    fake_comfyui.control(fail_node_type="ImageInvert", exception_type="ValueError", exception_message="bad pixels")
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    assert RunExecution(ctx, run.id).execute() == "failed"
+    error = final(ctx, run.id).error
+    assert error is not None and error["node_type"] == "ImageInvert" and "bad pixels" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"fail_node_type": "ImageInvert", "exception_type": "torch.OutOfMemoryError", "exception_message": "OOM"},
+        {"drop_ws": True},
+    ],
+    ids=["out-of-memory", "websocket-dropped"],
+)
+def test_transient_failures_are_retried(ctx: WorkerContext, fake_comfyui: FakeComfy, faults: dict[str, Any]) -> None:
+    fake_comfyui.control(**faults)
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    assert RunExecution(ctx, run.id).execute() == "retrying"
+    queued = final(ctx, run.id)
+    assert queued.status is RunStatus.QUEUED and queued.attempts == 1 and queued.error is not None
+    assert ScheduledJobRegistry(queue=ctx.queue).count == 1
+    fake_comfyui.reset()
+    assert RunExecution(ctx, run.id).execute() == "succeeded"
+    assert final(ctx, run.id).attempts == 2
+
+
+def test_a_retry_takes_a_finished_prompt_from_history(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    """Attempt 1 died after ComfyUI finished: attempt 2 must not post the graph again."""
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8, "color": 0x00FF00}})
+    claim = ctx.leases.claim(run.id, "dead-worker")
+    assert claim.lease is not None
+    ctx.client.post_prompt(ctx.runs.graph(run.id), prompt_id=run.prompt_id, client_id="someone")
+    deadline = time.monotonic() + 10
+    while ctx.client.history(run.prompt_id) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ctx.conns.text.delete(keys.run_lease(run.id))  # the dead worker's lease expires
+    assert RunExecution(ctx, run.id).execute() == "succeeded"
+    done = final(ctx, run.id)
+    assert done.attempts == 2 and pixel(ctx, done.outputs[0].key) == (255, 0, 255)
+    assert fake_comfyui.stats()["posted"] == 1
+
+
+def test_a_worker_that_loses_its_lease_stops_and_writes_nothing(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    fake_comfyui.control(hang=True)
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(RunExecution(ctx, run.id).execute()))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while fake_comfyui.stats()["started"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ctx.conns.text.set(keys.run_lease(run.id), "other-worker|2")  # someone else took over
+    thread.join(15)
+    assert result == ["lease-lost"]
+    run_now = final(ctx, run.id)
+    assert run_now.status is RunStatus.RUNNING and run_now.outputs == []
+    assert fake_comfyui.stats()["executed"] == 0
+
+
+def test_a_run_past_its_timeout_is_interrupted_and_fails(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    fake_comfyui.control(hang=True)
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    ctx.conns.text.hset(keys.run(run.id), "timeout", "0.5")
+    assert RunExecution(ctx, run.id).execute() == "failed"
+    error = final(ctx, run.id).error
+    assert error is not None and error["type"] == "RunTimeout"
+    queue = ctx.client.queue()
+    assert run.prompt_id not in queue

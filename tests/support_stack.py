@@ -1,0 +1,72 @@
+"""A whole stack of real processes for end-to-end tests and benchmarks: fakes, API, workers."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from types import TracebackType
+
+import requests
+from PIL import Image
+
+from dispatcher.redis_server import free_port
+from tests.support import FakeComfy, Proc, wait_http
+
+
+class LocalStack:
+    """N fake ComfyUIs, N workers (one per fake) and one API, all child processes."""
+
+    def __init__(self, redis_url: str, tmp: Path, *, workers: int = 2, exec_seconds: float = 0.0) -> None:
+        self.redis_url = redis_url
+        self.tmp = tmp
+        self.api_port = free_port()
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.env = {
+            "COMFY_DISPATCH_REDIS_URL": redis_url,
+            "COMFY_DISPATCH_OUTPUT_DIR": str(tmp / "outputs"),
+            "COMFY_DISPATCH_LOG_LEVEL": "WARNING",
+            "COMFY_DISPATCH_LEASE_SECONDS": "6",
+        }
+        self.fakes = [FakeComfy(tmp / f"fake-{i}", exec_seconds) for i in range(workers)]
+        self.workers: list[Proc] = []
+        self.api_proc: Proc | None = None
+
+    def start(self) -> LocalStack:
+        for fake in self.fakes:
+            fake.start()
+        self.api_proc = Proc(["api", "--port", str(self.api_port)], self.tmp / "api.log", self.env).start()
+        for i, fake in enumerate(self.fakes):
+            self.workers.append(self.start_worker(i, fake))
+        wait_http(self.api + "/readyz")
+        return self
+
+    def start_worker(self, index: int, fake: FakeComfy) -> Proc:
+        args = ["worker", "--comfyui-url", fake.url, "--name", f"w{index}-{fake.port}"]
+        return Proc(args, self.tmp / f"worker-{index}.log", self.env).start()
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.api_proc] if self.api_proc else []), *self.fakes]:
+            proc.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in [*self.workers, *self.fakes])
+
+
+def first_pixel(data: bytes) -> tuple[int, ...]:
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    return tuple(image.getpixel((0, 0)))  # type: ignore[arg-type]
+
+
+def submit(session: requests.Session, api: str, workflow: str, body: dict[str, object]) -> str:
+    reply = session.post(f"{api}/v1/workflows/{workflow}/runs", json=body, timeout=10)
+    assert reply.status_code == 202, reply.text
+    run_id: str = reply.json()["id"]
+    return run_id
