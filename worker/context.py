@@ -55,6 +55,10 @@ class WorkerContext:
             queue=Queue(settings.queue_name, connection=conns.raw),
         )
 
+    def close(self) -> None:
+        self.client.close()
+        self.conns.close()
+
 
 _current: WorkerContext | None = None
 

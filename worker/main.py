@@ -42,4 +42,4 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
     finally:
         beats.stopped.set()
         heartbeat.forget(ctx)
-        ctx.conns.close()
+        ctx.close()

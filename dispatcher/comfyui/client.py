@@ -37,6 +37,9 @@ class ComfyClient:
         self.timeout = timeout
         self.session = session or requests.Session()
 
+    def close(self) -> None:
+        self.session.close()
+
     @property
     def ws_url(self) -> str:
         scheme, rest = self.base_url.split("://", 1)

@@ -45,6 +45,8 @@ class EventStream:
                 self._ws.close(timeout=0.2)
             except (OSError, websocket.WebSocketException):
                 pass  # closing a dead socket: nothing to save
+            finally:
+                self._ws.shutdown()  # type: ignore[no-untyped-call]  # the close handshake may have failed half-way: free the socket regardless
             self._ws = None
 
     def recv(self, timeout: float) -> dict[str, Any] | None:

@@ -70,7 +70,7 @@ class Controls:
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply a ``/fake/control`` body; raises ValueError naming the first bad key (nothing is applied then)."""
-        allowed = {f.name: f for f in fields(self) if not f.name.startswith("_")}
+        allowed = self._public()
         checked: dict[str, Any] = {}
         for key, value in changes.items():
             if key not in allowed:
@@ -82,9 +82,9 @@ class Controls:
 
     def reset(self, config: FakeConfig) -> None:
         """Back to no faults (exec_seconds back to the configured value)."""
-        for key, value in asdict(Controls(exec_seconds=config.exec_seconds, previews=config.previews)).items():
-            if not key.startswith("_"):
-                setattr(self, key, value)
+        clean = Controls(exec_seconds=config.exec_seconds, previews=config.previews)
+        for key in self._public():
+            setattr(self, key, getattr(clean, key))
         self.notify()
 
     def notify(self) -> None:
@@ -96,7 +96,12 @@ class Controls:
         await self._changed.wait()
 
     def as_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return {key: getattr(self, key) for key in self._public()}
+
+    @classmethod
+    def _public(cls) -> list[str]:
+        # Not dataclasses.asdict: it would deep-copy the asyncio.Event a hung prompt may be waiting on.
+        return [f.name for f in fields(cls) if not f.name.startswith("_")]
 
 
 def _coerce(key: str, value: Any) -> Any:

@@ -4,8 +4,9 @@ Per prompt: ``execution_start``, ``execution_cached`` (always ``[]``: the fake n
 node ``progress_state`` (running), ``executing``, ``progress``..., ``executed`` (output nodes),
 ``progress_state`` (finished); then ``execution_success`` / ``execution_error`` /
 ``execution_interrupted``. History is stored next (which broadcasts ``status``), and last comes
-``executing`` with ``node: null``. As in ComfyUI, ``progress_state`` goes to every socket, and
-``progress``/``execution_interrupted`` go to every socket when the prompt has no ``client_id``.
+``executing`` with ``node: null``. Events go to the prompt's ``client_id`` socket; ``progress``,
+``progress_state`` and ``execution_interrupted`` go to every socket when the prompt has no ``client_id``
+(``status`` always goes to every socket).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ class Executor:
             self.current = item
             try:
                 await self._execute(item_id, item)
+            except Exception:  # loop boundary: a bug in one prompt must not stop the fake serving the rest
+                log.exception("executor failed on prompt %s", item.prompt_id)
+                if self.queue.is_running(item_id):
+                    status = {"status_str": "error", "completed": False, "messages": []}
+                    self.queue.task_done(item_id, {"outputs": {}, "meta": {}}, status)
             finally:
                 self.current = None
 
@@ -271,7 +277,7 @@ class _PromptRun:
             }
             for node_id, state in self.progress_nodes.items()
         }
-        self.ex.hub.send("progress_state", {"prompt_id": self.prompt_id, "nodes": nodes}, None)
+        self.ex.hub.send("progress_state", {"prompt_id": self.prompt_id, "nodes": nodes}, self.client_id)
 
     def _progress_start(self, node_id: str) -> None:
         self.progress_nodes[node_id] = {"value": 0.0, "max": 1.0, "state": "running"}

@@ -61,7 +61,8 @@ class Dirs:
     def input_images(self) -> list[str]:
         """Image files directly in input/ (LoadImage's combo list), as ComfyUI filters them by MIME type."""
         names = [n for n in os.listdir(self.input) if os.path.isfile(os.path.join(self.input, n))]
-        return sorted(n for n in names if (mimetypes.guess_type(n)[0] or "").startswith("image/"))
+        # ComfyUI also counts .webp, which some mimetypes tables do not know.
+        return sorted(n for n in names if n.lower().endswith(".webp") or _mime(n).startswith("image/"))
 
     def annotated(self, name: str) -> tuple[str, str | None]:
         """``"x.png [output]"`` -> (``"x.png"``, output folder); ``None`` as folder when there is no suffix."""
@@ -75,6 +76,10 @@ class Dirs:
         """Where LoadImage reads ``name`` (input/ unless annotated)."""
         bare, folder = self.annotated(name)
         return os.path.join(folder or self.input, bare)
+
+
+def _mime(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or ""
 
 
 def _expand_vars(prefix: str, width: int, height: int) -> str:

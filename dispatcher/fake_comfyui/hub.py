@@ -92,6 +92,7 @@ class Hub:
         log.info("dropped %d websocket(s) on request", len(sockets))
 
     async def shutdown(self) -> None:
-        for ws in list(self.sockets.values()):
-            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        sockets = list(self.sockets.values())
         self.sockets.clear()
+        closing = [ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets]
+        await asyncio.gather(*closing, *self._closing, return_exceptions=True)

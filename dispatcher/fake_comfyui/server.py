@@ -12,61 +12,33 @@ import mimetypes
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from dispatcher.fake_comfyui.control_routes import FAKE_ROUTES
 from dispatcher.fake_comfyui.files import BadPath, resolve_view, store_upload
 from dispatcher.fake_comfyui.graph import validate_prompt
 from dispatcher.fake_comfyui.nodes import validate_load_image
-from dispatcher.fake_comfyui.runtime import STATE, FakeState
 from dispatcher.fake_comfyui.state import QueueItem
+from dispatcher.fake_comfyui.web_helpers import Handler, NotJson, bare_500, json_object, state_of
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 _FORCED_DOWNLOAD = {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
-
-
-def bare_500() -> web.Response:
-    """What aiohttp answers when a handler raises (ComfyUI does not catch bad JSON)."""
-    response = web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
-    response.force_close()
-    return response
-
-
-class _NotJson(Exception):
-    """Raised when a request body is not the JSON object a route needs."""
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _NotJson() from exc
-    if not isinstance(body, dict):
-        raise _NotJson()
-    return body
-
-
-def _state(request: web.Request) -> FakeState:
-    return request.app[STATE]
 
 
 # -- prompts and queue -----------------------------------------------------------------------------------------
 
 
 async def post_prompt(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
+    state = state_of(request)
     state.stats.posted += 1
     if state.controls.reject_next > 0:
         state.controls.reject_next -= 1
         log.info("rejecting POST /prompt on request (%d more)", state.controls.reject_next)
         return bare_500()
-    body = await _json_object(request)
+    body = await json_object(request)
     try:
         number: int | float = float(body["number"]) if "number" in body else state.next_number(body.get("front"))
     except (TypeError, ValueError):
@@ -103,19 +75,19 @@ async def post_prompt(request: web.Request) -> web.StreamResponse:
 
 
 async def get_prompt(request: web.Request) -> web.StreamResponse:
-    return web.json_response(_state(request).queue_info())
+    return web.json_response(state_of(request).queue_info())
 
 
 async def get_queue(request: web.Request) -> web.StreamResponse:
-    queue = _state(request).queue
+    queue = state_of(request).queue
     return web.json_response(
         {"queue_running": [i.wire() for i in queue.running()], "queue_pending": [i.wire() for i in queue.pending()]}
     )
 
 
 async def post_queue(request: web.Request) -> web.StreamResponse:
-    body = await _json_object(request)
-    queue = _state(request).queue
+    body = await json_object(request)
+    queue = state_of(request).queue
     if body.get("clear"):
         queue.wipe_queue()
     for prompt_id in body.get("delete", []):
@@ -129,7 +101,7 @@ async def post_interrupt(request: web.Request) -> web.StreamResponse:
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = {}
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
-    _state(request).executor.interrupt(prompt_id or None)
+    state_of(request).executor.interrupt(prompt_id or None)
     return web.Response()
 
 
@@ -140,16 +112,16 @@ async def get_history(request: web.Request) -> web.StreamResponse:
         offset = int(query["offset"]) if "offset" in query else -1
     except ValueError:
         return bare_500()
-    return web.json_response(_state(request).queue.get_history(max_items=max_items, offset=offset))
+    return web.json_response(state_of(request).queue.get_history(max_items=max_items, offset=offset))
 
 
 async def get_history_item(request: web.Request) -> web.StreamResponse:
-    return web.json_response(_state(request).queue.get_history(prompt_id=request.match_info["prompt_id"]))
+    return web.json_response(state_of(request).queue.get_history(prompt_id=request.match_info["prompt_id"]))
 
 
 async def post_history(request: web.Request) -> web.StreamResponse:
-    body = await _json_object(request)
-    queue = _state(request).queue
+    body = await json_object(request)
+    queue = state_of(request).queue
     if body.get("clear"):
         queue.wipe_history()
     for prompt_id in body.get("delete", []):
@@ -165,7 +137,7 @@ async def view(request: web.Request) -> web.StreamResponse:
     if "filename" not in query:
         return web.Response(status=404)
     try:
-        path = resolve_view(_state(request).dirs, query["filename"], query.get("subfolder"), query.get("type"))
+        path = resolve_view(state_of(request).dirs, query["filename"], query.get("subfolder"), query.get("type"))
     except BadPath as exc:
         return web.Response(status=exc.status)
     except FileNotFoundError:
@@ -178,7 +150,7 @@ async def view(request: web.Request) -> web.StreamResponse:
 
 
 async def upload_image(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
+    state = state_of(request)
     post = await request.post()
     image = post.get("image")
     if not isinstance(image, web.FileField) or not image.filename:
@@ -201,11 +173,11 @@ async def upload_image(request: web.Request) -> web.StreamResponse:
 
 
 async def object_info(request: web.Request) -> web.StreamResponse:
-    return web.json_response({name: schema.info() for name, schema in _state(request).schemas().items()})
+    return web.json_response({name: schema.info() for name, schema in state_of(request).schemas().items()})
 
 
 async def object_info_node(request: web.Request) -> web.StreamResponse:
-    schema = _state(request).schemas().get(request.match_info["node_class"])
+    schema = state_of(request).schemas().get(request.match_info["node_class"])
     return web.json_response({} if schema is None else {schema.name: schema.info()})
 
 
@@ -218,7 +190,7 @@ def _memory() -> tuple[int, int]:
 
 
 async def system_stats(request: web.Request) -> web.StreamResponse:
-    config = _state(request).config
+    config = state_of(request).config
     total, free = _memory()
     system = {
         "os": os.name,
@@ -246,7 +218,7 @@ async def system_stats(request: web.Request) -> web.StreamResponse:
 
 
 async def post_free(request: web.Request) -> web.StreamResponse:
-    await _json_object(request)  # nothing to unload in a fake; the body must still be JSON
+    await json_object(request)  # nothing to unload in a fake; the body must still be JSON
     return web.Response()
 
 
@@ -259,7 +231,7 @@ def web_max_upload() -> int:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
+    state = state_of(request)
     # A short close timeout: on drop_ws or shutdown a client that never answers the close frame is cut off.
     ws = web.WebSocketResponse(timeout=1.0)
     await ws.prepare(request)
@@ -286,28 +258,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-# -- test controls -----------------------------------------------------------------------------------------------
-
-
-async def fake_stats(request: web.Request) -> web.StreamResponse:
-    return web.json_response(_state(request).stats.as_json())
-
-
-async def fake_control(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    try:
-        state.controls.update(await _json_object(request))
-    except ValueError as exc:
-        return web.json_response({"error": str(exc)}, status=400)
-    log.info("controls now %s", state.controls.as_json())
-    return web.json_response(state.controls.as_json())
-
-
-async def fake_reset(request: web.Request) -> web.StreamResponse:
-    _state(request).reset()
-    return web.json_response({"ok": True})
-
-
 COMFY_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/ws", websocket),
     ("POST", "/prompt", post_prompt),
@@ -326,18 +276,13 @@ COMFY_ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/free", post_free),
     ("GET", "/features", features),
 ]
-FAKE_ROUTES: list[tuple[str, str, Handler]] = [
-    ("GET", "/fake/stats", fake_stats),
-    ("POST", "/fake/control", fake_control),
-    ("POST", "/fake/reset", fake_reset),
-]
 
 
 @web.middleware
 async def not_json_is_500(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except _NotJson:
+    except NotJson:
         if request.path.startswith("/fake/"):
             return web.json_response({"error": "body must be a JSON object"}, status=400)
         return bare_500()

@@ -75,6 +75,9 @@ class PromptQueue:
     def remaining(self) -> int:
         return len(self._heap) + len(self._running)
 
+    def is_running(self, item_id: int) -> bool:
+        return item_id in self._running
+
     def running(self) -> list[QueueItem]:
         return list(self._running.values())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import requests
 import websocket
+from PIL import Image as PILImage
 
 from dispatcher.fake_comfyui import BackgroundFake
 
@@ -38,7 +40,11 @@ class Comfy:
 
     def close(self) -> None:
         for ws in self._sockets:
-            ws.close()
+            try:
+                ws.close(timeout=1)
+            except (websocket.WebSocketException, OSError):
+                pass  # already closed or cut by the server; shutdown() below still frees the socket
+            ws.shutdown()
         self.http.close()
 
     def get(self, path: str, **kw: Any) -> requests.Response:
@@ -185,3 +191,53 @@ def assert_frames_like(recorded: list[dict[str, Any]], actual: list[dict[str, An
             assert_like(r["last"], a["last"], f"frame[{index}].last")
         else:
             assert_like(r, a, f"frame[{index}]")
+
+
+# -- graphs and outputs used by several test modules ----------------------------------------------------------
+
+
+def invert_graph(source: dict[str, Any], prefix: str = "inv") -> dict[str, Any]:
+    return {
+        "1": source,
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def empty(width: int = 8, height: int = 8, color: int = 0, batch: int = 1) -> dict[str, Any]:
+    return {"class_type": "EmptyImage", "inputs": {"width": width, "height": height, "batch_size": batch,
+                                                   "color": color}}  # fmt: skip
+
+
+def sleeper(seconds: float, prefix: str = "sleep") -> dict[str, Any]:
+    return {
+        "1": empty(),
+        "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": seconds}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def pixels(comfy: Comfy, image: dict[str, str]) -> PILImage.Image:
+    reply = comfy.get("/view", params=image)
+    assert reply.status_code == 200 and reply.headers["Content-Type"] == "image/png"
+    with PILImage.open(io.BytesIO(reply.content)) as decoded:
+        decoded.load()
+        return decoded
+
+
+def saved(comfy: Comfy, prompt_id: str, node: str = "3") -> list[dict[str, str]]:
+    images: list[dict[str, str]] = comfy.history(prompt_id)[prompt_id]["outputs"][node]["images"]
+    return images
+
+
+def png_bytes(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(comfy: Comfy, name: str, data: bytes, **fields: str) -> dict[str, Any]:
+    reply = comfy.post("/upload/image", files={"image": (name, data, "image/png")}, data=fields)
+    assert reply.status_code == 200, reply.text
+    result: dict[str, Any] = reply.json()
+    return result

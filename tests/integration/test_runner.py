@@ -31,7 +31,7 @@ def ctx(redis_url: str, fake_comfyui: FakeComfy, tmp_path: Path) -> Iterator[Wor
     )
     context = WorkerContext.build(settings, "test-worker")
     yield context
-    context.conns.close()
+    context.close()
 
 
 def submit(ctx: WorkerContext, workflow: str, body: dict[str, Any]) -> Run:
@@ -95,7 +95,7 @@ def test_a_node_that_raises_fails_the_run(ctx: WorkerContext, fake_comfyui: Fake
     "faults",
     [
         {"fail_node_type": "ImageInvert", "exception_type": "torch.OutOfMemoryError", "exception_message": "OOM"},
-        {"drop_ws": True},
+        {"drop_ws": True, "hang": True},  # hang: else the 1 ms prompt is done by the time we ask /history
     ],
     ids=["out-of-memory", "websocket-dropped"],
 )
