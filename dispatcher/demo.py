@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -36,21 +37,29 @@ def run_demo(api: str, env: dict[str, str], settings: Settings, *, console: Cons
             return False
         submitted.append(reply.json())
         console.print(f"submitted [bold]{workflow}[/] run {reply.json()['id']} ({body.get('priority', 'normal')})")
-    output_dir = env.get("COMFY_DISPATCH_OUTPUT_DIR", str(settings.output_dir))
-    table = Table(title="Demo runs")
-    for column in ("run", "workflow", "status", "seconds", "outputs (URL and file)"):
-        table.add_column(column)
-    ok = True
+    output_dir = Path(env.get("COMFY_DISPATCH_OUTPUT_DIR", str(settings.output_dir)))
     redis = Redis.from_url(env.get("COMFY_DISPATCH_REDIS_URL", settings.redis_url), decode_responses=True)
+    table = Table(title="Demo runs")
+    for column in ("run", "workflow", "status", "seconds", "outputs"):
+        table.add_column(column)
+    files: list[str] = []
+    ok = True
     for run in submitted:
         wait_for_run(redis, RunStore(redis), run["id"], 300)  # pub/sub: wakes when the run ends
         final = session.get(f"{api}/v1/runs/{run['id']}", timeout=10).json()
+        record = RunStore(redis).get(run["id"])
         ok = ok and final["status"] == "succeeded"
-        lines = [f"{o['url']}\n  {output_dir}/{run['id']}/…/{o['filename']}" for o in final.get("outputs", [])]
-        if final.get("error"):
-            lines.append(str(final["error"].get("message")))
-        table.add_row(run["id"][:12], final["workflow"], final["status"], _seconds(final), "\n".join(lines))
+        error = (final.get("error") or {}).get("message", "")
+        table.add_row(
+            run["id"], final["workflow"], final["status"], _seconds(final), error or str(len(final["outputs"]))
+        )
+        for view, stored in zip(final["outputs"], record.outputs if record else [], strict=False):
+            files.append(f"{run['id'][:8]}  {view['url']}\n          {output_dir / stored.key}")
+    redis.close()
     console.print(table)
+    console.print("Outputs (URL, then the file in the local store):")
+    for line in files:
+        console.print(line, soft_wrap=True, highlight=False)
     return ok
 
 

@@ -42,11 +42,13 @@ class Controls:
 
     ``hang``: prompts block at their first node until interrupted or hang is cleared. ``drop_ws``: every
     websocket is closed right after the next ``execution_start`` (then the flag clears itself).
-    ``reject_next``: that many next ``POST /prompt`` get a bare 500.
+    ``reject_next``: that many next ``POST /prompt`` get a bare 500. ``fail_times``: ``fail_node_type``
+    fails only that many more times, then clears itself (0: every time).
     """
 
     exec_seconds: float = 0.0
     fail_node_type: str | None = None
+    fail_times: int = 0
     exception_type: str = DEFAULT_EXCEPTION_TYPE
     exception_message: str = DEFAULT_EXCEPTION_MESSAGE
     hang: bool = False
@@ -87,6 +89,16 @@ class Controls:
             setattr(self, key, getattr(clean, key))
         self.notify()
 
+    def take_failure(self, class_type: str) -> bool:
+        """Whether a node of ``class_type`` must fail now (counting down ``fail_times``)."""
+        if self.fail_node_type != class_type:
+            return False
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            if self.fail_times == 0:
+                self.fail_node_type = None
+        return True
+
     def notify(self) -> None:
         """Wake whatever waits in :meth:`wait_changed` (a hung prompt re-checks ``hang``)."""
         self._changed.set()
@@ -109,9 +121,9 @@ def _coerce(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ValueError("exec_seconds must be a number >= 0")
         return float(value)
-    if key == "reject_next":
+    if key in ("reject_next", "fail_times"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError("reject_next must be an integer >= 0")
+            raise ValueError(f"{key} must be an integer >= 0")
         return value
     if key in ("hang", "drop_ws", "previews"):
         if not isinstance(value, bool):

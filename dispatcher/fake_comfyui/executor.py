@@ -225,7 +225,7 @@ class _PromptRun:
         await self.ex.hang()
         controls = self.ex.controls
         function_name, function = NODE_FUNCTIONS[class_type]
-        if controls.fail_node_type == class_type:
+        if controls.take_failure(class_type):
             raise injected(class_type, function_name, controls.exception_type, controls.exception_message)
         await self.ex.work(share)
         context = NodeContext(

@@ -70,6 +70,13 @@ def test_fail_node_type_raises_the_requested_exception(comfy: Comfy) -> None:
     assert comfy.stats()["failed"] == 1
 
 
+def test_fail_times_fails_only_that_many_prompts(comfy: Comfy) -> None:
+    comfy.control(fail_node_type="ImageInvert", fail_times=2)
+    outcomes = [comfy.run(INVERT)[1][-3]["type"] for _ in range(3)]
+    assert outcomes == ["execution_error", "execution_error", "execution_success"]
+    assert comfy.control()["fail_node_type"] is None
+
+
 def test_hang_blocks_until_interrupted(comfy: Comfy) -> None:
     comfy.control(hang=True)
     prompt_id, frames = comfy_run_interrupting(comfy)
