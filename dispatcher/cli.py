@@ -10,12 +10,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from dispatcher.errors import DispatchError
 from dispatcher.logs import setup_logging
 from dispatcher.settings import Settings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Comfy Dispatch: run ComfyUI workflows at scale.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Comfy Dispatch: run ComfyUI workflows at scale.",
+)
 
 RedisOpt = Annotated[str | None, typer.Option("--redis-url", help="overrides COMFY_DISPATCH_REDIS_URL")]
 OutputOpt = Annotated[Path | None, typer.Option("--output-dir", help="overrides COMFY_DISPATCH_OUTPUT_DIR")]
@@ -70,7 +76,10 @@ def worker(
     setup_logging(settings.log_level, "worker")
     from worker.main import run_worker
 
-    run_worker(settings, name, burst=burst)
+    try:
+        run_worker(settings, name, burst=burst)
+    except RedisConnectionError as exc:
+        raise _die(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
 
 
 @app.command("fake-comfyui")
