@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 import dispatcher
 from api import problems
+from api.auth import check_auth_binding
 from api.compat import comflowy, flask_seed, flowai
 from api.routes import health, outputs, queues, runs, workers, workflows
 from api.services import Services
@@ -22,6 +23,7 @@ from dispatcher.connections import Connections
 from dispatcher.registry import Registry
 from dispatcher.settings import Settings
 from dispatcher.storage import LocalStore, OutputStore
+from dispatcher.tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,13 @@ DESCRIPTION = """Queue runs of bundled ComfyUI workflows and follow them to thei
 
 Errors are RFC 9457 problems (`application/problem+json`). The routes tagged *compat* serve the
 APIs of the Flask seed (`/api/...`), Comflowy (`/api/open/v0/...`) and FlowAI (`/v1/api/workflow/...`)
-over the same runs."""
+over the same runs.
+
+Every route but the probes and these docs needs an API key (`comfy-dispatch keys create`), sent as
+`X-API-KEY: <key>` or `Authorization: Bearer <key>`: none, or an unknown one, is a 401; a key
+without the route's scope (`read`, `submit`, `admin`) a 403; a run of another tenant a 404.
+Submissions pass a leaky bucket per key: over its rate, a 429 with `Retry-After`; every submission
+answer carries the key's `RateLimit` and `RateLimit-Policy` fields."""
 
 
 def create_app(
@@ -56,6 +64,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("API ready: %d workflow(s), queue %r", len(services.registry), settings.queue_name)
+        if settings.auth == "disabled":
+            log.warning("auth is disabled: every request acts as tenant %r with every scope", DEFAULT_TENANT)
         yield
         if owns_conns:
             services.conns.close()
@@ -78,6 +88,10 @@ def create_app(
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the API with uvicorn until interrupted (logging is set up by the caller, e.g. the CLI)."""
+    """Run the API with uvicorn until interrupted (logging is set up by the caller, e.g. the CLI).
+
+    Raises ConfigError naming COMFY_DISPATCH_AUTH if auth is disabled and ``host`` is not loopback.
+    """
+    check_auth_binding(settings, host)
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), log_config=None)

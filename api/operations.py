@@ -3,6 +3,9 @@
 Submitting, reading, waiting for and viewing a run are implemented once, here; routes only
 translate HTTP in and out. Functions that touch Redis are blocking: async routes call them
 through a thread pool, never on the event loop.
+
+Every read takes the asking principal: a run of another tenant is unknown (RunNotFound, 404),
+exactly as if it did not exist, so nobody learns which run ids are taken.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -18,9 +22,10 @@ from fastapi import Query
 from api.models import RunView
 from api.services import Services
 from api.views import Links, run_view
-from dispatcher.errors import OutputNotFound, RunNotFound
+from dispatcher import ratelimit
+from dispatcher.apikeys import Principal
+from dispatcher.errors import OutputNotFound, RateLimited, RunNotFound
 from dispatcher.runs import Output, Run
-from dispatcher.submit import submit_run
 from dispatcher.waiting import wait_for_run
 
 log = logging.getLogger(__name__)
@@ -40,19 +45,53 @@ WaitQuery = Annotated[
 ]
 
 
-def submit(svc: Services, workflow_id: str, body: Mapping[str, Any]) -> Run:
-    """Bind, store and enqueue a run (all or nothing); raises WorkflowNotFound or ParameterError first."""
-    return submit_run(svc.conns.raw, svc.queue, svc.registry, svc.settings, workflow_id, body)
+@dataclass(frozen=True)
+class Accepted:
+    """A run just queued, and the RateLimit header fields to answer with."""
+
+    run: Run
+    headers: dict[str, str]
 
 
-def find_run(svc: Services, run_id: str) -> Run | None:
-    """The run's current record, or None if there is no such run."""
-    return svc.runs.get(run_id) if RUN_ID_RE.match(run_id) else None
+def admit(svc: Services, who: Principal) -> dict[str, str]:
+    """Take one submission from ``who``'s API key bucket; the RateLimit fields to send.
+
+    Raises RateLimited (429, with Retry-After and the RateLimit fields) when the key is over its
+    tenant's submit rate; nothing is stored then.
+    """
+    limits = svc.tenants.effective(who.tenant).limits
+    rate, burst = limits.submit_rate, limits.submit_burst
+    decision = svc.admission.check(who.key_id, rate=rate, burst=burst)
+    fields = ratelimit.headers(decision, rate=rate, burst=burst, policy_name="submit")
+    if not decision.allowed:
+        raise RateLimited(
+            f"this API key is over its submission rate ({rate:g}/s, burst {burst}); retry in {fields['Retry-After']} s",
+            retry_after=decision.retry_after,
+            headers=fields,
+        )
+    return fields
 
 
-def get_run(svc: Services, run_id: str) -> Run:
-    """The run's current record; raises RunNotFound."""
-    run = find_run(svc, run_id)
+def submit(svc: Services, who: Principal, workflow_id: str, body: Mapping[str, Any]) -> Accepted:
+    """Admit, bind and store a run for ``who``'s tenant (all or nothing).
+
+    Raises RateLimited before anything else, then WorkflowNotFound or ParameterError, then
+    QueueFull (the tenant's --max-queued); nothing is stored in any of these cases.
+    """
+    fields = admit(svc, who)
+    run = svc.submitter.submit(workflow_id, body, tenant=who.tenant)
+    return Accepted(run=run, headers=fields)
+
+
+def find_run(svc: Services, run_id: str, who: Principal) -> Run | None:
+    """The run's current record, or None if there is no such run (or it is another tenant's)."""
+    run = svc.runs.get(run_id) if RUN_ID_RE.match(run_id) else None
+    return run if run is not None and run.tenant == who.tenant else None
+
+
+def get_run(svc: Services, run_id: str, who: Principal) -> Run:
+    """The run's current record; raises RunNotFound (also for a run of another tenant)."""
+    run = find_run(svc, run_id, who)
     if run is None:
         raise RunNotFound(run_id)
     return run
@@ -66,15 +105,15 @@ def find_output(run: Run, filename: str) -> Output:
     raise OutputNotFound(f"run {run.id} has no output {filename!r}")
 
 
-async def wait(svc: Services, run_id: str, seconds: float) -> Run:
+async def wait(svc: Services, run_id: str, seconds: float, who: Principal) -> Run:
     """The run once it has ended, or as it is after ``seconds``; raises RunNotFound.
 
-    A client that goes away meanwhile changes nothing: the run was stored before the wait began.
+    A run of another tenant is not waited for. A client that goes away meanwhile changes nothing:
+    the run was stored before the wait began.
     """
-    if not RUN_ID_RE.match(run_id):
-        raise RunNotFound(run_id)
+    await anyio.to_thread.run_sync(get_run, svc, run_id, who)
     run = await anyio.to_thread.run_sync(wait_for_run, svc.conns.text, svc.runs, run_id, seconds, limiter=svc.waiters)
-    if run is None:
+    if run is None or run.tenant != who.tenant:
         raise RunNotFound(run_id)
     return run
 

@@ -27,16 +27,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dispatcher.errors import (
     BadRequest,
     DispatchError,
+    Forbidden,
     NotAvailableYet,
     OutputNotFound,
     ParameterError,
     PayloadTooLarge,
+    QueueFull,
+    RateLimited,
     RunFailed,
     RunNotFound,
     RunStillGoing,
     StorageError,
+    Unauthorized,
     WorkflowNotFound,
 )
+from dispatcher.ratelimit import ceil_seconds
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +117,10 @@ KINDS: dict[type[DispatchError], Kind] = {
     RunStillGoing: Kind(504, "run-still-going", "Run did not finish in time"),
     NotAvailableYet: Kind(501, "not-available-yet", "Not available yet"),
     StorageError: Kind(503, "storage-unavailable", "Output storage unavailable"),
+    Unauthorized: Kind(401, "unauthorized", "Unauthorized"),
+    Forbidden: Kind(403, "forbidden", "Forbidden"),
+    RateLimited: Kind(429, "rate-limited", "Too many requests"),
+    QueueFull: Kind(429, "queue-full", "Too many queued runs"),
 }
 UNEXPECTED = Kind(500, "internal-error", "Internal error")
 
@@ -134,6 +143,26 @@ def extensions_of(exc: DispatchError) -> dict[str, Any]:
         return {"run_id": exc.run_id, "run_status": exc.status, "run_error": exc.error}
     if isinstance(exc, RunStillGoing):
         return {"run_id": exc.run_id, "run_url": f"/v1/runs/{exc.run_id}"}
+    if isinstance(exc, Forbidden):
+        return {"required_scope": exc.scope}
+    if isinstance(exc, QueueFull):
+        return {"tenant": exc.tenant, "max_queued": exc.max_queued, "retry_after": retry_after(exc)}
+    if isinstance(exc, RateLimited):
+        return {"retry_after": retry_after(exc)}
+    return {}
+
+
+def retry_after(exc: RateLimited) -> int:
+    """Whole seconds to wait before trying again: at least 1."""
+    return max(1, ceil_seconds(exc.retry_after))
+
+
+def headers_of(exc: DispatchError) -> dict[str, str]:
+    """Response headers an error needs: the auth challenge of a 401, the RateLimit fields of a 429."""
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        return {**exc.headers, "Retry-After": str(retry_after(exc))}
     return {}
 
 
@@ -190,6 +219,7 @@ async def dispatch_error(request: Request, exc: Exception) -> ProblemResponse:
         detail=str(exc),
         type_=kind.type,
         extensions=extensions_of(exc),
+        headers=headers_of(exc),
     )
 
 

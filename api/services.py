@@ -7,14 +7,17 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
-from rq import Queue
 
 from api.body import read_json_object
+from dispatcher.admission import Admission
+from dispatcher.apikeys import ApiKeyStore
 from dispatcher.connections import Connections
 from dispatcher.registry import Registry
 from dispatcher.runs import RunStore
 from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore
+from dispatcher.submit import Submitter
+from dispatcher.tenants import TenantStore
 
 # Requests waiting for a run each hold a thread for up to 300 s; they get their own pool so
 # they can never take the threads that plain (sync) routes run on.
@@ -23,14 +26,18 @@ MAX_CONCURRENT_WAITS = 200
 
 @dataclass(frozen=True)
 class Services:
-    """The app's settings and the clients of Redis, the workflow registry, the output store and RQ."""
+    """The app's settings and the clients of Redis, the workflow registry, the output store, the submitter,
+    the API keys, the tenants' limits and the admission buckets."""
 
     settings: Settings
     conns: Connections
     registry: Registry
     store: OutputStore
     runs: RunStore
-    queue: Queue
+    submitter: Submitter
+    apikeys: ApiKeyStore
+    tenants: TenantStore
+    admission: Admission
     waiters: anyio.CapacityLimiter
 
     @classmethod
@@ -41,7 +48,10 @@ class Services:
             registry=registry,
             store=store,
             runs=RunStore(conns.text),
-            queue=Queue(settings.queue_name, connection=conns.raw),
+            submitter=Submitter(conns.text, registry, settings),
+            apikeys=ApiKeyStore(conns.text),
+            tenants=TenantStore(conns.text, settings),
+            admission=Admission(conns.text),
             waiters=anyio.CapacityLimiter(MAX_CONCURRENT_WAITS),
         )
 

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from dispatcher.cli_admin import keys_app, tenants_app
+from dispatcher.cli_ops import dead_letter_app
 from dispatcher.errors import DispatchError
 from dispatcher.logs import setup_logging
 from dispatcher.settings import Settings, load_settings
@@ -22,6 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Comfy Dispatch: run ComfyUI workflows at scale.",
 )
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+app.add_typer(dead_letter_app, name="dead-letter")
 
 RedisOpt = Annotated[str | None, typer.Option("--redis-url", help="overrides COMFY_DISPATCH_REDIS_URL")]
 OutputOpt = Annotated[Path | None, typer.Option("--output-dir", help="overrides COMFY_DISPATCH_OUTPUT_DIR")]
@@ -80,6 +85,28 @@ def worker(
         run_worker(settings, name, burst=burst)
     except RedisConnectionError as exc:
         raise _die(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+
+
+@app.command()
+def scheduler(redis_url: RedisOpt = None, log_level: LogOpt = None) -> None:
+    """Dispatch queued runs to workers: priority, fairness, limits, retries, and dead-worker recovery."""
+    settings = _settings(redis_url=redis_url, log_level=log_level)
+    setup_logging(settings.log_level, "scheduler")
+    import signal
+
+    from dispatcher.connections import Connections
+    from dispatcher.scheduler import Scheduler
+
+    conns = Connections.from_url(settings.redis_url)
+    sched = Scheduler(settings, conns)
+    signal.signal(signal.SIGTERM, lambda *_: sched.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: sched.stopping.set())
+    try:
+        sched.run()
+    except RedisConnectionError as exc:
+        raise _die(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+    finally:
+        conns.close()
 
 
 @app.command("fake-comfyui")

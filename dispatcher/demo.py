@@ -25,10 +25,13 @@ DEMO_RUNS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def run_demo(api: str, env: dict[str, str], settings: Settings, *, console: Console | None = None) -> bool:
+def run_demo(
+    api: str, env: dict[str, str], settings: Settings, *, api_key: str, console: Console | None = None
+) -> bool:
     """Submit the demo runs, wait for each, print a table; True when every run succeeded."""
     console = console or Console()
     session = requests.Session()
+    session.headers["X-API-KEY"] = api_key
     submitted: list[dict[str, Any]] = []
     for workflow, body in DEMO_RUNS:
         reply = session.post(f"{api}/v1/workflows/{workflow}/runs", json=body, timeout=10)

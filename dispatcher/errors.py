@@ -86,6 +86,43 @@ class NotAvailableYet(DispatchError):
     """Raised for a documented feature of a compatible API that Comfy Dispatch does not offer yet."""
 
 
+class Unauthorized(DispatchError):
+    """Raised when a request carries no API key, or one that is unknown or revoked."""
+
+
+class Forbidden(DispatchError):
+    """Raised when an API key lacks the scope a route needs."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this API key lacks the {scope!r} scope")
+        self.scope = scope
+
+
+class RateLimited(DispatchError):
+    """Raised when a submission is over its API key's rate (or its tenant's queue is full); nothing was queued.
+
+    ``retry_after`` is in seconds; ``headers`` are the RateLimit fields to send with the 429.
+    """
+
+    def __init__(self, detail: str, *, retry_after: float, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+
+class QueueFull(RateLimited):
+    """Raised when a tenant already has ``max_queued`` runs queued; nothing was queued."""
+
+    def __init__(self, tenant: str, max_queued: int) -> None:
+        super().__init__(f"tenant {tenant!r} already has {max_queued} runs queued (its --max-queued)", retry_after=1.0)
+        self.tenant = tenant
+        self.max_queued = max_queued
+
+
+class Conflict(DispatchError):
+    """Raised when a request cannot apply to the resource's current state (e.g. cancel a finished run)."""
+
+
 class RunNotFound(DispatchError):
     """Raised when a run id is unknown (or belongs to someone else)."""
 
@@ -100,6 +137,10 @@ class OutputNotFound(DispatchError):
 
 class StorageError(DispatchError):
     """Raised when an output cannot be stored or read back."""
+
+
+class RunCanceled(DispatchError):
+    """Raised inside a worker when the run it executes was canceled; ComfyUI has been interrupted."""
 
 
 class LeaseLost(DispatchError):

@@ -20,9 +20,64 @@ def run_lease(run_id: str) -> str:
     return f"{NS}:run:{run_id}:lease"
 
 
-def queued(priority: str) -> str:
-    """Sorted set: queued run ids of one priority, scored by creation time."""
-    return f"{NS}:queued:{priority}"
+# The Lua scripts of dispatcher/dispatch.py build these same names from NS (they visit tenants they
+# cannot know in advance): change a name here and there together.
+
+
+def backlog(tenant: str, priority: str) -> str:
+    """Sorted set: a tenant's queued run ids of one priority, scored by the time each may run
+    (its creation time; for a retry, when its backoff ends)."""
+    return f"{NS}:backlog:{tenant}:{priority}"
+
+
+def rotation(priority: str) -> str:
+    """List: tenants with runs queued at ``priority``, in round-robin order (the head goes next)."""
+    return f"{NS}:rr:{priority}"
+
+
+INFLIGHT = f"{NS}:inflight"
+"""Sorted set: runs handed to RQ or running, scored by when; what the reaper watches."""
+
+
+def tenant_inflight(tenant: str) -> str:
+    """Set: a tenant's runs handed to RQ or running (its --max-running)."""
+    return f"{NS}:tenant:{tenant}:inflight"
+
+
+DELAYED = f"{NS}:delayed"
+"""Sorted set: runs waiting out a retry backoff, scored by when they may run (the scheduler's alarm clock)."""
+
+DEAD_LETTER = f"{NS}:dead-letter"
+"""Sorted set: runs that failed with every attempt used, scored by when they failed."""
+
+SCHEDULER_WAKE = f"{NS}:scheduler:wake"
+"""Pub/sub channel: something changed that may let the scheduler dispatch (a submission, a free worker)."""
+
+CANCEL = f"{NS}:cancel"
+"""Pub/sub channel: the id of a running run someone canceled; its worker interrupts ComfyUI."""
+
+
+def tenant(name: str) -> str:
+    """Hash: a tenant's limits (fields absent: the defaults from settings)."""
+    return f"{NS}:tenant:{name}"
+
+
+TENANTS = f"{NS}:tenants"
+"""Set: tenant names."""
+
+
+def api_key(key_id: str) -> str:
+    """Hash: one API key (tenant, scopes, sha256 of the secret, created_at); never the key itself."""
+    return f"{NS}:apikey:{key_id}"
+
+
+API_KEYS = f"{NS}:apikeys"
+"""Set: API key ids."""
+
+
+def bucket(kind: str, ident: str) -> str:
+    """Hash: a leaky bucket's level and last update (kind: submit per API key, dispatch per tenant)."""
+    return f"{NS}:bucket:{kind}:{ident}"
 
 
 def run_done_channel(run_id: str) -> str:

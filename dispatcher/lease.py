@@ -1,48 +1,40 @@
 """Per-run leases with attempt fencing: a run executes, and ends, exactly once.
 
 RQ delivers a job at least once (a stale ``rq:intermediate`` entry can run a
-finished job again 60 s later; see RQ-NOTES). So the worker that picks up a
-run first *claims* it: the claim bumps the run's attempt number and stores
+finished job again 60 s later; see RQ-NOTES). Every RQ job carries the run's
+*dispatch number*; the worker that picks it up first *claims* the run: the
+claim checks the number (an older job is stale), bumps the attempt and stores
 ``<worker>|<attempt>`` as the lease, with a TTL the holder keeps renewing.
-Every later write to the run (progress, completion, requeue) names that token
-and is refused once the token is no longer the lease: a worker that lost its
-lease (paused, partitioned, or superseded after it was presumed dead) can
-write nothing. Each step is one Lua script, so no two processes interleave.
+Every later write (progress, completion, requeue) names that token and is
+refused once it is no longer the lease: a worker that lost its lease (paused,
+partitioned, presumed dead) writes nothing. Each step is one Lua script.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
 from redis import Redis
 
 from dispatcher import keys
-from dispatcher.runs import PRIORITIES, Output
+from dispatcher.runs import Output, Run
 
 _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
-if status ~= 'queued' and status ~= 'running' then return {'done', status} end
-local holder = redis.call('GET', KEYS[2])
-if holder then return {'busy', holder} end
-local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
-local max_attempts = tonumber(redis.call('HGET', KEYS[1], 'max_attempts') or '3')
-for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[4]) end
-if attempts >= max_attempts then
-  -- the previous attempt died holding the run and none is left
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[3], 'error', ARGV[5], 'worker', '')
-  redis.call('PUBLISH', ARGV[6], 'failed')
-  return {'exhausted', tostring(attempts)}
-end
-local attempt = attempts + 1
-local token = ARGV[1] .. '|' .. attempt
-redis.call('SET', KEYS[2], token, 'PX', ARGV[2])
-redis.call('HSET', KEYS[1], 'status', 'running', 'attempts', attempt, 'worker', ARGV[1],
-           'started_at', ARGV[3], 'progress', '0', 'node', '', 'comfyui_url', ARGV[7])
+if status == 'running' then return {'busy', redis.call('GET', KEYS[2]) or ''} end
+if status ~= 'queued' then return {'done', status} end
+if redis.call('HGET', KEYS[1], 'dispatches') ~= ARGV[5] then return {'stale', ''} end
+if redis.call('ZSCORE', KEYS[3], ARGV[4]) == false then return {'stale', ''} end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('SET', KEYS[2], ARGV[1] .. '|' .. attempt, 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[3], 'progress', '0',
+           'node', '', 'comfyui_url', ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 return {'ok', tostring(attempt)}
 """
 
@@ -60,33 +52,88 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-_COMPLETE = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3], 'error', ARGV[4], 'outputs', ARGV[5],
-           'node', '')
-if ARGV[2] == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1.0') end
-redis.call('DEL', KEYS[2])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[3], ARGV[6])
-redis.call('PUBLISH', ARGV[7], ARGV[2])
-return 1
+# Ending a run, shared by complete (the lease holder) and the scheduler's reaper (no holder left).
+# KEYS: run, graph, INFLIGHT, tenant inflight, DEAD_LETTER; ARGV (from 2): status, now, error, outputs,
+# ttl, run_id, done channel, wake channel, dead (1: also list it in the dead-letter set)
+_END = """
+local function finish(a)
+  redis.call('HSET', KEYS[1], 'status', ARGV[a], 'finished_at', ARGV[a + 1], 'error', ARGV[a + 2],
+             'outputs', ARGV[a + 3], 'node', '', 'worker', '')
+  if ARGV[a] == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1.0') end
+  redis.call('ZREM', KEYS[3], ARGV[a + 5])
+  redis.call('SREM', KEYS[4], ARGV[a + 5])
+  if ARGV[a + 8] == '1' then
+    redis.call('ZADD', KEYS[5], ARGV[a + 1], ARGV[a + 5])
+    redis.call('PERSIST', KEYS[1])  -- kept until requeued or removed from the dead-letter set
+  else
+    redis.call('EXPIRE', KEYS[1], ARGV[a + 4])
+    redis.call('EXPIRE', KEYS[2], ARGV[a + 4])
+  end
+  redis.call('PUBLISH', ARGV[a + 6], ARGV[a])
+  redis.call('PUBLISH', ARGV[a + 7], 'free')
+end
 """
 
-_REQUEUE = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[2], 'worker', '', 'node', '', 'progress', '0')
-redis.call('DEL', KEYS[2])
-redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'created_at'), ARGV[3])
+_COMPLETE = (
+    _END
+    + """
+-- KEYS: run, graph, INFLIGHT, tenant inflight, DEAD_LETTER, lease; ARGV[1]: token
+if redis.call('GET', KEYS[6]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[6])
+finish(2)
 return 1
 """
+)
+
+# Back to queued after a transient failure, in DELAYED until its backoff ends; or, with no attempt
+# left (or a cancel pending), ended for good. KEYS: run, graph, INFLIGHT, tenant inflight, DEAD_LETTER,
+# lease, DELAYED; ARGV[1]: token ('' for the reaper, when no lease is left), then as _END from 2
+# (status 'failed', ...), then due.
+_REQUEUE = (
+    _END
+    + """
+if ARGV[1] ~= '' then
+  if redis.call('GET', KEYS[6]) ~= ARGV[1] then return 0 end
+  redis.call('DEL', KEYS[6])
+elseif redis.call('EXISTS', KEYS[6]) == 1 then
+  return 0
+end
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  ARGV[2] = 'canceled'
+  ARGV[10] = '0'
+  finish(2)
+  return 3
+end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+local max_attempts = tonumber(redis.call('HGET', KEYS[1], 'max_attempts') or '3')
+if attempts >= max_attempts then
+  finish(2)
+  return 2
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'worker', '', 'node', '', 'progress', '0')
+redis.call('ZREM', KEYS[3], ARGV[7])
+redis.call('SREM', KEYS[4], ARGV[7])
+-- waits out its backoff in DELAYED; the dispatch script then puts it back at its old place in the backlog
+redis.call('ZADD', KEYS[7], ARGV[11], ARGV[7])
+redis.call('PUBLISH', ARGV[9], 'retry')
+return 1
+"""
+)
 
 
 class ClaimResult(StrEnum):
     OK = "ok"
     MISSING = "missing"  # no such run (expired or never existed)
     DONE = "done"  # already ended: a duplicate delivery
-    BUSY = "busy"  # another worker holds a live lease
-    EXHAUSTED = "exhausted"  # earlier attempts died and none is left; the run is now failed
+    BUSY = "busy"  # running under another worker's lease
+    STALE = "stale"  # an older dispatch of the run (RQ redelivered it); the current one is elsewhere
+
+
+class RequeueResult(StrEnum):
+    LOST = "lost"  # the lease was gone: nothing written
+    RETRYING = "retrying"
+    DEAD = "dead"  # no attempt left: failed, and listed in the dead-letter set
+    CANCELED = "canceled"  # a cancel was pending: ended as canceled
 
 
 @dataclass(frozen=True)
@@ -122,20 +169,10 @@ class Leases:
         self._complete = redis.register_script(_COMPLETE)
         self._requeue = redis.register_script(_REQUEUE)
 
-    def claim(self, run_id: str, worker: str, *, comfyui_url: str = "") -> Claim:
-        exhausted = json.dumps({"type": "attempts_exhausted", "message": "every attempt of this run died mid-run"})
-        queued_keys = [keys.queued(p) for p in PRIORITIES]
+    def claim(self, run_id: str, worker: str, dispatch: int, *, comfyui_url: str = "") -> Claim:
         raw = self._claim(
-            keys=[keys.run(run_id), keys.run_lease(run_id), *queued_keys],
-            args=[
-                worker,
-                self.ttl_ms,
-                repr(time.time()),
-                run_id,
-                exhausted,
-                keys.run_done_channel(run_id),
-                comfyui_url,
-            ],
+            keys=[keys.run(run_id), keys.run_lease(run_id), keys.INFLIGHT],
+            args=[worker, self.ttl_ms, repr(time.time()), run_id, str(dispatch), comfyui_url],
         )
         result, detail = (_s(raw[0]), _s(raw[1]))
         if result == ClaimResult.OK:
@@ -151,39 +188,59 @@ class Leases:
         flat: list[str] = []
         for name, value in fields.items():
             flat += [name, value if isinstance(value, str) else json.dumps(value)]
-        return bool(
-            self._update(keys=[keys.run(lease.run_id), keys.run_lease(lease.run_id)], args=[lease.token, *flat])
-        )
+        run_keys = [keys.run(lease.run_id), keys.run_lease(lease.run_id)]
+        return bool(self._update(keys=run_keys, args=[lease.token, *flat]))
 
     def complete(
-        self, lease: Lease, status: str, *, error: dict[str, Any] | None = None, outputs: list[Output] | None = None
+        self,
+        lease: Lease,
+        run: Run,
+        status: str,
+        *,
+        error: dict[str, Any] | None = None,
+        outputs: list[Output] | None = None,
     ) -> bool:
         """End the run (succeeded, failed or canceled); False if the lease was lost, and nothing was written."""
-        from dataclasses import asdict
+        args = [lease.token, *self._end_args(run, status, error, outputs or [], dead=False)]
+        return bool(self._complete(keys=[*self._end_keys(run), keys.run_lease(run.id)], args=args))
 
-        return bool(
-            self._complete(
-                keys=[keys.run(lease.run_id), keys.run_lease(lease.run_id), keys.run_graph(lease.run_id)],
-                args=[
-                    lease.token,
-                    status,
-                    repr(time.time()),
-                    json.dumps(error) if error is not None else "",
-                    json.dumps([asdict(o) for o in outputs or []]),
-                    self.run_ttl,
-                    keys.run_done_channel(lease.run_id),
-                ],
-            )
-        )
+    def requeue(self, lease: Lease | None, run: Run, *, error: dict[str, Any], delay: float) -> RequeueResult:
+        """After a transient failure: back to the backlog after ``delay`` s, or dead-lettered with no attempt left.
 
-    def requeue(self, lease: Lease, priority: str, *, error: dict[str, Any]) -> bool:
-        """Give the run back to the queue for another attempt; False if the lease was lost."""
-        return bool(
-            self._requeue(
-                keys=[keys.run(lease.run_id), keys.run_lease(lease.run_id), keys.queued(priority)],
-                args=[lease.token, json.dumps(error), lease.run_id],
-            )
-        )
+        ``lease`` None is the reaper's case: the holder died, so only a run with no live lease is touched.
+        """
+        args = [
+            lease.token if lease else "",
+            *self._end_args(run, "failed", error, [], dead=True),
+            repr(time.time() + delay),
+        ]
+        run_keys = [*self._end_keys(run), keys.run_lease(run.id), keys.DELAYED]
+        result = int(self._requeue(keys=run_keys, args=args))
+        return [RequeueResult.LOST, RequeueResult.RETRYING, RequeueResult.DEAD, RequeueResult.CANCELED][result]
+
+    def _end_keys(self, run: Run) -> list[str]:
+        return [
+            keys.run(run.id),
+            keys.run_graph(run.id),
+            keys.INFLIGHT,
+            keys.tenant_inflight(run.tenant),
+            keys.DEAD_LETTER,
+        ]
+
+    def _end_args(
+        self, run: Run, status: str, error: dict[str, Any] | None, outputs: list[Output], *, dead: bool
+    ) -> list[str]:
+        return [
+            status,
+            repr(time.time()),
+            json.dumps(error) if error is not None else "",
+            json.dumps([asdict(o) for o in outputs]),
+            str(self.run_ttl),
+            run.id,
+            keys.run_done_channel(run.id),
+            keys.SCHEDULER_WAKE,
+            "1" if dead else "0",
+        ]
 
 
 def _s(value: bytes | str) -> str:

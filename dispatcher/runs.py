@@ -81,6 +81,9 @@ class Run:
     worker: str = ""
     comfyui_url: str = ""
     node: str = ""  # the node ComfyUI is executing now
+    tenant: str = "default"
+    dispatches: int = 0  # times the scheduler handed it to RQ; the RQ job carries it, stale jobs are fenced off
+    cancel_requested: bool = False
 
     def to_redis(self) -> dict[str, str]:
         """The record as flat strings for HSET."""
@@ -104,6 +107,8 @@ class Run:
             "worker": self.worker,
             "comfyui_url": self.comfyui_url,
             "node": self.node,
+            "tenant": self.tenant,
+            "dispatches": str(self.dispatches),
         }
 
     @classmethod
@@ -132,6 +137,9 @@ class Run:
             worker=data.get("worker", ""),
             comfyui_url=data.get("comfyui_url", ""),
             node=data.get("node", ""),
+            tenant=data.get("tenant", "default"),
+            dispatches=int(data.get("dispatches") or 0),
+            cancel_requested=data.get("cancel_requested") == "1",
         )
 
 
@@ -142,6 +150,7 @@ def new_run(
     priority: Priority = Priority.NORMAL,
     max_attempts: int = 3,
     timeout: float = 3600.0,
+    tenant: str = "default",
     run_id: str | None = None,
     now: float | None = None,
 ) -> Run:
@@ -160,6 +169,7 @@ def new_run(
         created_at=time.time() if now is None else now,
         max_attempts=max_attempts,
         timeout=timeout,
+        tenant=tenant,
         prompt_id=str(uuid.uuid4()),
         client_id=f"comfy-dispatch-{rid}",
     )
@@ -191,19 +201,38 @@ class RunStore:
         return graph
 
     def queue_depths(self) -> dict[str, int]:
-        pipe = self.redis.pipeline(transaction=False)
-        for priority in PRIORITIES:
-            pipe.zcard(keys.queued(priority))
-        return {p.value: int(n) for p, n in zip(PRIORITIES, pipe.execute(), strict=True)}
+        """Queued runs per priority, over every tenant's backlog (retries waiting out a backoff included)."""
+        return {p.value: sum(self._backlog_sizes(p).values()) for p in PRIORITIES}
 
     def queue_position(self, run: Run) -> int | None:
-        """0-based place of a queued run among all queued runs (higher priorities first)."""
+        """About how many runs will be dispatched before ``run`` (0: it is next), or None if not queued.
+
+        Every higher priority first; within its own, round-robin between tenants hands each other
+        tenant up to as many turns as the run's own tenant takes before it (one more for a tenant
+        whose turn comes earlier in the rotation).
+        """
         if run.status is not RunStatus.QUEUED:
             return None
+        rank = self.redis.zrank(keys.backlog(run.tenant, run.priority), run.id)
+        if rank is None:
+            return None  # already handed to a worker
+        own = int(rank)  # type: ignore[arg-type]
         ahead = 0
         for priority in PRIORITIES:
+            sizes = self._backlog_sizes(priority)
             if priority is run.priority:
-                rank = self.redis.zrank(keys.queued(priority), run.id)
-                return None if rank is None else ahead + int(rank)  # type: ignore[arg-type]
-            ahead += int(self.redis.zcard(keys.queued(priority)))  # type: ignore[arg-type]
+                order = list(sizes)
+                mine = order.index(run.tenant) if run.tenant in order else len(order)
+                turns = (min(n, own + (1 if i < mine else 0)) for i, n in enumerate(sizes.values()) if i != mine)
+                return ahead + own + sum(turns)
+            ahead += sum(sizes.values())
         return None
+
+    def _backlog_sizes(self, priority: Priority) -> dict[str, int]:
+        tenants: list[str] = self.redis.lrange(keys.rotation(priority), 0, -1)  # type: ignore[assignment]
+        if not tenants:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.zcard(keys.backlog(tenant, priority))
+        return dict(zip(tenants, (int(n) for n in pipe.execute()), strict=True))

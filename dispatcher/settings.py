@@ -42,6 +42,17 @@ class Settings(BaseModel):
     run_ttl_seconds: int = Field(7 * 86400, ge=60, description="how long finished runs are kept")
     worker_heartbeat: float = Field(2.0, gt=0, description="seconds between worker heartbeats")
     log_level: str = Field("INFO", description="logging level")
+    auth: str = Field("enabled", description="API keys required (enabled), or not at all (disabled: loopback only)")
+    submit_rate: float = Field(10.0, gt=0, description="default admission rate per API key, runs per second")
+    submit_burst: int = Field(100, ge=1, description="default admission burst per API key")
+    dispatch_rate: float = Field(0.0, ge=0, description="default dispatch rate per tenant, runs/s (0: no limit)")
+    max_running: int = Field(0, ge=0, description="default most runs in flight per tenant (0: no limit)")
+    max_queued: int = Field(100_000, ge=0, description="default most queued runs per tenant (0: no limit)")
+    retry_base: float = Field(1.0, gt=0, description="first retry backoff ceiling, seconds (doubles each attempt)")
+    retry_cap: float = Field(60.0, gt=0, description="largest retry backoff, seconds")
+    dispatch_timeout: float = Field(
+        30.0, gt=0, description="a dispatched run nobody claimed by then is dispatched again"
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -71,6 +82,13 @@ class Settings(BaseModel):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} must be an http:// or https:// URL")
         return [url.rstrip("/") for url in value]
+
+    @field_validator("auth")
+    @classmethod
+    def _auth(cls, value: str) -> str:
+        if value.lower() not in ("enabled", "disabled"):
+            raise ValueError("must be enabled or disabled")
+        return value.lower()
 
     @field_validator("log_level")
     @classmethod

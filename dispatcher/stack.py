@@ -21,15 +21,20 @@ from urllib.parse import urlsplit
 import requests
 from redis import Redis
 from redis.exceptions import RedisError
+from rich.console import Console
 
+from dispatcher.apikeys import ApiKeyStore
 from dispatcher.demo import run_demo
 from dispatcher.errors import DispatchError
+from dispatcher.fleet import read_workers
 from dispatcher.redis_server import RedisServer, free_port
 from dispatcher.settings import Settings
+from dispatcher.tenants import TenantStore
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEMO_TENANT = "demo"
 
 
 class Child:
@@ -64,6 +69,7 @@ class Stack:
         self.log_dir = self.state_dir / "logs"
         self.children: list[Child] = []
         self.redis: RedisServer | None = None
+        self.redis_url = settings.redis_url
         self.stopping = threading.Event()
 
     def _spawn(self, name: str, *args: str, env: dict[str, str]) -> Child:
@@ -77,7 +83,8 @@ class Stack:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         try:
             env = self._start()
-            if demo and not run_demo(f"http://127.0.0.1:{self.api_port}", env, self.settings):
+            api_key = self._demo_key(env["COMFY_DISPATCH_REDIS_URL"])
+            if demo and not run_demo(f"http://127.0.0.1:{self.api_port}", env, self.settings, api_key=api_key):
                 return 1
             if exit_after_demo:
                 return 0
@@ -92,16 +99,30 @@ class Stack:
             self.stop()
 
     def _start(self) -> dict[str, str]:
-        redis_url = self._ensure_redis()
+        redis_url = self.redis_url = self._ensure_redis()
         env = dict(os.environ, COMFY_DISPATCH_REDIS_URL=redis_url, COMFY_DISPATCH_LOG_LEVEL=self.settings.log_level)
         env["COMFY_DISPATCH_OUTPUT_DIR"] = str(self.settings.output_dir.resolve())
         env["COMFY_DISPATCH_WORKFLOWS_DIR"] = str(self.settings.workflows_dir.resolve())
         comfyuis = [self._ensure_comfyui(url, i, env) for i, url in enumerate(self.settings.comfyui_urls)]
         self._spawn("api", "api", "--host", "127.0.0.1", "--port", str(self.api_port), env=env)
+        self._spawn("scheduler", "scheduler", env=env)
         for i, url in enumerate(comfyuis):
             self._spawn(f"worker-{i}", "worker", "--comfyui-url", url, "--name", f"worker-{i}", env=env)
         self._wait_ready(len(comfyuis))
         return env
+
+    def _demo_key(self, redis_url: str) -> str:
+        """A tenant "demo" and a fresh key for it (all scopes), printed for the person at the terminal."""
+        with Redis.from_url(redis_url, decode_responses=True) as client:
+            TenantStore(client, self.settings).set(DEMO_TENANT)
+            info, key = ApiKeyStore(client).create(DEMO_TENANT, ("submit", "read", "admin"))
+        Console(stderr=True).print(
+            f"demo tenant [bold]{DEMO_TENANT}[/]: API key (shown once) [bold green]{key}[/]\n"
+            f"  curl -H 'X-API-KEY: {key}' http://127.0.0.1:{self.api_port}/v1/workflows",
+            soft_wrap=True,
+            highlight=False,
+        )
+        return key
 
     def _ensure_redis(self) -> str:
         url = self.settings.redis_url
@@ -136,8 +157,9 @@ class Stack:
         _wait_until(lambda: _answers(api + "/readyz"), 30, f"the API on {api}", self.children)
 
         def workers_healthy() -> bool:
-            reply = requests.get(api + "/v1/workers", timeout=2).json()
-            return sum(1 for w in reply.get("workers", []) if w.get("health") == "healthy") >= workers
+            since = time.time() - 10
+            with Redis.from_url(self.redis_url, decode_responses=True) as client:
+                return sum(1 for w in read_workers(client, since=since) if w.ready) >= workers
 
         _wait_until(workers_healthy, 30, f"{workers} healthy worker(s)", self.children)
         log.info("stack is up: API %s, %d worker(s); logs in %s", api, workers, self.log_dir)

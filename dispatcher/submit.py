@@ -1,4 +1,10 @@
-"""Accepting a run: bind its parameters, store its record and enqueue its job, all or nothing."""
+"""Accepting a run: bind its parameters, then store it in its tenant's backlog, all or nothing.
+
+The scheduler (``dispatcher.scheduler``) later hands it to RQ; nothing here
+talks to RQ. One Lua script checks the tenant's ``max_queued`` and writes the
+record, the graph, the backlog entry and the round-robin membership, so two
+API processes can never both squeeze past a full queue.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +14,39 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis import Redis
-from rq import Queue
 
 from dispatcher import keys
 from dispatcher.binding import bind
-from dispatcher.errors import ParameterError
+from dispatcher.errors import ParameterError, QueueFull
 from dispatcher.registry import Registry
-from dispatcher.runs import Priority, Run, new_run, new_run_id
+from dispatcher.runs import PRIORITIES, Priority, Run, new_run, new_run_id
 from dispatcher.settings import Settings
+from dispatcher.tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
-JOB_FUNC = "worker.runner.execute_run"
-# RQ's own bookkeeping of a finished job is useless to us (the run record is the truth): drop it fast.
-JOB_RESULT_TTL = 0
-JOB_FAILURE_TTL = 3600
+MAX_RUN_TIMEOUT = 7 * 86400.0
+
+_SUBMIT = """
+-- KEYS: run, graph, backlog(tenant, priority), rotation(priority), recent, tenant, backlog x3 (all priorities)
+-- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel, field, value, ...
+local max_queued = tonumber(redis.call('HGET', KEYS[6], 'max_queued') or ARGV[5])
+if max_queued > 0 then
+  local queued = redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]) + redis.call('ZCARD', KEYS[9])
+  if queued >= max_queued then return {0, max_queued} end
+end
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('SET', KEYS[2], ARGV[4])
+if redis.call('ZCARD', KEYS[3]) == 0 then
+  redis.call('LREM', KEYS[4], 0, ARGV[2])
+  redis.call('RPUSH', KEYS[4], ARGV[2])
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('LPUSH', KEYS[5], ARGV[1])
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
+redis.call('PUBLISH', ARGV[7], 'submit')
+return {1, max_queued}
+"""
 
 
 def parse_priority(value: Any) -> Priority:
@@ -34,45 +58,70 @@ def parse_priority(value: Any) -> Priority:
         raise ParameterError("priority", "must be one of: high, normal, low") from None
 
 
-def enqueue_data(queue: Queue, run: Run) -> Any:
-    """The RQ job of one attempt of ``run`` (its id is fresh: RQ jobs are disposable)."""
-    return queue.prepare_data(
-        JOB_FUNC,
-        args=(run.id,),
-        timeout=int(run.timeout) + 120,  # our own timeout fires first and interrupts ComfyUI
-        result_ttl=JOB_RESULT_TTL,
-        failure_ttl=JOB_FAILURE_TTL,
-        description=f"run {run.id} ({run.workflow})",
-    )
+def parse_timeout(value: Any, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RUN_TIMEOUT:
+        raise ParameterError("timeout_seconds", f"must be a number of seconds in (0, {MAX_RUN_TIMEOUT:g}]")
+    return float(value)
 
 
-def submit_run(
-    raw: Redis, queue: Queue, registry: Registry, settings: Settings, workflow_id: str, body: Mapping[str, Any]
-) -> Run:
-    """Validate and bind ``body`` for ``workflow_id``, then store and enqueue the run atomically.
+class Submitter:
+    """Stores accepted runs; one per process (the script is registered once)."""
 
-    Raises WorkflowNotFound or ParameterError before anything is written.
-    """
-    workflow = registry.get(workflow_id)
-    priority = parse_priority(body.get("priority"))
-    run_id = new_run_id()
-    bound = bind(workflow, body, run_id=run_id)
-    run = new_run(
-        workflow.id,
-        bound.params | ({"overrides": bound.overrides} if bound.overrides else {}),
-        priority=priority,
-        max_attempts=workflow.max_attempts or settings.max_attempts,
-        timeout=float(workflow.timeout_seconds or settings.run_timeout),
-        run_id=run_id,
-    )
-    # One MULTI: record, graph, queued-set entry, recent list and RQ job land together or not at all.
-    with raw.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.run(run.id), mapping=run.to_redis())  # type: ignore[arg-type]
-        pipe.set(keys.run_graph(run.id), json.dumps(bound.graph))
-        pipe.zadd(keys.queued(run.priority), {run.id: run.created_at})
-        pipe.lpush(keys.RECENT_RUNS, run.id)
-        pipe.ltrim(keys.RECENT_RUNS, 0, keys.RECENT_RUNS_MAX - 1)
-        queue.enqueue_many([enqueue_data(queue, run)], pipeline=pipe)
-        pipe.execute()
-    log.info("accepted run %s of %s (priority %s)", run.id, workflow.id, run.priority)
-    return run
+    def __init__(self, redis: Redis, registry: Registry, settings: Settings) -> None:
+        self.redis = redis
+        self.registry = registry
+        self.settings = settings
+        self._script = redis.register_script(_SUBMIT)
+
+    def submit(self, workflow_id: str, body: Mapping[str, Any], *, tenant: str = DEFAULT_TENANT) -> Run:
+        """Validate and bind ``body`` for ``workflow_id``, then queue the run for ``tenant``.
+
+        Raises WorkflowNotFound or ParameterError before anything is written, QueueFull if the
+        tenant already has its ``max_queued`` runs queued (nothing written then either).
+        """
+        workflow = self.registry.get(workflow_id)
+        priority = parse_priority(body.get("priority"))
+        timeout = parse_timeout(
+            body.get("timeout_seconds"), float(workflow.timeout_seconds or self.settings.run_timeout)
+        )
+        run_id = new_run_id()
+        bound = bind(workflow, body, run_id=run_id)
+        run = new_run(
+            workflow.id,
+            bound.params | ({"overrides": bound.overrides} if bound.overrides else {}),
+            priority=priority,
+            max_attempts=workflow.max_attempts or self.settings.max_attempts,
+            timeout=timeout,
+            tenant=tenant,
+            run_id=run_id,
+        )
+        flat: list[str] = []
+        for name, value in run.to_redis().items():
+            flat += [name, value]
+        ok, limit = self._script(
+            keys=[
+                keys.run(run.id),
+                keys.run_graph(run.id),
+                keys.backlog(tenant, run.priority),
+                keys.rotation(run.priority),
+                keys.RECENT_RUNS,
+                keys.tenant(tenant),
+                *(keys.backlog(tenant, p) for p in PRIORITIES),
+            ],
+            args=[
+                run.id,
+                tenant,
+                repr(run.created_at),
+                json.dumps(bound.graph),
+                self.settings.max_queued,
+                keys.RECENT_RUNS_MAX,
+                keys.SCHEDULER_WAKE,
+                *flat,
+            ],
+        )
+        if not int(ok):
+            raise QueueFull(tenant, int(limit))
+        log.info("accepted run %s of %s for %s (priority %s)", run.id, workflow.id, tenant, run.priority)
+        return run

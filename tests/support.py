@@ -59,8 +59,8 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
 
 
 class FakeComfy(Proc):
-    def __init__(self, tmp: Path, exec_seconds: float = 0.0) -> None:
-        self.port = free_port()
+    def __init__(self, tmp: Path, exec_seconds: float = 0.0, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp
         args = ["fake-comfyui", "--port", str(self.port), "--exec-seconds", str(exec_seconds), "--data-dir", str(tmp)]

@@ -16,7 +16,16 @@ from tests.support import FakeComfy, Proc, wait_http
 class LocalStack:
     """N fake ComfyUIs, N workers (one per fake) and one API, all child processes."""
 
-    def __init__(self, redis_url: str, tmp: Path, *, workers: int = 2, exec_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        tmp: Path,
+        *,
+        workers: int = 2,
+        exec_seconds: float = 0.0,
+        env: dict[str, str] | None = None,
+        start_workers: bool = True,
+    ) -> None:
         self.redis_url = redis_url
         self.tmp = tmp
         self.api_port = free_port()
@@ -26,26 +35,38 @@ class LocalStack:
             "COMFY_DISPATCH_OUTPUT_DIR": str(tmp / "outputs"),
             "COMFY_DISPATCH_LOG_LEVEL": "WARNING",
             "COMFY_DISPATCH_LEASE_SECONDS": "6",
+            "COMFY_DISPATCH_AUTH": "disabled",  # the API listens on loopback only
+            "COMFY_DISPATCH_SUBMIT_RATE": "100000",
+            "COMFY_DISPATCH_SUBMIT_BURST": "100000",
+            **(env or {}),
         }
         self.fakes = [FakeComfy(tmp / f"fake-{i}", exec_seconds) for i in range(workers)]
         self.workers: list[Proc] = []
         self.api_proc: Proc | None = None
+        self.scheduler: Proc | None = None
+        self.start_workers = start_workers
 
     def start(self) -> LocalStack:
         for fake in self.fakes:
             fake.start()
         self.api_proc = Proc(["api", "--port", str(self.api_port)], self.tmp / "api.log", self.env).start()
-        for i, fake in enumerate(self.fakes):
-            self.workers.append(self.start_worker(i, fake))
+        self.scheduler = Proc(["scheduler"], self.tmp / "scheduler.log", self.env).start()
+        if self.start_workers:
+            self.start_all_workers()
         wait_http(self.api + "/readyz")
         return self
+
+    def start_all_workers(self) -> None:
+        for i, fake in enumerate(self.fakes):
+            self.workers.append(self.start_worker(i, fake))
 
     def start_worker(self, index: int, fake: FakeComfy) -> Proc:
         args = ["worker", "--comfyui-url", fake.url, "--name", f"w{index}-{fake.port}"]
         return Proc(args, self.tmp / f"worker-{index}.log", self.env).start()
 
     def stop(self) -> None:
-        for proc in [*self.workers, *([self.api_proc] if self.api_proc else []), *self.fakes]:
+        others = [p for p in (self.api_proc, self.scheduler) if p is not None]
+        for proc in [*self.workers, *others, *self.fakes]:
             proc.stop()
 
     def __enter__(self) -> LocalStack:
@@ -57,7 +78,8 @@ class LocalStack:
         self.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in [*self.workers, *self.fakes])
+        procs = [*self.workers, *self.fakes, *([self.scheduler] if self.scheduler else [])]
+        return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in procs)
 
 
 def first_pixel(data: bytes) -> tuple[int, ...]:

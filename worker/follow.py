@@ -20,6 +20,7 @@ from dispatcher.errors import (
     ComfyUIInterrupted,
     ComfyUIUnavailable,
     LeaseLost,
+    RunCanceled,
     RunTimeout,
 )
 
@@ -32,7 +33,8 @@ STOP_CHECK_SECONDS = 1.0
 PROGRESS_WRITE_INTERVAL = 0.25
 
 ProgressCallback = Callable[[float, str | None], None]
-StopCheck = Callable[[], str | None]  # returns a reason to stop ("lease-lost", "canceled") or None
+StopCheck = Callable[[], str | None]  # returns a reason to stop (STOP_CANCELED, or another) or None
+STOP_CANCELED = "canceled"
 
 
 def follow_prompt(
@@ -72,13 +74,11 @@ def follow_prompt(
         while not tracker.ended:
             reason = should_stop()
             if reason is not None:
-                client.interrupt(prompt_id)
-                client.delete_pending(prompt_id)
-                raise LeaseLost(f"stopped: {reason}")
+                _stop(client, prompt_id)
+                raise RunCanceled("canceled by request") if reason == STOP_CANCELED else LeaseLost(reason)
             now = time.monotonic()
             if now >= deadline:
-                client.interrupt(prompt_id)
-                client.delete_pending(prompt_id)
+                _stop(client, prompt_id)
                 raise RunTimeout("the run exceeded its time limit; ComfyUI was interrupted")
             try:
                 message = stream.recv(timeout=min(deadline - now, STOP_CHECK_SECONDS))
@@ -103,7 +103,9 @@ def follow_prompt(
         if tracker.outcome is Outcome.ERROR:
             raise ComfyUIExecutionError(tracker.outcome_data)
         if tracker.outcome is Outcome.INTERRUPTED:
-            # Nobody here asked for it (our own stops raise above): someone used ComfyUI directly.
+            if should_stop() == STOP_CANCELED:  # the cancel watcher interrupted it already
+                raise RunCanceled("canceled by request")
+            # Nobody here asked for it: someone used ComfyUI directly. Worth another try.
             raise ComfyUIInterrupted(tracker.outcome_data, requested=False)
 
     entry = client.history(prompt_id)
@@ -111,6 +113,12 @@ def follow_prompt(
         # executing/null is sent after history is stored, so this is a ComfyUI that restarted just now.
         raise ComfyUIUnavailable(f"prompt {prompt_id} finished but has no history")
     return entry
+
+
+def _stop(client: ComfyClient, prompt_id: str) -> None:
+    """Stop our prompt whether it runs or still waits in ComfyUI's queue."""
+    client.interrupt(prompt_id)
+    client.delete_pending(prompt_id)
 
 
 def _check_alive(client: ComfyClient, prompt_id: str) -> None:

@@ -1,4 +1,5 @@
-"""The worker's own heartbeat: its ComfyUI's health and its current run, for ``/v1/workers``."""
+"""The worker's own heartbeat: its ComfyUI's health, its state and its current run, for the
+scheduler (which counts ready workers) and ``/v1/workers``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 
 from dispatcher import keys
+from dispatcher.fleet import WorkerMode
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -16,10 +18,16 @@ def beat(ctx: WorkerContext) -> None:
     """Check ComfyUI once and publish this worker's state (expires unless renewed)."""
     healthy = ctx.client.healthy()
     with ctx.state.lock:
+        came_back = healthy and not ctx.state.healthy.is_set()
         if healthy != ctx.state.comfyui_healthy:
             log.warning("ComfyUI at %s is %s", ctx.client.base_url, "healthy again" if healthy else "NOT answering")
         ctx.state.comfyui_healthy = healthy
         current = ctx.state.current_run
+    if healthy:
+        ctx.state.healthy.set()
+    else:
+        ctx.state.healthy.clear()
+    state = WorkerMode.BUSY if current else (WorkerMode.IDLE if healthy else WorkerMode.PAUSED)
     now = time.time()
     ttl = max(int(ctx.settings.worker_heartbeat * 3), 5)
     pipe = ctx.conns.text.pipeline(transaction=False)
@@ -29,6 +37,7 @@ def beat(ctx: WorkerContext) -> None:
             "name": ctx.name,
             "comfyui_url": ctx.client.base_url,
             "comfyui_healthy": "1" if healthy else "0",
+            "state": state,
             "current_run": current,
             "last_seen": repr(now),
             "queue": ctx.settings.queue_name,
@@ -36,6 +45,8 @@ def beat(ctx: WorkerContext) -> None:
     )
     pipe.expire(keys.worker(ctx.name), ttl)
     pipe.zadd(keys.WORKERS, {ctx.name: now})
+    if came_back:
+        pipe.publish(keys.SCHEDULER_WAKE, "worker")  # one more ready worker: the scheduler may dispatch
     pipe.execute()
 
 
@@ -44,6 +55,7 @@ def forget(ctx: WorkerContext) -> None:
     pipe = ctx.conns.text.pipeline(transaction=False)
     pipe.delete(keys.worker(ctx.name))
     pipe.zrem(keys.WORKERS, ctx.name)
+    pipe.publish(keys.SCHEDULER_WAKE, "worker")
     pipe.execute()
 
 

@@ -11,15 +11,35 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 from rq import SimpleWorker
 
 from dispatcher.settings import Settings
 from worker import context, heartbeat
+from worker.cancel_watch import CancelWatcher
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
+
+PAUSED_RECHECK_SECONDS = 5.0
+
+
+class DispatchWorker(SimpleWorker):  # type: ignore[misc]
+    """RQ's SimpleWorker that takes no job while its ComfyUI does not answer."""
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        ctx = context.current()
+        if not ctx.state.healthy.is_set():
+            log.warning("paused: ComfyUI %s does not answer; taking no run until it does", ctx.client.base_url)
+            # Woken by the heartbeat the moment ComfyUI answers; RQ's own heartbeat keeps us listed meanwhile.
+            while not ctx.state.healthy.wait(PAUSED_RECHECK_SECONDS):
+                self.heartbeat()
+                if self._stop_requested:
+                    return None
+            log.info("resumed: ComfyUI %s answers again", ctx.client.base_url)
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
 
 def default_name(comfyui_url: str) -> str:
@@ -33,13 +53,15 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
     ctx = WorkerContext.build(settings, worker_name)
     context.install(ctx)
     heartbeat.beat(ctx)
-    beats = heartbeat.Heartbeat(ctx)
-    beats.start()
+    threads: list[heartbeat.Heartbeat | CancelWatcher] = [heartbeat.Heartbeat(ctx), CancelWatcher(ctx)]
+    for thread in threads:
+        thread.start()
     log.info("worker %s: ComfyUI %s, queue %s", worker_name, settings.comfyui_url, settings.queue_name)
-    rq_worker = SimpleWorker([ctx.queue], connection=ctx.conns.raw, name=worker_name)
+    rq_worker = DispatchWorker([ctx.queue], connection=ctx.conns.raw, name=worker_name)
     try:
-        rq_worker.work(with_scheduler=True, burst=burst, logging_level=settings.log_level)
+        rq_worker.work(burst=burst, logging_level=settings.log_level)
     finally:
-        beats.stopped.set()
+        for thread in threads:
+            thread.stopped.set()
         heartbeat.forget(ctx)
         ctx.close()

@@ -1,43 +1,50 @@
 """Executing one run: claim its lease, drive ComfyUI, store the outputs, end the run once.
 
-``execute_run`` is the function RQ calls (by name) with the run id. A run
-RQ delivers twice finds the lease taken or the run ended and does nothing.
+``execute_run`` is the function RQ calls (by name) with the run id and its
+dispatch number. A job RQ delivers twice, or an older dispatch of the run,
+finds the run claimed, ended or re-dispatched and does nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
 from typing import Any
 
 from dispatcher.backoff import full_jitter
-from dispatcher.errors import ComfyUIError, ComfyUIValidationError, LeaseLost
-from dispatcher.lease import ClaimResult, Lease
+from dispatcher.cancel import CANCELED_ERROR
+from dispatcher.errors import ComfyUIError, ComfyUIUnavailable, ComfyUIValidationError, LeaseLost, RunCanceled
+from dispatcher.lease import ClaimResult, Lease, RequeueResult
 from dispatcher.outputs import content_type, files_from_history, unique_names
 from dispatcher.runs import Output, Run, RunStatus
-from dispatcher.submit import enqueue_data
-from worker import context
+from worker import context, heartbeat
 from worker.context import WorkerContext
-from worker.follow import follow_prompt
+from worker.follow import STOP_CANCELED, follow_prompt
 from worker.keeper import LeaseKeeper
 
 log = logging.getLogger(__name__)
 
 
-def execute_run(run_id: str) -> str:
+def execute_run(run_id: str, dispatch: int) -> str:
     """RQ's entry point: execute ``run_id`` if this worker wins its lease. Returns what happened."""
-    return RunExecution(context.current(), run_id).execute()
+    return RunExecution(context.current(), run_id, dispatch).execute()
 
 
 class RunExecution:
-    def __init__(self, ctx: WorkerContext, run_id: str) -> None:
+    def __init__(self, ctx: WorkerContext, run_id: str, dispatch: int) -> None:
         self.ctx = ctx
         self.run_id = run_id
+        self.dispatch = dispatch
 
     def execute(self) -> str:
         ctx = self.ctx
-        claim = ctx.leases.claim(self.run_id, ctx.name, comfyui_url=ctx.client.base_url)
+        if not ctx.state.healthy.is_set() and not ctx.client.healthy():
+            # Popped while our ComfyUI is down: hand it straight back to a ready worker, untouched.
+            run = ctx.runs.get(self.run_id)
+            if run is not None and run.dispatches == self.dispatch and ctx.reaper.redispatch(run):
+                log.warning("run %s handed back: ComfyUI %s does not answer", self.run_id, ctx.client.base_url)
+            return "paused"
+        claim = ctx.leases.claim(self.run_id, ctx.name, self.dispatch, comfyui_url=ctx.client.base_url)
         if claim.result is not ClaimResult.OK or claim.lease is None:
             log.info("run %s not executed here: %s %s", self.run_id, claim.result, claim.detail)
             return str(claim.result)
@@ -45,14 +52,12 @@ class RunExecution:
         run = ctx.runs.get(self.run_id)
         if run is None:  # expired between claim and read: nothing left to do
             return "missing"
-        with ctx.state.lock:
-            ctx.state.current_run = run.id
+        ctx.state.start(run.id, run.prompt_id)
         try:
             with LeaseKeeper(ctx.leases, lease, ctx.settings.lease_seconds) as keeper:
                 return self._execute(run, lease, keeper)
         finally:
-            with ctx.state.lock:
-                ctx.state.current_run = ""
+            ctx.state.finish()
 
     def _execute(self, run: Run, lease: Lease, keeper: LeaseKeeper) -> str:
         ctx = self.ctx
@@ -63,9 +68,13 @@ class RunExecution:
                 keeper.lost.set()
 
         def should_stop() -> str | None:
-            return "lease lost" if keeper.lost.is_set() else None
+            if keeper.lost.is_set():
+                return "lease lost"
+            return STOP_CANCELED if ctx.state.canceled.is_set() else None
 
         try:
+            if run.cancel_requested:
+                raise RunCanceled("canceled before it started")
             entry = follow_prompt(
                 ctx.client,
                 ctx.runs.graph(run.id),
@@ -80,13 +89,28 @@ class RunExecution:
         except LeaseLost as exc:
             log.warning("run %s attempt %s abandoned: %s", run.id, lease.attempt, exc)
             return "lease-lost"
+        except RunCanceled:
+            return self._end(run, lease, RunStatus.CANCELED, error=CANCELED_ERROR)
         except ComfyUIError as exc:
             return self._failed(run, lease, exc)
-        if keeper.lost.is_set() or not ctx.leases.complete(lease, RunStatus.SUCCEEDED, outputs=outputs):
-            log.warning("run %s attempt %s finished after losing its lease; result dropped", run.id, lease.attempt)
+        if keeper.lost.is_set():
             return "lease-lost"
-        log.info("run %s succeeded with %d output(s)", run.id, len(outputs))
-        return "succeeded"
+        return self._end(run, lease, RunStatus.SUCCEEDED, outputs=outputs)
+
+    def _end(
+        self,
+        run: Run,
+        lease: Lease,
+        status: RunStatus,
+        *,
+        error: dict[str, Any] | None = None,
+        outputs: list[Output] | None = None,
+    ) -> str:
+        if not self.ctx.leases.complete(lease, run, status, error=error, outputs=outputs):
+            log.warning("run %s attempt %s ended after losing its lease; result dropped", run.id, lease.attempt)
+            return "lease-lost"
+        log.info("run %s %s (%d output(s))", run.id, status, len(outputs or []))
+        return str(status)
 
     def _store_outputs(self, run: Run, lease: Lease, entry: dict[str, Any]) -> list[Output]:
         ctx = self.ctx
@@ -103,23 +127,17 @@ class RunExecution:
     def _failed(self, run: Run, lease: Lease, exc: ComfyUIError) -> str:
         ctx = self.ctx
         error = exc.to_dict()
-        if exc.transient and not isinstance(exc, ComfyUIValidationError) and lease.attempt < run.max_attempts:
-            delay = full_jitter(lease.attempt)
-            if ctx.leases.requeue(lease, run.priority, error=error):
-                data = enqueue_data(ctx.queue, run)
-                ctx.queue.enqueue_in(
-                    timedelta(seconds=delay),
-                    data.func,
-                    *data.args,
-                    job_timeout=data.timeout,
-                    result_ttl=data.result_ttl,
-                    failure_ttl=data.failure_ttl,
-                    description=data.description,
-                )
-                log.warning("run %s attempt %s failed (%s); retrying in %.1fs", run.id, lease.attempt, exc, delay)
-                return "retrying"
-            return "lease-lost"
-        if ctx.leases.complete(lease, RunStatus.FAILED, error=error):
-            log.warning("run %s failed: %s", run.id, exc)
+        if not exc.transient or isinstance(exc, ComfyUIValidationError):
+            return self._end(run, lease, RunStatus.FAILED, error=error)
+        if isinstance(exc, ComfyUIUnavailable):
+            # Look again now, not at the next heartbeat: a ComfyUI that is down must not get the retry.
+            heartbeat.beat(ctx)
+        delay = full_jitter(lease.attempt, base=ctx.settings.retry_base, cap=ctx.settings.retry_cap)
+        result = ctx.leases.requeue(lease, run, error=error, delay=delay)
+        if result is RequeueResult.RETRYING:
+            log.warning("run %s attempt %s failed (%s); retrying in %.1fs", run.id, lease.attempt, exc, delay)
+            return "retrying"
+        if result is RequeueResult.DEAD:
+            log.error("run %s failed on its last attempt (%s): dead-lettered", run.id, exc)
             return "failed"
-        return "lease-lost"
+        return "lease-lost" if result is RequeueResult.LOST else str(result)

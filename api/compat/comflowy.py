@@ -14,6 +14,10 @@ failed, canceled                  failed
 
 Problems under ``/api/open/v0`` carry ``"success": false`` like Comflowy's own answers.
 ``callback_urls`` are accepted but not called yet (webhooks are a later issue).
+
+Auth as Comflowy does it: ``/auth/token?ppt=<API key>`` checks the key and hands back an access
+token, here the key itself; ``/run`` and ``/check`` then take ``Authorization: Bearer <token>``
+(or ``X-API-KEY``, like every route).
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import operations, problems
+from api.auth import CanRead, CanSubmit
 from api.body import read_json_object
 from api.services import JsonBody, ServicesDep
 from api.views import Links
-from dispatcher.errors import ParameterError
+from dispatcher.errors import ParameterError, Unauthorized
 from dispatcher.runs import Run, RunStatus
 
 log = logging.getLogger(__name__)
@@ -71,15 +76,16 @@ def check_data(run: Run, links: Links) -> dict[str, Any]:
 
 
 @router.post("/run")
-async def run(body: JsonBody, svc: ServicesDep) -> dict[str, Any]:
+async def run(body: JsonBody, response: Response, svc: ServicesDep, who: CanSubmit) -> dict[str, Any]:
     """Queue a run: ``{"workflow_id", "params": {"name" or "node_id::input": value}, "callback_urls"?}``."""
     workflow_id = body.get("workflow_id")
     if not isinstance(workflow_id, str) or not workflow_id:
         raise ParameterError("workflow_id", "is required (a workflow id string)")
     if body.get("callback_urls"):
         log.info("callback_urls of a Comflowy run request ignored: callbacks are not implemented yet")
-    queued = await run_in_threadpool(operations.submit, svc, workflow_id, body)
-    return {"success": True, "data": {"run_id": queued.id}}
+    accepted = await run_in_threadpool(operations.submit, svc, who, workflow_id, body)
+    response.headers.update(accepted.headers)
+    return {"success": True, "data": {"run_id": accepted.run.id}}
 
 
 @router.get("/check", operation_id="comflowy_check_get")
@@ -87,6 +93,7 @@ async def run(body: JsonBody, svc: ServicesDep) -> dict[str, Any]:
 async def check(
     request: Request,
     svc: ServicesDep,
+    who: CanRead,
     run_id: Annotated[
         str | None, Query(alias="id", description='the run id; a POST may send {"id"} in its body instead')
     ] = None,
@@ -97,12 +104,19 @@ async def check(
         run_id = body.get("id") or body.get("run_id")
     if not isinstance(run_id, str) or not run_id:
         raise ParameterError("id", "is required (the run_id that /run returned)")
-    found = await run_in_threadpool(operations.get_run, svc, run_id)
+    found = await run_in_threadpool(operations.get_run, svc, run_id, who)
     links = Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)
     return {"success": True, "data": check_data(found, links)}
 
 
 @router.get("/auth/token")
-async def auth_token(ppt: Annotated[str, Query(min_length=1, description="your API key")]) -> dict[str, str]:
-    """Exchange an API key for an access token. For now the token is the key itself (real auth comes later)."""
+def auth_token(
+    svc: ServicesDep, ppt: Annotated[str, Query(min_length=1, description="your API key")]
+) -> dict[str, str]:
+    """Exchange an API key for an access token to send as ``Authorization: Bearer``: the key itself.
+
+    An unknown or revoked key is a 401. The key stays the credential: revoking it revokes the token.
+    """
+    if svc.settings.auth != "disabled" and svc.apikeys.authenticate(ppt) is None:
+        raise Unauthorized("the API key is unknown or revoked")
     return {"access_token": ppt}

@@ -5,6 +5,10 @@ under ``/api/`` also carry ``"error": detail`` and ``"status_code": n``. Two ans
 seed's own shape instead of a problem, because seed clients branch on their string ``status``:
 ``/api/task_status`` of an unknown id (``"status": "not_found"``, 404) and a failed
 ``/api/test_comfy`` (``"status": "error"``, 503).
+
+The seed had no auth; its routes take our API key in either header (``X-API-KEY`` or
+``Authorization: Bearer``). Runs of other tenants are unknown here too, and ``/api/history``
+lists only the key's tenant's runs.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import history, operations, problems
+from api.auth import CanRead, CanSubmit
 from api.fleet import list_workers
 from api.services import JsonBody, Services, ServicesDep
 from api.views import Links
@@ -102,25 +107,29 @@ def history_entry(run: Run, links: Links) -> dict[str, Any]:
 
 
 @router.get("/workflows")
-async def list_workflows(svc: ServicesDep) -> dict[str, list[str]]:
+async def list_workflows(svc: ServicesDep, _: CanRead) -> dict[str, list[str]]:
     """The workflow ids (Flask seed: ``GET /api/workflows``)."""
     return {"workflows": [w.id for w in svc.registry.all()]}
 
 
 @router.post("/workflow/{name}")
-async def run_workflow(name: str, body: JsonBody, svc: ServicesDep) -> dict[str, str]:
+async def run_workflow(
+    name: str, body: JsonBody, response: Response, svc: ServicesDep, who: CanSubmit
+) -> dict[str, str]:
     """Queue a run (Flask seed: simple ``{"prompt", "target_node"}`` or advanced ``{"<node>": {"inputs"}}`` form).
 
     ``prompt_id`` is the run id to pass to ``/api/task_status``.
     """
-    run = await run_in_threadpool(operations.submit, svc, name, body)
+    accepted = await run_in_threadpool(operations.submit, svc, who, name, body)
+    response.headers.update(accepted.headers)
+    run = accepted.run
     return {"status": "success", "prompt_id": run.id, "client_id": run.client_id}
 
 
 @router.get("/task_status/{prompt_id}", response_model=None)
-def get_task_status(prompt_id: str, request: Request, svc: ServicesDep) -> dict[str, Any] | JSONResponse:
+def get_task_status(prompt_id: str, request: Request, svc: ServicesDep, who: CanRead) -> dict[str, Any] | JSONResponse:
     """A run's state in the seed's shapes: pending, running, completed, error or (404) not_found."""
-    run = operations.find_run(svc, prompt_id)
+    run = operations.find_run(svc, prompt_id, who)
     if run is None:
         detail = f"run {prompt_id!r} does not exist"
         body = {"status": "not_found", "message": "Task not found", **problem_members(404, detail)}
@@ -132,34 +141,35 @@ def get_task_status(prompt_id: str, request: Request, svc: ServicesDep) -> dict[
 def get_all_history(
     request: Request,
     svc: ServicesDep,
+    who: CanRead,
     max_items: Annotated[int, Query(ge=1, le=keys.RECENT_RUNS_MAX, description="recent runs to look at")] = 100,
 ) -> dict[str, Any]:
-    """The recently finished runs, by run id, newest first, like ComfyUI's ``/history``."""
+    """The tenant's recently finished runs, by run id, newest first, like ComfyUI's ``/history``."""
     links = _links(request, svc)
-    runs = history.recent_runs(svc.conns.text, max_items)
+    runs = history.recent_runs(svc.conns.text, max_items, tenant=who.tenant)
     return {run.id: history_entry(run, links) for run in runs if run.status.terminal}
 
 
 @router.get("/history/{prompt_id}")
-def get_history(prompt_id: str, request: Request, svc: ServicesDep) -> dict[str, Any]:
+def get_history(prompt_id: str, request: Request, svc: ServicesDep, who: CanRead) -> dict[str, Any]:
     """One run's history entry, keyed by its id; ``{}`` while it has not finished (as ComfyUI does)."""
-    run = operations.get_run(svc, prompt_id)
+    run = operations.get_run(svc, prompt_id, who)
     if not run.status.terminal:
         return {}
     return {run.id: history_entry(run, _links(request, svc))}
 
 
 @router.get("/image/{prompt_id}")
-def get_image(prompt_id: str, request: Request, svc: ServicesDep) -> dict[str, Any]:
+def get_image(prompt_id: str, request: Request, svc: ServicesDep, who: CanRead) -> dict[str, Any]:
     """The output files of a succeeded run; 404 while it has none."""
-    run = operations.get_run(svc, prompt_id)
+    run = operations.get_run(svc, prompt_id, who)
     if run.status is not RunStatus.SUCCEEDED or not run.outputs:
         raise OutputNotFound(f"run {run.id} has no images (status: {run.status.value})")
     return {"status": "success", "images": images(run, _links(request, svc))}
 
 
 @router.get("/test_comfy", response_model=None)
-def test_comfy(svc: ServicesDep) -> dict[str, Any] | JSONResponse:
+def test_comfy(svc: ServicesDep, _: CanRead) -> dict[str, Any] | JSONResponse:
     """Whether any worker reports a healthy ComfyUI; 503 with ``"status": "error"`` when none does."""
     workers = list_workers(svc.conns.text, now=time.time())
     healthy = [w for w in workers if w.health == "healthy"]

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from api import operations
+from api.auth import CanRead
 from api.services import ServicesDep
 from dispatcher.runs import Output
 
@@ -24,9 +25,9 @@ CHUNK_BYTES = 256 * 1024
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}},
 )
-def get_output(run_id: str, filename: str, svc: ServicesDep) -> StreamingResponse:
+def get_output(run_id: str, filename: str, svc: ServicesDep, who: CanRead) -> StreamingResponse:
     """Download one output file of a run, as listed in the run's ``outputs``; 404 otherwise."""
-    output = operations.find_output(operations.get_run(svc, run_id), filename)
+    output = operations.find_output(operations.get_run(svc, run_id, who), filename)
     stream = svc.store.open(output.key)
     headers = {
         "Content-Length": str(_size(stream, output)),

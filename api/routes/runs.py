@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import operations
+from api.auth import CanRead, CanSubmit
 from api.models import RunView
 from api.operations import WaitQuery
 from api.services import JsonBody, Services, ServicesDep
@@ -50,32 +51,42 @@ RUN_REQUEST_DOC: dict[str, Any] = {
     responses={200: {"model": RunView, "description": "the run ended within ?wait seconds"}},
 )
 async def create_run(
-    workflow_id: str, request: Request, response: Response, body: JsonBody, svc: ServicesDep, wait: WaitQuery = 0
+    workflow_id: str,
+    request: Request,
+    response: Response,
+    body: JsonBody,
+    svc: ServicesDep,
+    who: CanSubmit,
+    wait: WaitQuery = 0,
 ) -> RunView:
     """Queue a run of a workflow: 202 with the queued run and ``Location: /v1/runs/{id}``.
 
     With ``?wait=SECONDS`` the answer waits for the run to end: 200 with the finished run, or 202
     with the queued or running run when the time is up. Either way the run goes on if the client
-    leaves. Bad parameters are a 422 naming the parameter, and nothing is queued.
+    leaves. Bad parameters are a 422 naming the parameter, and nothing is queued. Over the API
+    key's submission rate, or the tenant's queue limit, a 429 with ``Retry-After``; every answer
+    carries the ``RateLimit`` and ``RateLimit-Policy`` fields of the key.
     """
-    run = await run_in_threadpool(operations.submit, svc, workflow_id, body)
+    accepted = await run_in_threadpool(operations.submit, svc, who, workflow_id, body)
+    run = accepted.run
     if wait > 0:
-        run = await operations.wait(svc, run.id, wait)
+        run = await operations.wait(svc, run.id, wait, who)
     response.status_code = 200 if run.status.terminal else 202
+    response.headers.update(accepted.headers)
     response.headers["Location"] = f"/v1/runs/{run.id}"
     return await operations.view_async(svc, run, _links(request, svc))
 
 
 @router.get("/v1/runs/{run_id}", response_model=RunView)
-async def get_run(run_id: str, request: Request, svc: ServicesDep, wait: WaitQuery = 0) -> RunView:
+async def get_run(run_id: str, request: Request, svc: ServicesDep, who: CanRead, wait: WaitQuery = 0) -> RunView:
     """A run's status, progress, place in the queue, outputs and error.
 
     With ``?wait=SECONDS``, answers as soon as the run ends or when the time is up (a long poll).
     """
     if wait > 0:
-        run = await operations.wait(svc, run_id, wait)
+        run = await operations.wait(svc, run_id, wait, who)
     else:
-        run = await run_in_threadpool(operations.get_run, svc, run_id)
+        run = await run_in_threadpool(operations.get_run, svc, run_id, who)
     return await operations.view_async(svc, run, _links(request, svc))
 
 

@@ -6,6 +6,7 @@ import time
 
 from fastapi import APIRouter
 
+from api.auth import IsAdmin
 from api.fleet import list_workers
 from api.models import WorkersView
 from api.services import ServicesDep
@@ -14,8 +15,8 @@ router = APIRouter(tags=["system"])
 
 
 @router.get("/v1/workers", response_model=WorkersView)
-def workers(svc: ServicesDep) -> WorkersView:
-    """List the workers seen in the last hour.
+def workers(svc: ServicesDep, _: IsAdmin) -> WorkersView:
+    """List the workers seen in the last hour (scope ``admin``).
 
     ``health`` is ``healthy`` or ``unhealthy`` as the worker last found its ComfyUI, and ``offline``
     once the worker stopped sending heartbeats.

@@ -1,4 +1,8 @@
-"""Fixtures of the API tests: an app on fakeredis (``fake_conns``) with the bundled workflows and a MemoryStore."""
+"""Fixtures of the API tests: an app on fakeredis (``fake_conns``) with the bundled workflows and a MemoryStore.
+
+Auth is disabled here (every request is the default tenant with every scope); ``test_api_auth``
+builds its own apps with auth enabled and real keys.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,18 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from rq import Queue
 
 from api import operations
 from api.app import create_app
 from dispatcher.connections import Connections
-from dispatcher.runs import Run
 from dispatcher.settings import Settings, load_settings
 from dispatcher.storage import MemoryStore
-from tests.api.helpers import TestClient, finish_run, store_output
+from tests.api.helpers import Backlog, TestClient, finish_run, store_output
 
 
 @pytest.fixture
 def settings() -> Settings:
-    return load_settings({}, max_body_bytes=4096)
+    return load_settings({}, max_body_bytes=4096, auth="disabled")
 
 
 @pytest.fixture
@@ -42,9 +44,9 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def queue(settings: Settings, fake_conns: Connections) -> Queue:
-    """The RQ queue the API enqueues on (to check what was, or was not, enqueued)."""
-    return Queue(settings.queue_name, connection=fake_conns.raw)
+def backlog(fake_conns: Connections) -> Backlog:
+    """What the API queued (to check what was, or was not, accepted)."""
+    return Backlog(fake_conns)
 
 
 @pytest.fixture
@@ -64,8 +66,9 @@ def finish_after_submit(
         error: dict[str, Any] | None = None,
         files: dict[str, bytes] | None = None,
     ) -> None:
-        def submit(*args: Any, **kwargs: Any) -> Run:
-            run = original(*args, **kwargs)
+        def submit(*args: Any, **kwargs: Any) -> operations.Accepted:
+            accepted = original(*args, **kwargs)
+            run = accepted.run
 
             def later() -> None:
                 time.sleep(delay)  # let the request start waiting first (either order must work)
@@ -75,7 +78,7 @@ def finish_after_submit(
             thread = threading.Thread(target=later, daemon=True)
             threads.append(thread)
             thread.start()
-            return run
+            return accepted
 
         monkeypatch.setattr(operations, "submit", submit)
 

@@ -1,4 +1,4 @@
-"""Helpers of the API tests: the test client, problem checks, and what a worker writes to Redis."""
+"""Helpers of the API tests: the test client, problem checks, the backlog, and what a worker writes to Redis."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from dataclasses import asdict
 from typing import Any
 
 from dispatcher import keys
+from dispatcher.apikeys import ApiKeyStore
 from dispatcher.connections import Connections
-from dispatcher.runs import Output
+from dispatcher.runs import PRIORITIES, Output, RunStore
+from dispatcher.settings import Settings
 from dispatcher.storage import MemoryStore
+from dispatcher.tenants import TenantStore
 
 # Starlette 1.x prefers httpx2 and warns once, at import, when it falls back to httpx (our dev dependency).
 with warnings.catch_warnings():
@@ -29,6 +32,43 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     assert body["status"] == status
     assert {"type", "title", "detail", "instance"} <= set(body)
     return body
+
+
+class Backlog:
+    """What the API queued: runs waiting in the tenants' backlogs (the scheduler hands them to RQ later)."""
+
+    def __init__(self, conns: Connections) -> None:
+        self.conns = conns
+
+    @property
+    def count(self) -> int:
+        """Queued runs over every tenant and priority."""
+        return sum(RunStore(self.conns.text).queue_depths().values())
+
+    @property
+    def records(self) -> int:
+        """Run records stored, queued or not (not their graphs, whose keys match the same pattern)."""
+        names: list[str] = self.conns.text.keys(keys.run("*"))  # type: ignore[assignment]
+        return sum(1 for name in names if name.count(":") == keys.run("x").count(":"))
+
+    @property
+    def empty(self) -> bool:
+        """Nothing was accepted: no queued run and no run record."""
+        return self.count == 0 and self.records == 0
+
+
+def tenant_with_key(conns: Connections, tenant: str, scopes: str = "submit,read", **limits: Any) -> str:
+    """Create ``tenant`` (with ``limits``) and a key of it with ``scopes``; return the clear key."""
+    TenantStore(conns.text, Settings()).set(tenant, **limits)
+    _, key = ApiKeyStore(conns.text).create(tenant, scopes)
+    return key
+
+
+def _unqueue(conns: Connections, run_id: str) -> None:
+    # What the scheduler does when it hands a run to a worker: out of its tenant's backlog.
+    tenant = conns.text.hget(keys.run(run_id), "tenant") or "default"
+    for priority in PRIORITIES:
+        conns.text.zrem(keys.backlog(str(tenant), priority), run_id)
 
 
 def finish_run(
@@ -53,15 +93,13 @@ def finish_run(
             "error": json.dumps(error) if error is not None else "",
         },
     )
-    for priority in ("high", "normal", "low"):
-        conns.text.zrem(keys.queued(priority), run_id)
+    _unqueue(conns, run_id)
     conns.text.publish(keys.run_done_channel(run_id), status)
 
 
 def start_run(conns: Connections, run_id: str, *, node: str = "", progress: float = 0.0) -> None:
-    """Do what a worker does when it claims a run."""
-    for priority in ("high", "normal", "low"):
-        conns.text.zrem(keys.queued(priority), run_id)
+    """Do what the scheduler and a worker do when the run starts."""
+    _unqueue(conns, run_id)
     conns.text.hset(
         keys.run(run_id),
         mapping={"status": "running", "started_at": repr(time.time()), "node": node, "progress": repr(progress)},

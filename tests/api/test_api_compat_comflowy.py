@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from rq import Queue
 
 from api.compat.comflowy import comflowy_status
 from dispatcher.connections import Connections
 from dispatcher.runs import RunStatus, new_run
 from dispatcher.storage import MemoryStore
-from tests.api.helpers import TestClient, assert_problem, finish_run, start_run, store_output
+from tests.api.helpers import Backlog, TestClient, assert_problem, finish_run, start_run, store_output
 
 
 def submit(client: TestClient) -> str:
@@ -44,9 +43,9 @@ def test_status_mapping(status: RunStatus, node: str, progress: float, expected:
     assert comflowy_status(run) == expected
 
 
-def test_run_then_check(client: TestClient, fake_conns: Connections, store: MemoryStore, queue: Queue) -> None:
+def test_run_then_check(client: TestClient, fake_conns: Connections, store: MemoryStore, backlog: Backlog) -> None:
     run_id = submit(client)
-    assert queue.count == 1
+    assert backlog.count == 1
     assert client.get(f"/v1/runs/{run_id}").json()["params"]["prompt"] == "glass bottle"
     waiting = client.post(f"/api/open/v0/check?id={run_id}").json()
     assert waiting == {"success": True, "data": {"status": "waiting", "output_images": [], "full_outputs": {}}}
@@ -65,7 +64,7 @@ def test_check_takes_the_id_from_a_post_body(client: TestClient, fake_conns: Con
     assert data["status"] == "failed" and data["error"] == "node 3 raised"
 
 
-def test_errors_carry_success_false(client: TestClient, queue: Queue) -> None:
+def test_errors_carry_success_false(client: TestClient, backlog: Backlog) -> None:
     problem = assert_problem(client.post("/api/open/v0/run", json={"params": {}}), 422)
     assert problem["success"] is False and problem["errors"][0]["param"] == "workflow_id"
     problem = assert_problem(
@@ -73,7 +72,7 @@ def test_errors_carry_success_false(client: TestClient, queue: Queue) -> None:
     )
     assert problem["success"] is False and problem["errors"][0]["param"] == "6::nope"
     assert_problem(client.post("/api/open/v0/run", json={"workflow_id": "nope"}), 404)
-    assert queue.count == 0
+    assert backlog.empty
     assert assert_problem(client.get("/api/open/v0/check?id=feedbeef"), 404)["success"] is False
     assert assert_problem(client.get("/api/open/v0/check"), 422)["success"] is False
 

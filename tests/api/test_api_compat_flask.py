@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from rq import Queue
 
 from api.compat.flask_seed import task_status
 from api.views import Links
 from dispatcher.connections import Connections
 from dispatcher.runs import Output, RunStatus, new_run
 from dispatcher.storage import MemoryStore
-from tests.api.helpers import PROBLEM_JSON, TestClient, assert_problem, beat, finish_run, start_run, store_output
+from tests.api.helpers import (
+    PROBLEM_JSON,
+    Backlog,
+    TestClient,
+    assert_problem,
+    beat,
+    finish_run,
+    start_run,
+    store_output,
+)
 
 
 def submit(client: TestClient, body: dict[str, object] | None = None) -> str:
@@ -33,17 +41,17 @@ def test_list_workflows(client: TestClient) -> None:
         {"6": {"inputs": {"text": "a cat"}}, "7": {"inputs": {"text": "blurry"}}},
     ],
 )
-def test_run_workflow_simple_and_advanced_forms(client: TestClient, queue: Queue, body: dict[str, object]) -> None:
+def test_run_workflow_simple_and_advanced_forms(client: TestClient, backlog: Backlog, body: dict[str, object]) -> None:
     response = client.post("/api/workflow/txt2img", json=body)
     assert response.status_code == 200
     reply = response.json()
     assert reply["status"] == "success"
     assert reply["client_id"] == f"comfy-dispatch-{reply['prompt_id']}"
     assert client.get(f"/v1/runs/{reply['prompt_id']}").json()["params"]["prompt"] == "a cat"
-    assert queue.count == 1
+    assert backlog.count == 1
 
 
-def test_seed_errors_are_problems_with_error_and_status_code(client: TestClient, queue: Queue) -> None:
+def test_seed_errors_are_problems_with_error_and_status_code(client: TestClient, backlog: Backlog) -> None:
     problem = assert_problem(client.post("/api/workflow/txt2img", json={"prompt": "x", "target_node": "3"}), 422)
     assert problem["error"] == problem["detail"] == "target_node: Target node 3 is not a text input node"
     assert problem["status_code"] == 422
@@ -51,7 +59,7 @@ def test_seed_errors_are_problems_with_error_and_status_code(client: TestClient,
     assert problem["error"] == problem["detail"] and problem["status_code"] == 404
     problem = assert_problem(client.post("/api/workflow/txt2img", content=b"not json"), 400)
     assert problem["status_code"] == 400
-    assert queue.count == 0
+    assert backlog.empty
 
 
 def test_task_status_through_a_runs_life(client: TestClient, fake_conns: Connections, store: MemoryStore) -> None:

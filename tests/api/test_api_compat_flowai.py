@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from rq import Queue
 
 from api.compat import flowai
-from tests.api.helpers import TestClient, assert_problem
+from tests.api.helpers import Backlog, TestClient, assert_problem
 
 
 def test_run_waits_and_answers_the_output_urls(client: TestClient, finish_after_submit: Callable[..., None]) -> None:
@@ -42,13 +41,13 @@ def test_run_still_going_when_the_wait_ends(client: TestClient, monkeypatch: pyt
     assert client.get(problem["run_url"]).json()["status"] == "queued"  # the run goes on
 
 
-def test_stream_is_not_available_yet(client: TestClient, queue: Queue) -> None:
+def test_stream_is_not_available_yet(client: TestClient, backlog: Backlog) -> None:
     problem = assert_problem(client.post("/v1/api/workflow/run/invert", json={"input": {}, "stream": True}), 501)
     assert problem["detail"].startswith("streaming is not available yet")
-    assert queue.count == 0
+    assert backlog.empty
 
 
-def test_bad_input_is_a_422_naming_it(client: TestClient, queue: Queue) -> None:
+def test_bad_input_is_a_422_naming_it(client: TestClient, backlog: Backlog) -> None:
     problem = assert_problem(client.post("/v1/api/workflow/run/invert", json={"input": {"width": -1}}), 422)
     assert problem["errors"][0]["param"] == "width"
-    assert queue.count == 0
+    assert backlog.empty

@@ -65,7 +65,8 @@ def test_listed_output_missing_from_the_store_is_a_404_problem(
 
 
 def test_public_url_is_the_base_of_output_urls(fake_conns: Connections, store: MemoryStore) -> None:
-    app = create_app(load_settings({}, public_url="https://cd.example.com/"), conns=fake_conns, store=store)
+    settings = load_settings({}, public_url="https://cd.example.com/", auth="disabled")
+    app = create_app(settings, conns=fake_conns, store=store)
     with TestClient(app) as client:
         run_id = succeeded_run(client, fake_conns, store)
         url = client.get(f"/v1/runs/{run_id}").json()["outputs"][0]["url"]
@@ -79,7 +80,7 @@ class SignedStore(MemoryStore):
 
 def test_a_store_with_its_own_urls_is_linked_directly(fake_conns: Connections) -> None:
     store = SignedStore()
-    with TestClient(create_app(load_settings({}), conns=fake_conns, store=store)) as client:
+    with TestClient(create_app(load_settings({}, auth="disabled"), conns=fake_conns, store=store)) as client:
         run_id = succeeded_run(client, fake_conns, store)
         url = client.get(f"/v1/runs/{run_id}").json()["outputs"][0]["url"]
     assert url == f"https://bucket.example.com/{run_id}/1/invert_00001_.png?signature=x"

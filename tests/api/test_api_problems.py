@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import fakeredis
 import pytest
 from fastapi import FastAPI
-from rq import Queue
 
 from api.app import create_app
 from api.body import parse_object
@@ -15,7 +14,7 @@ from dispatcher.connections import Connections
 from dispatcher.errors import BadRequest
 from dispatcher.settings import Settings
 from dispatcher.storage import MemoryStore
-from tests.api.helpers import TestClient, assert_problem
+from tests.api.helpers import Backlog, TestClient, assert_problem
 
 
 @pytest.mark.parametrize(
@@ -28,11 +27,11 @@ from tests.api.helpers import TestClient, assert_problem
         (b"\xff\xfe", "not UTF-8"),
     ],
 )
-def test_malformed_body_is_a_400(client: TestClient, queue: Queue, raw: bytes, detail: str) -> None:
+def test_malformed_body_is_a_400(client: TestClient, backlog: Backlog, raw: bytes, detail: str) -> None:
     response = client.post("/v1/workflows/invert/runs", content=raw, headers={"Content-Type": "application/json"})
     problem = assert_problem(response, 400)
     assert detail in problem["detail"]
-    assert queue.count == 0
+    assert backlog.empty
 
 
 @pytest.mark.parametrize(
@@ -48,14 +47,14 @@ def test_parse_object_refuses_what_is_not_an_object(raw: bytes) -> None:
         parse_object(raw)
 
 
-def test_body_over_the_limit_is_refused_by_content_length(client: TestClient, queue: Queue) -> None:
+def test_body_over_the_limit_is_refused_by_content_length(client: TestClient, backlog: Backlog) -> None:
     body = b'{"params": {"pad": "' + b"x" * 5000 + b'"}}'
     problem = assert_problem(client.post("/v1/workflows/invert/runs", content=body), 413)
     assert problem["max_body_bytes"] == 4096
-    assert queue.count == 0
+    assert backlog.empty
 
 
-def test_chunked_body_over_the_limit_is_refused_while_reading(client: TestClient, queue: Queue) -> None:
+def test_chunked_body_over_the_limit_is_refused_while_reading(client: TestClient, backlog: Backlog) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"params": {"pad": "'
         for _ in range(10):
@@ -65,7 +64,7 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(client: TestClient
     response = client.post("/v1/workflows/invert/runs", content=chunks())
     assert "content-length" not in response.request.headers  # really sent chunked
     assert_problem(response, 413)
-    assert queue.count == 0
+    assert backlog.empty
 
 
 def test_chunked_body_under_the_limit_is_read(client: TestClient) -> None:

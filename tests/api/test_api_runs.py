@@ -8,11 +8,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
-from rq import Queue
 
 from dispatcher import keys
 from dispatcher.connections import Connections
-from tests.api.helpers import TestClient, assert_problem, finish_run, start_run
+from tests.api.helpers import Backlog, TestClient, assert_problem, finish_run, start_run
 
 RUN_FIELDS = {
     "id", "workflow", "status", "priority", "progress", "queue_position", "params", "outputs", "error",
@@ -20,7 +19,7 @@ RUN_FIELDS = {
 }  # fmt: skip
 
 
-def test_submit_answers_202_with_location_and_the_queued_run(client: TestClient, queue: Queue) -> None:
+def test_submit_answers_202_with_location_and_the_queued_run(client: TestClient, backlog: Backlog) -> None:
     response = client.post("/v1/workflows/invert/runs", json={"params": {"width": 64}, "priority": "high"})
     assert response.status_code == 202
     run = response.json()
@@ -37,7 +36,7 @@ def test_submit_answers_202_with_location_and_the_queued_run(client: TestClient,
     assert run["created_at"].endswith("Z")
     datetime.fromisoformat(run["created_at"])
     assert run["attempts"] == 0 and run["max_attempts"] == 3
-    assert queue.count == 1
+    assert backlog.count == 1
 
 
 def test_empty_body_takes_every_default(client: TestClient) -> None:
@@ -76,25 +75,25 @@ def test_every_parameter_form_is_accepted(client: TestClient, body: dict[str, ob
     ],
 )
 def test_bad_parameter_is_a_422_naming_it_and_nothing_is_queued(
-    client: TestClient, fake_conns: Connections, queue: Queue, body: dict[str, object], param: str
+    client: TestClient, fake_conns: Connections, backlog: Backlog, body: dict[str, object], param: str
 ) -> None:
     problem = assert_problem(client.post("/v1/workflows/invert/runs", json=body), 422)
     assert problem["errors"][0]["param"] == param
     assert problem["detail"].startswith(f"{param}: ")
-    assert queue.count == 0
+    assert backlog.empty
     assert client.get("/v1/queues").json()["total"] == 0
     assert not fake_conns.text.keys(keys.run("*"))
 
 
-def test_missing_required_parameter_is_a_422(client: TestClient, queue: Queue) -> None:
+def test_missing_required_parameter_is_a_422(client: TestClient, backlog: Backlog) -> None:
     problem = assert_problem(client.post("/v1/workflows/txt2img/runs", json={"params": {}}), 422)
     assert problem["errors"] == [{"param": "prompt", "detail": "is required"}]
-    assert queue.count == 0
+    assert backlog.empty
 
 
-def test_unknown_workflow_is_a_404_and_nothing_is_queued(client: TestClient, queue: Queue) -> None:
+def test_unknown_workflow_is_a_404_and_nothing_is_queued(client: TestClient, backlog: Backlog) -> None:
     assert_problem(client.post("/v1/workflows/nope/runs", json={}), 404)
-    assert queue.count == 0
+    assert backlog.empty
 
 
 def test_get_run_and_unknown_run(client: TestClient) -> None:
@@ -151,11 +150,11 @@ def test_wait_answers_202_when_the_time_is_up(client: TestClient) -> None:
     assert response.json()["status"] == "queued"
 
 
-def test_wait_above_300_seconds_is_a_422_and_nothing_is_queued(client: TestClient, queue: Queue) -> None:
+def test_wait_above_300_seconds_is_a_422_and_nothing_is_queued(client: TestClient, backlog: Backlog) -> None:
     problem = assert_problem(client.post("/v1/workflows/invert/runs?wait=301", json={}), 422)
     assert problem["errors"][0]["param"] == "wait"
     assert_problem(client.post("/v1/workflows/invert/runs?wait=-1", json={}), 422)
-    assert queue.count == 0
+    assert backlog.empty
 
 
 def test_get_run_can_wait_for_the_end(client: TestClient, fake_conns: Connections) -> None:

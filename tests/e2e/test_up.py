@@ -34,6 +34,7 @@ def test_up_starts_everything_runs_the_demo_and_stops_cleanly(tmp_path: Path) ->
     assert result.returncode == 0, output
     assert "FAKE ComfyUI" in output
     assert "started redis-server" in output
+    assert "API key (shown once) cdk_" in output
     assert output.count("succeeded") >= 4, output
     pngs = list((tmp_path / "outputs").rglob("*.png"))
     assert len(pngs) >= 4

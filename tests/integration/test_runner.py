@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from rq.registry import ScheduledJobRegistry
 
 from dispatcher import keys
+from dispatcher.dispatch import Dispatcher
 from dispatcher.registry import Registry
 from dispatcher.runs import Run, RunStatus
 from dispatcher.settings import load_settings
-from dispatcher.submit import submit_run
+from dispatcher.submit import Submitter
 from tests.support import FakeComfy
 from worker.context import WorkerContext
 from worker.runner import RunExecution
@@ -27,16 +27,34 @@ from worker.runner import RunExecution
 @pytest.fixture
 def ctx(redis_url: str, fake_comfyui: FakeComfy, tmp_path: Path) -> Iterator[WorkerContext]:
     settings = load_settings(
-        {}, redis_url=redis_url, comfyui_url=fake_comfyui.url, output_dir=tmp_path / "out", lease_seconds=3
+        {},
+        redis_url=redis_url,
+        comfyui_url=fake_comfyui.url,
+        output_dir=tmp_path / "out",
+        lease_seconds=3,
+        retry_base=0.001,
+        retry_cap=0.001,
     )
     context = WorkerContext.build(settings, "test-worker")
+    context.state.healthy.set()
     yield context
     context.close()
 
 
 def submit(ctx: WorkerContext, workflow: str, body: dict[str, Any]) -> Run:
-    registry = Registry.load(ctx.settings.workflows_dir)
-    return submit_run(ctx.conns.raw, ctx.queue, registry, ctx.settings, workflow, body)
+    """Queue a run and dispatch it, as API and scheduler do; returns it as dispatched."""
+    run = Submitter(ctx.conns.text, Registry.load(ctx.settings.workflows_dir), ctx.settings).submit(workflow, body)
+    redispatch(ctx)
+    return final(ctx, run.id)
+
+
+def redispatch(ctx: WorkerContext) -> None:
+    Dispatcher(ctx.conns.text, dispatch_rate=0, max_running=0).take(10)
+
+
+def execute(ctx: WorkerContext, run_id: str) -> str:
+    """What the worker does with the RQ job of the run's current dispatch."""
+    return RunExecution(ctx, run_id, final(ctx, run_id).dispatches).execute()
 
 
 def final(ctx: WorkerContext, run_id: str) -> Run:
@@ -53,7 +71,7 @@ def pixel(ctx: WorkerContext, key: str) -> tuple[int, ...]:
 
 def test_invert_run_stores_its_own_inverted_image(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
     run = submit(ctx, "invert", {"params": {"width": 8, "height": 8, "color": 0xFF0000}})
-    assert RunExecution(ctx, run.id).execute() == "succeeded"
+    assert execute(ctx, run.id) == "succeeded"
     done = final(ctx, run.id)
     assert done.status is RunStatus.SUCCEEDED and done.progress == 1.0 and done.attempts == 1
     (output,) = done.outputs
@@ -65,8 +83,8 @@ def test_invert_run_stores_its_own_inverted_image(ctx: WorkerContext, fake_comfy
 
 def test_a_second_delivery_does_not_execute_again(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
     run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
-    assert RunExecution(ctx, run.id).execute() == "succeeded"
-    assert RunExecution(ctx, run.id).execute() == "done"
+    assert execute(ctx, run.id) == "succeeded"
+    assert execute(ctx, run.id) == "done"
     assert fake_comfyui.stats()["posted"] == 1
 
 
@@ -75,18 +93,18 @@ def test_a_rejected_graph_fails_at_once_with_node_errors(ctx: WorkerContext, fak
     graph = ctx.runs.graph(run.id)
     graph["5"] = {"class_type": "NoSuchNode", "inputs": {}}
     ctx.conns.text.set(keys.run_graph(run.id), json.dumps(graph))
-    assert RunExecution(ctx, run.id).execute() == "failed"
+    assert execute(ctx, run.id) == "failed"
     done = final(ctx, run.id)
     assert done.status is RunStatus.FAILED and done.attempts == 1
     assert done.error is not None and done.error["type"] == "validation_error"
     assert done.error["error"]["type"] == "invalid_prompt" and "node_errors" in done.error
-    assert ScheduledJobRegistry(queue=ctx.queue).count == 0
+    assert ctx.conns.text.zcard(keys.DEAD_LETTER) == 0
 
 
 def test_a_node_that_raises_fails_the_run(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
     fake_comfyui.control(fail_node_type="ImageInvert", exception_type="ValueError", exception_message="bad pixels")
     run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
-    assert RunExecution(ctx, run.id).execute() == "failed"
+    assert execute(ctx, run.id) == "failed"
     error = final(ctx, run.id).error
     assert error is not None and error["node_type"] == "ImageInvert" and "bad pixels" in error["message"]
 
@@ -102,26 +120,30 @@ def test_a_node_that_raises_fails_the_run(ctx: WorkerContext, fake_comfyui: Fake
 def test_transient_failures_are_retried(ctx: WorkerContext, fake_comfyui: FakeComfy, faults: dict[str, Any]) -> None:
     fake_comfyui.control(**faults)
     run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
-    assert RunExecution(ctx, run.id).execute() == "retrying"
+    assert execute(ctx, run.id) == "retrying"
     queued = final(ctx, run.id)
     assert queued.status is RunStatus.QUEUED and queued.attempts == 1 and queued.error is not None
-    assert ScheduledJobRegistry(queue=ctx.queue).count == 1
     fake_comfyui.reset()
-    assert RunExecution(ctx, run.id).execute() == "succeeded"
+    time.sleep(0.01)  # the (tiny) backoff
+    redispatch(ctx)
+    assert execute(ctx, run.id) == "succeeded"
     assert final(ctx, run.id).attempts == 2
 
 
 def test_a_retry_takes_a_finished_prompt_from_history(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
     """Attempt 1 died after ComfyUI finished: attempt 2 must not post the graph again."""
     run = submit(ctx, "invert", {"params": {"width": 8, "height": 8, "color": 0x00FF00}})
-    claim = ctx.leases.claim(run.id, "dead-worker")
+    claim = ctx.leases.claim(run.id, "dead-worker", run.dispatches)
     assert claim.lease is not None
     ctx.client.post_prompt(ctx.runs.graph(run.id), prompt_id=run.prompt_id, client_id="someone")
     deadline = time.monotonic() + 10
     while ctx.client.history(run.prompt_id) is None and time.monotonic() < deadline:
         time.sleep(0.01)
     ctx.conns.text.delete(keys.run_lease(run.id))  # the dead worker's lease expires
-    assert RunExecution(ctx, run.id).execute() == "succeeded"
+    ctx.reaper.reap()
+    time.sleep(0.01)
+    redispatch(ctx)
+    assert execute(ctx, run.id) == "succeeded"
     done = final(ctx, run.id)
     assert done.attempts == 2 and pixel(ctx, done.outputs[0].key) == (255, 0, 255)
     assert fake_comfyui.stats()["posted"] == 1
@@ -131,7 +153,7 @@ def test_a_worker_that_loses_its_lease_stops_and_writes_nothing(ctx: WorkerConte
     fake_comfyui.control(hang=True)
     run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
     result: list[str] = []
-    thread = threading.Thread(target=lambda: result.append(RunExecution(ctx, run.id).execute()))
+    thread = threading.Thread(target=lambda: result.append(RunExecution(ctx, run.id, run.dispatches).execute()))
     thread.start()
     deadline = time.monotonic() + 10
     while fake_comfyui.stats()["started"] == 0 and time.monotonic() < deadline:
@@ -148,8 +170,44 @@ def test_a_run_past_its_timeout_is_interrupted_and_fails(ctx: WorkerContext, fak
     fake_comfyui.control(hang=True)
     run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
     ctx.conns.text.hset(keys.run(run.id), "timeout", "0.5")
-    assert RunExecution(ctx, run.id).execute() == "failed"
+    assert execute(ctx, run.id) == "failed"
     error = final(ctx, run.id).error
     assert error is not None and error["type"] == "RunTimeout"
     queue = ctx.client.queue()
     assert run.prompt_id not in queue
+
+
+def test_cancel_of_a_running_run_interrupts_comfyui(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    from dispatcher.cancel import Canceller
+    from worker.cancel_watch import CancelWatcher
+
+    fake_comfyui.control(hang=True)
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    watcher = CancelWatcher(ctx)
+    watcher.start()
+    try:
+        result: list[str] = []
+        thread = threading.Thread(target=lambda: result.append(RunExecution(ctx, run.id, run.dispatches).execute()))
+        thread.start()
+        deadline = time.monotonic() + 10
+        while fake_comfyui.stats()["started"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # let the watcher's subscription settle
+        assert Canceller(ctx.conns.text, run_ttl_seconds=60).cancel(final(ctx, run.id)) == "canceling"
+        thread.join(10)
+    finally:
+        watcher.stopped.set()
+        watcher.join(5)
+    assert result == ["canceled"]
+    assert final(ctx, run.id).status is RunStatus.CANCELED
+    assert fake_comfyui.stats()["interrupted"] == 1
+
+
+def test_a_run_popped_while_comfyui_is_down_is_handed_back(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    ctx.state.healthy.clear()
+    ctx.client.base_url = "http://127.0.0.1:9"  # nothing listens there
+    assert execute(ctx, run.id) == "paused"
+    back = final(ctx, run.id)
+    assert back.status is RunStatus.QUEUED and back.attempts == 0
+    assert ctx.runs.queue_position(back) == 0

@@ -1,0 +1,102 @@
+"""Who is asking, and may they: the request's :class:`Principal` and the scope each route needs.
+
+A request carries its API key as ``X-API-KEY: <key>`` or ``Authorization: Bearer <key>`` (every
+route takes both, so each compatible product's client sends what it always sent). No key, or an
+unknown or revoked one, is a 401; a key without the route's scope a 403. With
+``COMFY_DISPATCH_AUTH=disabled`` every request is :data:`ANONYMOUS`: the default tenant with every
+scope (``api.app.serve`` allows that only on a loopback address).
+
+Routes declare what they need with :data:`CanRead`, :data:`CanSubmit` or :data:`IsAdmin`; the
+security schemes declared here are what /docs shows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.services import ServicesDep
+from dispatcher.apikeys import SCOPES, Principal
+from dispatcher.errors import ConfigError, Unauthorized
+from dispatcher.settings import PREFIX, Settings
+from dispatcher.tenants import DEFAULT_TENANT
+
+ANONYMOUS = Principal(tenant=DEFAULT_TENANT, scopes=frozenset(SCOPES), key_id="anonymous")
+"""Everyone, when auth is disabled: the default tenant, every scope, one admission bucket."""
+
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-KEY",
+    scheme_name="ApiKey",
+    description="an API key from `comfy-dispatch keys create` (FlowAI's clients send it this way)",
+    auto_error=False,
+)
+BEARER = HTTPBearer(
+    scheme_name="Bearer",
+    description="the same API key as a bearer token (Comflowy's clients send the token of /api/open/v0/auth/token)",
+    auto_error=False,
+)
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (what the API listens on) is a loopback address: 127.0.0.0/8, ::1 or localhost."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
+def check_auth_binding(settings: Settings, host: str) -> None:
+    """Raise ConfigError naming COMFY_DISPATCH_AUTH when auth is disabled on a non-loopback ``host``."""
+    if settings.auth == "disabled" and not is_loopback(host):
+        raise ConfigError(
+            PREFIX + "AUTH",
+            f"auth may be disabled only when the API listens on loopback (127.0.0.1, ::1, localhost), not on {host!r}",
+        )
+
+
+def principal(
+    svc: ServicesDep,
+    api_key: Annotated[str | None, Security(API_KEY_HEADER)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+) -> Principal:
+    """The request's principal from its API key; raises Unauthorized (401) without a valid one."""
+    if svc.settings.auth == "disabled":
+        return ANONYMOUS
+    key = api_key or (bearer.credentials if bearer is not None else None)
+    if not key:
+        raise Unauthorized("an API key is required: send X-API-KEY: <key> or Authorization: Bearer <key>")
+    found = svc.apikeys.authenticate(key.strip())
+    if found is None:
+        raise Unauthorized("the API key is unknown or revoked")
+    return found
+
+
+def needs(scope: str) -> Callable[[Principal], Principal]:
+    """A dependency giving the request's principal once it holds ``scope`` (Forbidden, 403, otherwise)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def dependency(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        who.require(scope)
+        return who
+
+    dependency.__name__ = f"needs_{scope}"
+    return dependency
+
+
+CanRead = Annotated[Principal, Depends(needs("read"))]
+"""A principal with the ``read`` scope: GET of workflows, runs, outputs."""
+
+CanSubmit = Annotated[Principal, Depends(needs("submit"))]
+"""A principal with the ``submit`` scope: creating (and canceling) runs."""
+
+IsAdmin = Annotated[Principal, Depends(needs("admin"))]
+"""A principal with the ``admin`` scope: the queues and the workers."""

@@ -1,0 +1,74 @@
+"""Admission of submissions: one leaky bucket per API key, kept in Redis and updated atomically.
+
+The maths are :func:`dispatcher.ratelimit.decide`, run inside one Lua script so that any number of
+API processes share each bucket without a read-modify-write race, and on Redis's clock (``TIME``)
+so that their clocks never need to agree. The bucket is a hash ``keys.bucket("submit", key_id)``
+holding ``level`` and ``ts`` (when ``level`` was true); it expires a few drain windows after its
+last admitted request, when an absent bucket and an empty one are the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+
+from dispatcher import keys
+from dispatcher.ratelimit import EPSILON, Decision, check_limits, describe, drain_window
+
+log = logging.getLogger(__name__)
+
+KIND = "submit"
+# A bucket untouched this many drain windows is empty anyway: let Redis forget it.
+TTL_WINDOWS = 3
+
+# Keep it in step with ratelimit.decide: leak, then admit if the cost fits (with the same slack).
+# Numbers go back as strings: Redis would truncate a Lua number to an integer.
+_BUCKET = """
+-- KEYS[1]: the bucket hash (level, ts)
+-- ARGV: rate (units/s), burst (units), cost (units), ttl (s), epsilon
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cost, ttl, epsilon = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+
+local state = redis.call('HMGET', KEYS[1], 'level', 'ts')
+local level = tonumber(state[1]) or 0
+local last = tonumber(state[2]) or now
+
+-- leak since the last admitted request (a clock gone backwards leaks nothing)
+level = math.max(0, level - math.max(0, now - last) * rate)
+
+if level + cost > burst + epsilon then
+  return {0, string.format('%.17g', level)}  -- denied: the bucket is left as it was
+end
+
+level = level + cost
+redis.call('HSET', KEYS[1], 'level', string.format('%.17g', level), 'ts', string.format('%.17g', now))
+redis.call('EXPIRE', KEYS[1], ttl)
+return {1, string.format('%.17g', level)}
+"""
+
+
+class Admission:
+    """Leaky buckets of API keys in Redis; one per process (the script is registered once)."""
+
+    def __init__(self, redis: Redis, *, kind: str = KIND) -> None:
+        self.redis = redis
+        self.kind = kind
+        self._script = redis.register_script(_BUCKET)
+
+    def check(self, ident: str, *, rate: float, burst: float, cost: float = 1) -> Decision:
+        """Offer one request of ``cost`` to ``ident``'s bucket (``rate`` per second, holding ``burst``).
+
+        Takes the cost from the bucket when allowed and changes nothing when denied. Raises
+        ValueError for limits nothing could pass (``rate <= 0``, ``cost > burst``).
+        """
+        check_limits(rate, burst, cost)
+        ttl = TTL_WINDOWS * drain_window(rate, burst)
+        allowed, level = self._script(keys=[keys.bucket(self.kind, ident)], args=[rate, burst, cost, ttl, EPSILON])
+        decision = describe(bool(int(allowed)), float(level), rate=rate, burst=burst, cost=cost)
+        if not decision.allowed:
+            log.debug("%s bucket of %s full: retry in %.3f s", self.kind, ident, decision.retry_after)
+        return decision

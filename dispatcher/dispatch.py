@@ -1,0 +1,131 @@
+"""Dispatch: choosing which queued runs go to RQ next, atomically, so any number of schedulers may run.
+
+One Lua script takes up to ``ready workers - runs in flight`` runs: strict
+priority (high, normal, low); within a priority, round-robin between tenants
+(the rotation list turns one step per look); a tenant is skipped while at its
+``max_running`` or while its dispatch leaky bucket is full. Whatever it takes
+leaves the backlog in the same step, so no two schedulers take one run. The
+run's dispatch number goes up: its RQ job carries it, and an older job of the
+same run is refused at claim (see ``dispatcher.lease``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+
+from dispatcher import keys
+from dispatcher.runs import PRIORITIES
+
+_TAKE = """
+-- KEYS: INFLIGHT, DELAYED. ARGV: ns, ready workers, default dispatch rate, default max running, priorities...
+local ns = ARGV[1]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local room = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+local taken = {}
+local wait = -1
+local function later(seconds)
+  if seconds > 0 and (wait < 0 or seconds < wait) then wait = seconds end
+end
+-- retries whose backoff ended go back into their backlog at their original place (creation time)
+for _, run_id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  redis.call('ZREM', KEYS[2], run_id)
+  local run = redis.call('HMGET', ns .. ':run:' .. run_id, 'tenant', 'priority', 'created_at', 'status')
+  if run[4] == 'queued' then
+    local backlog = ns .. ':backlog:' .. run[1] .. ':' .. run[2]
+    local rotation = ns .. ':rr:' .. run[2]
+    if redis.call('ZCARD', backlog) == 0 then
+      redis.call('LREM', rotation, 0, run[1])
+      redis.call('RPUSH', rotation, run[1])
+    end
+    redis.call('ZADD', backlog, run[3], run_id)
+  end
+end
+local next_retry = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if #next_retry > 0 then later(tonumber(next_retry[2]) - now) end
+for p = 5, #ARGV do
+  local rotation = ns .. ':rr:' .. ARGV[p]
+  local tenants = redis.call('LLEN', rotation)
+  local misses = 0
+  while room > 0 and tenants > 0 and misses < tenants do
+    local tenant = redis.call('LMOVE', rotation, rotation, 'LEFT', 'RIGHT')
+    local backlog = ns .. ':backlog:' .. tenant .. ':' .. ARGV[p]
+    local head = redis.call('ZRANGE', backlog, 0, 0, 'WITHSCORES')
+    if #head == 0 then
+      redis.call('LREM', rotation, 0, tenant)
+      tenants = tenants - 1
+    else
+      local ok = true
+      local limits = redis.call('HMGET', ns .. ':tenant:' .. tenant, 'dispatch_rate', 'max_running')
+      local rate = tonumber(limits[1] or ARGV[3])
+      local max_running = tonumber(limits[2] or ARGV[4])
+      local inflight = ns .. ':tenant:' .. tenant .. ':inflight'
+      if ok and max_running > 0 and redis.call('SCARD', inflight) >= max_running then ok = false end
+      local bucket, level = nil, 0
+      if ok and rate > 0 then
+        -- leaky bucket: drains at `rate` per second, holds one second's worth (at least one run)
+        bucket = ns .. ':bucket:dispatch:' .. tenant
+        local state = redis.call('HMGET', bucket, 'level', 'ts')
+        level = math.max(0, tonumber(state[1] or '0') - math.max(0, now - tonumber(state[2] or now)) * rate)
+        local burst = math.max(1, rate)
+        if level + 1 > burst then ok = false; later((level + 1 - burst) / rate) end
+      end
+      if ok then
+        local run_id = head[1]
+        local run = ns .. ':run:' .. run_id
+        redis.call('ZREM', backlog, run_id)
+        local dispatch = redis.call('HINCRBY', run, 'dispatches', 1)
+        redis.call('HSET', run, 'dispatched_at', string.format('%.6f', now))
+        redis.call('ZADD', KEYS[1], string.format('%.6f', now), run_id)
+        redis.call('SADD', inflight, run_id)
+        redis.call('ZREM', KEYS[2], run_id)
+        if bucket then
+          redis.call('HSET', bucket, 'level', string.format('%.9f', level + 1), 'ts', string.format('%.6f', now))
+          redis.call('EXPIRE', bucket, 3600)
+        end
+        taken[#taken + 1] = run_id
+        taken[#taken + 1] = tostring(dispatch)
+        room = room - 1
+        misses = 0
+        if redis.call('ZCARD', backlog) == 0 then
+          redis.call('LREM', rotation, 0, tenant)
+          tenants = tenants - 1
+        end
+      else
+        misses = misses + 1
+      end
+    end
+  end
+end
+return {taken, tostring(wait)}
+"""
+
+
+@dataclass(frozen=True)
+class Taken:
+    runs: list[tuple[str, int]]  # (run id, dispatch number), in dispatch order
+    wait: float | None  # seconds until a blocked backlog may move by itself (backoff ends, bucket drains)
+
+
+class Dispatcher:
+    def __init__(self, redis: Redis, *, dispatch_rate: float, max_running: int) -> None:
+        self.redis = redis
+        self.dispatch_rate = dispatch_rate
+        self.max_running = max_running
+        self._take = redis.register_script(_TAKE)
+
+    def take(self, ready_workers: int) -> Taken:
+        """Take the runs that go to RQ now, given how many workers are ready."""
+        raw = self._take(
+            keys=[keys.INFLIGHT, keys.DELAYED],
+            args=[keys.NS, ready_workers, self.dispatch_rate, self.max_running, *PRIORITIES],
+        )
+        flat = [_s(v) for v in raw[0]]
+        wait = float(_s(raw[1]))
+        return Taken([(flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)], wait if wait >= 0 else None)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,54 @@
+"""The workers as their heartbeats describe them (``keys.WORKERS`` and ``keys.worker(name)``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+
+from dispatcher import keys
+
+
+class WorkerMode:
+    IDLE = "idle"
+    BUSY = "busy"
+    PAUSED = "paused"  # its ComfyUI does not answer: it takes no run
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    name: str
+    comfyui_url: str
+    comfyui_healthy: bool
+    state: str  # WorkerMode, or "offline" when its heartbeat expired
+    current_run: str
+    last_seen: float
+
+    @property
+    def ready(self) -> bool:
+        """Alive and able to take runs (idle or busy, its ComfyUI answering)."""
+        return self.state in (WorkerMode.IDLE, WorkerMode.BUSY) and self.comfyui_healthy
+
+
+def read_workers(redis: Redis, *, since: float) -> list[WorkerInfo]:
+    """Workers that beat since ``since`` (a Unix time), by name; ``redis`` decodes responses."""
+    seen: list[tuple[str, float]] = redis.zrangebyscore(  # type: ignore[assignment]
+        keys.WORKERS, since, "+inf", withscores=True
+    )
+    pipe = redis.pipeline(transaction=False)
+    for name, _ in seen:
+        pipe.hgetall(keys.worker(name))
+    states: list[dict[str, str]] = pipe.execute()
+    workers = []
+    for (name, beat), state in zip(seen, states, strict=True):
+        workers.append(
+            WorkerInfo(
+                name=name,
+                comfyui_url=state.get("comfyui_url", ""),
+                comfyui_healthy=state.get("comfyui_healthy") == "1",
+                state=state.get("state", WorkerMode.IDLE) if state else "offline",
+                current_run=state.get("current_run", ""),
+                last_seen=float(state.get("last_seen") or beat),
+            )
+        )
+    return sorted(workers, key=lambda w: w.name)
