@@ -52,7 +52,10 @@ class QueuesView(BaseModel):
 class WorkerView(BaseModel):
     name: str
     comfyui_url: str | None = Field(description="null once the worker's record has expired (offline)")
-    health: Literal["healthy", "unhealthy", "offline"]
+    health: Literal["healthy", "unhealthy", "offline"] = Field(description="whether its ComfyUI answers")
+    state: Literal["idle", "busy", "paused", "offline"] = Field(
+        description="paused: its ComfyUI does not answer, so it takes no run until it does"
+    )
     current_run: str | None
     last_seen: str = Field(description="RFC 3339, UTC")
 

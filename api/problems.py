@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatcher.errors import (
     BadRequest,
+    Conflict,
     DispatchError,
     Forbidden,
     NotAvailableYet,
@@ -121,6 +122,7 @@ KINDS: dict[type[DispatchError], Kind] = {
     Forbidden: Kind(403, "forbidden", "Forbidden"),
     RateLimited: Kind(429, "rate-limited", "Too many requests"),
     QueueFull: Kind(429, "queue-full", "Too many queued runs"),
+    Conflict: Kind(409, "conflict", "Conflict with the resource's state"),
 }
 UNEXPECTED = Kind(500, "internal-error", "Internal error")
 

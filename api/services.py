@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from api.body import read_json_object
 from dispatcher.admission import Admission
+from dispatcher.cancel import Canceller
 from dispatcher.apikeys import ApiKeyStore
 from dispatcher.connections import Connections
 from dispatcher.registry import Registry
@@ -38,6 +39,7 @@ class Services:
     apikeys: ApiKeyStore
     tenants: TenantStore
     admission: Admission
+    canceller: Canceller
     waiters: anyio.CapacityLimiter
 
     @classmethod
@@ -52,6 +54,7 @@ class Services:
             apikeys=ApiKeyStore(conns.text),
             tenants=TenantStore(conns.text, settings),
             admission=Admission(conns.text),
+            canceller=Canceller(conns.text, run_ttl_seconds=settings.run_ttl_seconds),
             waiters=anyio.CapacityLimiter(MAX_CONCURRENT_WAITS),
         )
 

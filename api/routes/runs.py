@@ -90,5 +90,27 @@ async def get_run(run_id: str, request: Request, svc: ServicesDep, who: CanRead,
     return await operations.view_async(svc, run, _links(request, svc))
 
 
+# How long a cancel answer waits for the worker to interrupt ComfyUI and end a running run.
+CANCEL_WAIT_SECONDS = 10.0
+
+
+@router.post(
+    "/v1/runs/{run_id}/cancel",
+    response_model=RunView,
+    responses={202: {"model": RunView, "description": "the run is running; its worker is interrupting it"}},
+)
+async def cancel_run(run_id: str, request: Request, response: Response, svc: ServicesDep, who: CanSubmit) -> RunView:
+    """Cancel a run: a queued one never starts; a running one is interrupted on its ComfyUI.
+
+    200 with the canceled run (a running one is waited for, up to 10 s), 202 if its worker has not
+    ended it yet (it will: the status turns ``canceled``), 409 if the run had already ended.
+    """
+    run = await run_in_threadpool(operations.get_run, svc, run_id, who)
+    await run_in_threadpool(svc.canceller.cancel, run)
+    run = await operations.wait(svc, run_id, CANCEL_WAIT_SECONDS, who)
+    response.status_code = 200 if run.status.terminal else 202
+    return await operations.view_async(svc, run, _links(request, svc))
+
+
 def _links(request: Request, svc: Services) -> Links:
     return Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)

@@ -132,6 +132,7 @@ def test_openapi_documents_both_headers(client: TestClient) -> None:
         ("read", "POST", "/v1/api/workflow/run/invert", "submit"),
         ("submit", "GET", "/v1/workflows", "read"),
         ("submit", "GET", "/v1/runs/0123abcd", "read"),
+        ("read", "POST", "/v1/runs/0123abcd/cancel", "submit"),
         ("submit", "GET", "/api/task_status/0123abcd", "read"),
         ("submit,read", "GET", "/v1/queues", "admin"),
         ("submit,read", "GET", "/v1/workers", "admin"),
@@ -169,6 +170,7 @@ def test_another_tenants_run_does_not_exist(
     finish_run(fake_conns, run_id, outputs=[store_output(store, run_id, "a.png", b"png")])
     assert client.get(f"/v1/runs/{run_id}/outputs/a.png", headers=h(key)).content == b"png"
     other = h(tenant_with_key(fake_conns, "globex"))
+    assert_problem(client.post(f"/v1/runs/{run_id}/cancel", headers=other), 404)
     for path in (
         f"/v1/runs/{run_id}",
         f"/v1/runs/{run_id}?wait=30",  # not waited for: answered at once

@@ -25,11 +25,13 @@ def test_workers_health(client: TestClient, fake_conns: Connections) -> None:
         "name": "gpu-a",
         "comfyui_url": "http://gpu-a:8188",
         "health": "unhealthy",
+        "state": "paused",
         "current_run": None,
         "last_seen": a["last_seen"],
     }
-    assert b["health"] == "healthy" and b["current_run"] == "abc123"
-    assert gone["health"] == "offline" and gone["comfyui_url"] is None and gone["current_run"] is None
+    assert b["health"] == "healthy" and b["state"] == "busy" and b["current_run"] == "abc123"
+    assert gone["health"] == "offline" and gone["state"] == "offline"
+    assert gone["comfyui_url"] is None and gone["current_run"] is None
     assert all(w["last_seen"].endswith("Z") for w in workers)
 
 
