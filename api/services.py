@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 
 from api.body import read_json_object
 from dispatcher.admission import Admission
-from dispatcher.cancel import Canceller
 from dispatcher.apikeys import ApiKeyStore
+from dispatcher.cancel import Canceller
 from dispatcher.connections import Connections
 from dispatcher.registry import Registry
 from dispatcher.runs import RunStore

@@ -8,7 +8,7 @@ import time
 from dispatcher import keys
 from dispatcher.connections import Connections
 from dispatcher.dispatch import Dispatcher
-from tests.api.helpers import TestClient, assert_problem, finish_run, tenant_with_key
+from tests.api.helpers import TestClient, assert_problem, finish_run
 
 BODY = {"params": {"width": 8, "height": 8}}
 
