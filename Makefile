@@ -39,6 +39,7 @@ lint: install
 
 bench: install redis-server
 	$(BIN)/python bench/e2e.py
+	$(BIN)/python bench/scheduler.py
 
 clean:
 	rm -rf $(VENV) .state outputs .pytest_cache .mypy_cache .ruff_cache
