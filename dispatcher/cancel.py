@@ -10,9 +10,12 @@ from redis import Redis
 
 from dispatcher import keys
 from dispatcher.errors import Conflict, RunNotFound
+from dispatcher.events import LUA_EMIT
 from dispatcher.runs import Run
 
-_CANCEL = """
+_CANCEL = (
+    LUA_EMIT
+    + """
 -- KEYS: run, graph, backlog, DELAYED, INFLIGHT, tenant inflight
 -- ARGV: run_id, now, ttl, error, done channel, cancel channel, wake channel
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -30,10 +33,13 @@ redis.call('SREM', KEYS[6], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2], 'error', ARGV[4], 'node', '', 'worker', '')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+emit(ARGV[1], 'canceled', '{"status":"canceled","error":' .. ARGV[4] .. '}')
+seal(ARGV[1], ARGV[3])
 redis.call('PUBLISH', ARGV[5], 'canceled')
 redis.call('PUBLISH', ARGV[7], 'free')
 return 'canceled'
 """
+)
 
 CANCELED_ERROR = {"type": "canceled", "message": "canceled by request"}
 

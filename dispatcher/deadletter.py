@@ -7,10 +7,13 @@ import time
 from redis import Redis
 
 from dispatcher import keys
+from dispatcher.events import LUA_EMIT
 from dispatcher.runs import Run, RunStore
 
-_REQUEUE = """
--- KEYS: run, DEAD_LETTER, backlog, rotation. ARGV: run_id, tenant, now, wake channel
+_REQUEUE = (
+    LUA_EMIT
+    + """
+-- KEYS: run, DEAD_LETTER, backlog, rotation, events. ARGV: run_id, tenant, now, wake channel
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', '0', 'error', '', 'finished_at', '', 'started_at', '',
@@ -20,9 +23,12 @@ if redis.call('ZCARD', KEYS[3]) == 0 then
   redis.call('RPUSH', KEYS[4], ARGV[2])
 end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('PERSIST', KEYS[5])  -- its events expire with the run again, when it ends
+emit(ARGV[1], 'queued', '{"requeued":true}')
 redis.call('PUBLISH', ARGV[4], 'requeue')
 return 1
 """
+)
 
 
 class DeadLetters:
@@ -54,6 +60,7 @@ class DeadLetters:
                     keys.DEAD_LETTER,
                     keys.backlog(run.tenant, run.priority),
                     keys.rotation(run.priority),
+                    keys.run_events(run_id),
                 ],
                 args=[run_id, run.tenant, repr(time.time()), keys.SCHEDULER_WAKE],
             )

@@ -80,6 +80,11 @@ def bucket(kind: str, ident: str) -> str:
     return f"{NS}:bucket:{kind}:{ident}"
 
 
+def run_events(run_id: str) -> str:
+    """Stream: the run's events (dispatcher.events), capped, expiring with the run."""
+    return f"{NS}:run:{run_id}:events"
+
+
 def run_done_channel(run_id: str) -> str:
     """Pub/sub channel: a message when the run reaches a terminal status."""
     return f"{NS}:run:{run_id}:done"
@@ -98,3 +103,6 @@ RECENT_RUNS = f"{NS}:recent-runs"
 """List: ids of accepted runs, newest first, capped at ``RECENT_RUNS_MAX`` (the Flask seed's /api/history)."""
 
 RECENT_RUNS_MAX = 1000
+
+WEBHOOK_EVENTS = f"{NS}:webhook:events"
+"""Stream: (run, event id, type) of every event of a run that has callbacks; the webhook sender's input."""

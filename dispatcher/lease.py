@@ -21,9 +21,12 @@ from typing import Any
 from redis import Redis
 
 from dispatcher import keys
+from dispatcher.events import LUA_EMIT
 from dispatcher.runs import Output, Run
 
-_CLAIM = """
+_CLAIM = (
+    LUA_EMIT
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
 if status == 'running' then return {'busy', redis.call('GET', KEYS[2]) or ''} end
@@ -35,8 +38,10 @@ redis.call('SET', KEYS[2], ARGV[1] .. '|' .. attempt, 'PX', ARGV[2])
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[3], 'progress', '0',
            'node', '', 'comfyui_url', ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+emit(ARGV[4], 'started', {attempt = attempt, worker = ARGV[1], comfyui_url = ARGV[6]})
 return {'ok', tostring(attempt)}
 """
+)
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -46,16 +51,27 @@ end
 return 0
 """
 
-_UPDATE = """
+_UPDATE = (
+    LUA_EMIT
+    + """
+-- ARGV: token, run_id, field, value, ...; a progress field is also a progress event
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local progress, node = nil, ''
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if ARGV[i] == 'progress' then progress = tonumber(ARGV[i + 1]) elseif ARGV[i] == 'node' then node = ARGV[i + 1] end
+end
+if progress then emit(ARGV[2], 'progress', {progress = progress, node = node}) end
 return 1
 """
+)
 
 # Ending a run, shared by complete (the lease holder) and the scheduler's reaper (no holder left).
 # KEYS: run, graph, INFLIGHT, tenant inflight, DEAD_LETTER; ARGV (from 2): status, now, error, outputs,
 # ttl, run_id, done channel, wake channel, dead (1: also list it in the dead-letter set)
-_END = """
+_END = (
+    LUA_EMIT
+    + """
 local function finish(a)
   redis.call('HSET', KEYS[1], 'status', ARGV[a], 'finished_at', ARGV[a + 1], 'error', ARGV[a + 2],
              'outputs', ARGV[a + 3], 'node', '', 'worker', '')
@@ -69,10 +85,22 @@ local function finish(a)
     redis.call('EXPIRE', KEYS[1], ARGV[a + 4])
     redis.call('EXPIRE', KEYS[2], ARGV[a + 4])
   end
+  local run_id, err = ARGV[a + 5], ARGV[a + 2]
+  if err == '' then err = 'null' end
+  if ARGV[a] == 'succeeded' then
+    for _, output in ipairs(cjson.decode(ARGV[a + 3])) do emit(run_id, 'output', output) end
+    emit(run_id, 'done', '{"status":"succeeded"}')
+  elseif ARGV[a] == 'failed' then
+    emit(run_id, 'error', '{"status":"failed","error":' .. err .. '}')
+  else
+    emit(run_id, 'canceled', '{"status":"canceled","error":' .. err .. '}')
+  end
+  seal(run_id, ARGV[a + 4])
   redis.call('PUBLISH', ARGV[a + 6], ARGV[a])
   redis.call('PUBLISH', ARGV[a + 7], 'free')
 end
 """
+)
 
 _COMPLETE = (
     _END
@@ -115,6 +143,9 @@ redis.call('ZREM', KEYS[3], ARGV[7])
 redis.call('SREM', KEYS[4], ARGV[7])
 -- waits out its backoff in DELAYED; the dispatch script then puts it back at its old place in the backlog
 redis.call('ZADD', KEYS[7], ARGV[11], ARGV[7])
+local err = ARGV[4]
+if err == '' then err = 'null' end
+emit(ARGV[7], 'retrying', '{"attempt":' .. attempts .. ',"retry_at":' .. ARGV[11] .. ',"error":' .. err .. '}')
 redis.call('PUBLISH', ARGV[9], 'retry')
 return 1
 """
@@ -189,7 +220,7 @@ class Leases:
         for name, value in fields.items():
             flat += [name, value if isinstance(value, str) else json.dumps(value)]
         run_keys = [keys.run(lease.run_id), keys.run_lease(lease.run_id)]
-        return bool(self._update(keys=run_keys, args=[lease.token, *flat]))
+        return bool(self._update(keys=run_keys, args=[lease.token, lease.run_id, *flat]))
 
     def complete(
         self,

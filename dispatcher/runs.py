@@ -84,6 +84,7 @@ class Run:
     tenant: str = "default"
     dispatches: int = 0  # times the scheduler handed it to RQ; the RQ job carries it, stale jobs are fenced off
     cancel_requested: bool = False
+    callbacks: dict[str, str] | None = None  # Comflowy's callback_urls: on_result_url, on_progress_event_url
 
     def to_redis(self) -> dict[str, str]:
         """The record as flat strings for HSET."""
@@ -109,6 +110,8 @@ class Run:
             "node": self.node,
             "tenant": self.tenant,
             "dispatches": str(self.dispatches),
+            # present only when set: the event scripts test its existence to feed the webhook sender
+            **({"callbacks": json.dumps(self.callbacks)} if self.callbacks else {}),
         }
 
     @classmethod
@@ -140,6 +143,7 @@ class Run:
             tenant=data.get("tenant", "default"),
             dispatches=int(data.get("dispatches") or 0),
             cancel_requested=data.get("cancel_requested") == "1",
+            callbacks=json.loads(data["callbacks"]) if data.get("callbacks") else None,
         )
 
 

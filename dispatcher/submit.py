@@ -18,6 +18,7 @@ from redis import Redis
 from dispatcher import keys
 from dispatcher.binding import bind
 from dispatcher.errors import ParameterError, QueueFull
+from dispatcher.events import LUA_EMIT
 from dispatcher.registry import Registry
 from dispatcher.runs import PRIORITIES, Priority, Run, new_run, new_run_id
 from dispatcher.settings import Settings
@@ -27,15 +28,17 @@ log = logging.getLogger(__name__)
 
 MAX_RUN_TIMEOUT = 7 * 86400.0
 
-_SUBMIT = """
+_SUBMIT = (
+    LUA_EMIT
+    + """
 -- KEYS: run, graph, backlog(tenant, priority), rotation(priority), recent, tenant, backlog x3 (all priorities)
--- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel, field, value, ...
+-- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel, event, field, value, ...
 local max_queued = tonumber(redis.call('HGET', KEYS[6], 'max_queued') or ARGV[5])
 if max_queued > 0 then
   local queued = redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]) + redis.call('ZCARD', KEYS[9])
   if queued >= max_queued then return {0, max_queued} end
 end
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SET', KEYS[2], ARGV[4])
 if redis.call('ZCARD', KEYS[3]) == 0 then
   redis.call('LREM', KEYS[4], 0, ARGV[2])
@@ -44,9 +47,11 @@ end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('LPUSH', KEYS[5], ARGV[1])
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
+emit(ARGV[1], 'queued', ARGV[8])
 redis.call('PUBLISH', ARGV[7], 'submit')
 return {1, max_queued}
 """
+)
 
 
 def parse_priority(value: Any) -> Priority:
@@ -64,6 +69,21 @@ def parse_timeout(value: Any, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RUN_TIMEOUT:
         raise ParameterError("timeout_seconds", f"must be a number of seconds in (0, {MAX_RUN_TIMEOUT:g}]")
     return float(value)
+
+
+CALLBACK_KEYS = ("on_result_url", "on_progress_event_url")
+
+
+def parse_callbacks(value: Any) -> dict[str, str] | None:
+    """Comflowy's ``callback_urls``: an object with ``on_result_url`` and/or ``on_progress_event_url``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value or set(value) - set(CALLBACK_KEYS):
+        raise ParameterError("callback_urls", f"must be an object with {' and/or '.join(CALLBACK_KEYS)}")
+    for name, url in value.items():
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ParameterError(f"callback_urls.{name}", "must be an http:// or https:// URL")
+    return dict(value)
 
 
 class Submitter:
@@ -86,6 +106,7 @@ class Submitter:
         timeout = parse_timeout(
             body.get("timeout_seconds"), float(workflow.timeout_seconds or self.settings.run_timeout)
         )
+        callbacks = parse_callbacks(body.get("callback_urls"))
         run_id = new_run_id()
         bound = bind(workflow, body, run_id=run_id)
         run = new_run(
@@ -97,6 +118,7 @@ class Submitter:
             tenant=tenant,
             run_id=run_id,
         )
+        run.callbacks = callbacks
         flat: list[str] = []
         for name, value in run.to_redis().items():
             flat += [name, value]
@@ -118,6 +140,7 @@ class Submitter:
                 self.settings.max_queued,
                 keys.RECENT_RUNS_MAX,
                 keys.SCHEDULER_WAKE,
+                json.dumps({"workflow": run.workflow, "priority": run.priority, "tenant": tenant}),
                 *flat,
             ],
         )

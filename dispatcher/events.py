@@ -1,0 +1,49 @@
+"""A run's life as a stream of events, written by the same Lua scripts that change the run.
+
+Every state change appends to the run's stream (``keys.run_events``) in the
+same script that makes it, so the stream can never disagree with the record:
+``queued``, ``started``, ``progress``, ``output`` (one per stored file),
+``retrying``, and one terminal event: ``done`` (succeeded), ``error``
+(failed) or ``canceled``. Streams are capped (``MAXLEN ~``) and expire with
+the run record. Runs that carry callbacks also get each event id appended to
+``keys.WEBHOOK_EVENTS`` for the webhook sender.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dispatcher import keys
+
+STREAM_MAXLEN = 1000
+WEBHOOK_STREAM_MAXLEN = 100_000
+TERMINAL_EVENTS = frozenset({"done", "error", "canceled"})
+
+LUA_EMIT = f"""
+local function emit(run_id, kind, data)
+  if type(data) ~= 'string' then data = cjson.encode(data) end
+  local stream = '{keys.NS}:run:' .. run_id .. ':events'
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', {STREAM_MAXLEN}, '*', 'type', kind, 'data', data)
+  if redis.call('HEXISTS', '{keys.NS}:run:' .. run_id, 'callbacks') == 1 then
+    redis.call('XADD', '{keys.WEBHOOK_EVENTS}', 'MAXLEN', '~', {WEBHOOK_STREAM_MAXLEN}, '*',
+               'run', run_id, 'event', id, 'type', kind)
+  end
+  return id
+end
+local function seal(run_id, ttl)
+  redis.call('EXPIRE', '{keys.NS}:run:' .. run_id .. ':events', ttl)
+end
+"""
+"""Lua functions ``emit(run_id, type, data)`` and ``seal(run_id, ttl)`` to prepend to a script."""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str  # the stream entry id: what SSE sends as its event id, and Last-Event-ID resumes from
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
