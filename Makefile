@@ -40,6 +40,8 @@ lint: install
 bench: install redis-server
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/sse.py
+	$(BIN)/python bench/wait.py
 
 clean:
 	rm -rf $(VENV) .state outputs .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,7 @@ import dispatcher
 from api import problems
 from api.auth import check_auth_binding
 from api.compat import comflowy, flask_seed, flowai
-from api.routes import health, outputs, queues, runs, workers, workflows
+from api.routes import deliveries, events, health, outputs, queues, runs, uploads, workers, workflows
 from api.services import Services
 from dispatcher.connections import Connections
 from dispatcher.registry import Registry
@@ -82,6 +82,9 @@ def create_app(
     problems.install(app)
     for router in (workflows.router, runs.router, outputs.router, queues.router, workers.router, health.router):
         app.include_router(router)
+    app.include_router(uploads.router)
+    app.include_router(events.router)
+    app.include_router(deliveries.router)
     for compat in (flask_seed, comflowy, flowai):
         compat.install(app)
     return app

@@ -42,6 +42,8 @@ class RunView(BaseModel):
     finished_at: str | None
     attempts: int
     max_attempts: int
+    cached: bool = Field(False, description="the outputs are an earlier identical run's (result cache): no GPU ran")
+    cached_from: str | None = Field(None, description="the id of that earlier run; null unless cached")
 
 
 class QueuesView(BaseModel):

@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import Query
+from fastapi import Header, Query
 
 from api.models import RunView
 from api.services import Services
 from api.views import Links, run_view
-from dispatcher import ratelimit
+from dispatcher import idempotency, ratelimit
+from dispatcher.addresses import AllowList
 from dispatcher.apikeys import Principal
-from dispatcher.errors import OutputNotFound, RateLimited, RunNotFound
-from dispatcher.runs import Output, Run
+from dispatcher.cache import cached_from
+from dispatcher.errors import OutputNotFound, ParameterError, RateLimited, RunNotFound
+from dispatcher.runs import Output, Run, RunStatus
+from dispatcher.uploads import Uploads, check_run_images
 from dispatcher.waiting import wait_for_run
 
 log = logging.getLogger(__name__)
@@ -44,13 +47,25 @@ WaitQuery = Annotated[
     ),
 ]
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        description="a token of the client's choosing, kept 24 h per tenant: sent again with the same body, "
+        "the answer is the first run (with `Idempotent-Replayed: true`); with another body, 409",
+    ),
+]
+REPLAYED_HEADER = "Idempotent-Replayed"
+
 
 @dataclass(frozen=True)
 class Accepted:
-    """A run just queued, and the RateLimit header fields to answer with."""
+    """A run just queued (or the first run of a replayed idempotency key), and the header fields to answer with:
+    RateLimit's, and ``Idempotent-Replayed: true`` for a replay."""
 
     run: Run
     headers: dict[str, str]
+    replayed: bool = False
 
 
 def admit(svc: Services, who: Principal) -> dict[str, str]:
@@ -72,15 +87,51 @@ def admit(svc: Services, who: Principal) -> dict[str, str]:
     return fields
 
 
-def submit(svc: Services, who: Principal, workflow_id: str, body: Mapping[str, Any]) -> Accepted:
+def submit(
+    svc: Services,
+    who: Principal,
+    workflow_id: str,
+    body: Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+) -> Accepted:
     """Admit, bind and store a run for ``who``'s tenant (all or nothing).
 
-    Raises RateLimited before anything else, then WorkflowNotFound or ParameterError, then
-    QueueFull (the tenant's --max-queued); nothing is stored in any of these cases.
+    Raises RateLimited before anything else, then WorkflowNotFound or ParameterError (a bad
+    ``Idempotency-Key``, ``stream`` or ``cache`` included), then Conflict (the idempotency key was
+    used with another body), then QueueFull (the tenant's --max-queued); nothing is stored in any
+    of these cases. A replayed key stores nothing either and gives the first run.
     """
     fields = admit(svc, who)
-    run = svc.submitter.submit(workflow_id, body, tenant=who.tenant)
-    return Accepted(run=run, headers=fields)
+    key = idempotency.parse_key(idempotency_key)
+    wants_stream(body)  # a malformed flag is a 422 before anything is stored
+    check_images(svc, who, workflow_id, body)
+    done = svc.submitter.accept(workflow_id, body, tenant=who.tenant, idempotency_key=key)
+    if done.replayed:
+        fields = {**fields, REPLAYED_HEADER: "true"}
+    return Accepted(run=done.run, headers=fields, replayed=done.replayed)
+
+
+def wants_stream(body: Mapping[str, Any]) -> bool:
+    """Whether a run body asks for its events as the answer (``"stream": true``); ParameterError unless a boolean."""
+    value = body.get("stream", False)
+    if not isinstance(value, bool):
+        raise ParameterError("stream", "must be true or false")
+    return value
+
+
+# -- input images ------------------------------------------------------------------------------------------------
+
+
+def check_images(svc: Services, who: Principal, workflow_id: str, body: Mapping[str, Any]) -> None:
+    """Check the run's input images and store its base64 ones as uploads (ParameterError, 422, naming one)."""
+    uploads = Uploads(svc.conns.text, svc.store)
+    allow = AllowList.parse(svc.settings.callback_allow)
+    workflow = svc.registry.get(workflow_id)
+    check_run_images(uploads, workflow, body, tenant=who.tenant, allow=allow, max_bytes=svc.settings.input_max_bytes)
+
+
+# -----------------------------------------------------------------------------------------------------------------
 
 
 def find_run(svc: Services, run_id: str, who: Principal) -> Run | None:
@@ -119,8 +170,9 @@ async def wait(svc: Services, run_id: str, seconds: float, who: Principal) -> Ru
 
 
 def view(svc: Services, run: Run, links: Links) -> RunView:
-    """The native view of ``run``, with its place in the queue (a Redis read)."""
-    return run_view(run, queue_position=svc.runs.queue_position(run), links=links)
+    """The native view of ``run``, with its place in the queue and, once succeeded, its cache origin (Redis reads)."""
+    source = cached_from(svc.conns.text, run.id) if run.status is RunStatus.SUCCEEDED else None
+    return run_view(run, queue_position=svc.runs.queue_position(run), links=links, cached_from=source)
 
 
 async def view_async(svc: Services, run: Run, links: Links) -> RunView:

@@ -19,6 +19,7 @@ from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore
 from dispatcher.submit import Submitter
 from dispatcher.tenants import TenantStore
+from dispatcher.uploads import run_body_limit
 
 # Requests waiting for a run each hold a thread for up to 300 s; they get their own pool so
 # they can never take the threads that plain (sync) routes run on.
@@ -68,8 +69,14 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def json_object_body(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, size-limited (see :mod:`api.body`)."""
-    return await read_json_object(request, get_services(request).settings.max_body_bytes)
+    """A run request's body as a JSON object, size-limited (see :mod:`api.body`).
+
+    Only the run routes take these bodies: they get room for base64 input images on top of
+    ``max_body_bytes`` when their workflow has image parameters (:func:`dispatcher.uploads.run_body_limit`).
+    """
+    svc = get_services(request)
+    workflow_id = request.path_params.get("workflow_id") or request.path_params.get("name")  # the Flask seed's
+    return await read_json_object(request, run_body_limit(svc.settings, svc.registry, workflow_id))
 
 
 JsonBody = Annotated[dict[str, Any], Depends(json_object_body)]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.errors import BadRequest, ParameterError
+from dispatcher.inputs import mark_image_input
 from dispatcher.registry import Param, Workflow, is_link
 
 RUN_OPTION_KEYS = frozenset(
@@ -89,6 +90,8 @@ def bind(workflow: Workflow, body: Mapping[str, Any], *, run_id: str) -> Bound:
     for name, value in params.items():
         for node_id, input_name in workflow.params[name].targets:
             graph[node_id]["inputs"][input_name] = value
+            if workflow.params[name].type == "image":
+                mark_image_input(graph[node_id], input_name, name)  # the worker resolves marked inputs only
     for key, value in overrides.items():
         node_id, _, input_name = key.rpartition("::")
         graph[node_id]["inputs"][input_name] = value
@@ -97,6 +100,23 @@ def bind(workflow: Workflow, body: Mapping[str, Any], *, run_id: str) -> Bound:
         if isinstance(prefix, str):
             node["inputs"][PREFIX_INPUT] = unique_prefix(prefix, run_id)
     return Bound(graph=graph, params=params, overrides=overrides)
+
+
+def image_values(workflow: Workflow, body: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(parameter, value)`` for each value ``body`` gives an image parameter, in any form; not checked.
+
+    What the API needs before binding: the inline images themselves, to store them (binding keeps only
+    their ids). Raises what :func:`bind` raises for a body it cannot read.
+    """
+    named, raw = _collect(workflow, body)
+    owner = {target: param for param in workflow.params.values() for target in param.targets}
+    found = [(n, v) for n, v in named.items() if n in workflow.params and workflow.params[n].type == "image"]
+    for key, value in raw:
+        node_id, _, input_name = key.rpartition("::")
+        param = owner.get((node_id, input_name))
+        if param is not None and param.type == "image":
+            found.append((param.name, value))
+    return [(name, value) for name, value in found if value is not None]
 
 
 def unique_prefix(prefix: str, run_id: str) -> str:

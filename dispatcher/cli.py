@@ -109,6 +109,23 @@ def scheduler(redis_url: RedisOpt = None, log_level: LogOpt = None) -> None:
         conns.close()
 
 
+@app.command()
+def webhooks(
+    name: Annotated[str | None, typer.Option(help="worker and relay name (default: host and pid)")] = None,
+    redis_url: RedisOpt = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Deliver the callbacks (webhooks) of runs: relay their events, sign, send, retry, record every attempt."""
+    settings = _settings(redis_url=redis_url, log_level=log_level)
+    setup_logging(settings.log_level, "webhooks")
+    from dispatcher.webhooks.main import run_webhooks
+
+    try:
+        run_webhooks(settings, name=name)
+    except RedisConnectionError as exc:
+        raise _die(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+
+
 @app.command("fake-comfyui")
 def fake_comfyui(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",

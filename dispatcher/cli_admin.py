@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from dispatcher.apikeys import DEFAULT_SCOPES, SCOPES, ApiKeyStore, key_id_of
 from dispatcher.errors import DispatchError
 from dispatcher.settings import Settings, load_settings
-from dispatcher.tenants import LIMIT_FIELDS, Tenant, TenantStore
+from dispatcher.tenants import DEFAULT_TENANT, LIMIT_FIELDS, Tenant, TenantStore
 
 tenants_app = typer.Typer(no_args_is_help=True, help="Create, change and list tenants and their limits.")
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -79,6 +79,9 @@ def tenants_set(
     dispatch_rate: Annotated[float | None, typer.Option(help="runs dispatched per second (0: no limit)")] = None,
     max_running: Annotated[int | None, typer.Option(help="most runs in flight at once (0: no limit)")] = None,
     max_queued: Annotated[int | None, typer.Option(help="most runs queued at once (0: no limit)")] = None,
+    webhook_secret: Annotated[
+        str | None, typer.Option(help="secret signing this tenant's webhooks: whsec_ + base64 of 24-64 bytes")
+    ] = None,
     redis_url: RedisOpt = None,
 ) -> None:
     """Create a tenant, or change the limits given (others keep their value; unset ones follow the defaults)."""
@@ -88,6 +91,7 @@ def tenants_set(
         "dispatch_rate": dispatch_rate,
         "max_running": max_running,
         "max_queued": max_queued,
+        "webhook_secret": webhook_secret,
     }
     with _redis(redis_url) as (client, settings):
         tenant = TenantStore(client, settings).set(name, **limits)
@@ -101,6 +105,25 @@ def tenants_list(redis_url: RedisOpt = None) -> None:
         store = TenantStore(client, settings)
         for name in store.names():
             typer.echo(_describe(store.effective(name)))
+
+
+@tenants_app.command("show")
+def tenants_show(
+    name: Annotated[str, typer.Argument(help="tenant name")],
+    redis_url: RedisOpt = None,
+) -> None:
+    """Print the tenant's webhook signing secret on stdout (generated now if it has none yet); its limits on stderr.
+
+    Give the secret to the tenant's webhook receivers: they verify each delivery's webhook-signature with it.
+    """
+    with _redis(redis_url) as (client, settings):
+        store = TenantStore(client, settings)
+        tenant = store.get(name) if name != DEFAULT_TENANT else store.effective(name)
+        if tenant is None:
+            raise _die(f"tenant {name!r} does not exist")
+        secret = store.webhook_secret(name)
+    typer.echo(_describe(tenant), err=True)
+    typer.echo(secret)
 
 
 @keys_app.command("create")

@@ -234,3 +234,25 @@ class RunTimeout(ComfyUIError):
     """
 
     transient = False
+
+
+class InputImageError(ComfyUIError):
+    """Raised by a worker when a run's input image cannot be used: gone, too large, not an image, refused address.
+
+    A ComfyUIError so the run ends the way a graph ComfyUI refused does; never retried (the same input
+    would fail again), unless the network was at fault (:class:`InputImageUnavailable`). Names the parameter.
+    """
+
+    def __init__(self, param: str, detail: str) -> None:
+        super().__init__(f"{param}: {detail}")
+        self.param = param
+        self.detail = detail
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "input_error", "message": str(self), "param": self.param}
+
+
+class InputImageUnavailable(InputImageError):
+    """Raised by a worker when an input image could not be fetched for now (network error, 5xx, 429): retried."""
+
+    transient = True

@@ -106,3 +106,21 @@ RECENT_RUNS_MAX = 1000
 
 WEBHOOK_EVENTS = f"{NS}:webhook:events"
 """Stream: (run, event id, type) of every event of a run that has callbacks; the webhook sender's input."""
+
+WEBHOOK_GROUP = "webhooks"
+"""The consumer group of ``WEBHOOK_EVENTS`` every ``comfy-dispatch webhooks`` process reads in."""
+
+
+def run_deliveries(run_id: str) -> str:
+    """List: every webhook delivery attempt of the run (JSON), oldest first, capped, expiring with the run."""
+    return f"{NS}:run:{run_id}:deliveries"
+
+
+def webhook_message(webhook_id: str) -> str:
+    """Hash with a TTL: one webhook message's state (pending, delivered, gave_up) and attempts made so far."""
+    return f"{NS}:webhook:msg:{webhook_id}"
+
+
+def upload(tenant: str, ident: str) -> str:
+    """Hash with a TTL: one input image upload of a tenant (name, content type, size, store key)."""
+    return f"{NS}:upload:{tenant}:{ident}"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dispatcher.errors import ManifestError, ParameterError, WorkflowNotFound
+from dispatcher.inputs import canonical_image
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ class Param:
             if isinstance(value, bool) or value not in (self.choices or ()):
                 raise ParameterError(self.name, "must be one of: " + ", ".join(str(c) for c in self.choices or ()))
         elif self.type == "image":
-            if not isinstance(value, str) or not value.strip():
-                raise ParameterError(self.name, "must be a non-empty string (an input file name, a URL or base64 data)")
+            # Inline base64 becomes the upload id of its bytes (the API stores them): see dispatcher.inputs.
+            value = canonical_image(self.name, value)
         if self.min is not None and value < self.min:
             raise ParameterError(self.name, f"must be >= {self.min}")
         if self.max is not None and value > self.max:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dispatcher.addresses import AllowList
 from dispatcher.errors import ConfigError
 
 PREFIX = "COMFY_DISPATCH_"
@@ -35,6 +36,7 @@ class Settings(BaseModel):
     queue_name: str = Field("comfy-dispatch", description="the one RQ queue workers pull from")
     public_url: str = Field("", description="base URL clients reach the API on (for output URLs); empty: relative")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest accepted request body")
+    input_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="largest input image (upload, base64, URL)")
     lease_seconds: float = Field(15.0, gt=1, description="a run's lease; renewed every third of it while running")
     comfyui_timeout: float = Field(10.0, gt=0, description="timeout of each HTTP call to ComfyUI, in seconds")
     run_timeout: float = Field(3600.0, gt=0, description="default time limit of one run, in seconds")
@@ -53,6 +55,16 @@ class Settings(BaseModel):
     dispatch_timeout: float = Field(
         30.0, gt=0, description="a dispatched run nobody claimed by then is dispatched again"
     )
+    callback_allow: str = Field(
+        "", description="non-public networks callbacks may reach: loopback, private, link-local, CIDRs, all"
+    )
+    webhook_queue: str = Field("comfy-dispatch-webhooks", description="the RQ queue of webhook deliveries")
+    webhook_timeout: float = Field(10.0, gt=0, description="timeout of each webhook delivery, in seconds")
+    webhook_retry_for: float = Field(3600.0, gt=0, description="how long a failed webhook delivery is retried, s")
+    webhook_retry_base: float = Field(2.0, gt=0, description="shortest wait between webhook delivery attempts, s")
+    webhook_retry_cap: float = Field(300.0, gt=0, description="longest wait between webhook delivery attempts, s")
+    cache_ttl: float = Field(300.0, gt=0, description="how long a result stays in the result cache, seconds")
+    idempotency_ttl: int = Field(86400, ge=60, description="how long an Idempotency-Key is remembered, seconds")
 
     @field_validator("redis_url")
     @classmethod
@@ -89,6 +101,12 @@ class Settings(BaseModel):
         if value.lower() not in ("enabled", "disabled"):
             raise ValueError("must be enabled or disabled")
         return value.lower()
+
+    @field_validator("callback_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        AllowList.parse(value)  # raises ValueError naming the bad entry
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -106,6 +106,7 @@ class Stack:
         comfyuis = [self._ensure_comfyui(url, i, env) for i, url in enumerate(self.settings.comfyui_urls)]
         self._spawn("api", "api", "--host", "127.0.0.1", "--port", str(self.api_port), env=env)
         self._spawn("scheduler", "scheduler", env=env)
+        self._spawn("webhooks", "webhooks", env=env)
         for i, url in enumerate(comfyuis):
             self._spawn(f"worker-{i}", "worker", "--comfyui-url", url, "--name", f"worker-{i}", env=env)
         self._wait_ready(len(comfyuis))

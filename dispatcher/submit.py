@@ -4,23 +4,31 @@ The scheduler (``dispatcher.scheduler``) later hands it to RQ; nothing here
 talks to RQ. One Lua script checks the tenant's ``max_queued`` and writes the
 record, the graph, the backlog entry and the round-robin membership, so two
 API processes can never both squeeze past a full queue.
+
+The same script checks and keeps the request's idempotency key (``dispatcher.idempotency``) and
+records a cacheable run for the result cache (``dispatcher.cache``); a cache hit is stored by the
+cache's own script instead, which checks the idempotency key the same way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
 
 from dispatcher import keys
+from dispatcher.addresses import AddressNotAllowed, AllowList, Resolver, check_url, system_resolver
 from dispatcher.binding import bind
-from dispatcher.errors import ParameterError, QueueFull
+from dispatcher.cache import ResultCache
+from dispatcher.errors import ParameterError, QueueFull, RunNotFound
 from dispatcher.events import LUA_EMIT
+from dispatcher.idempotency import CONFLICT, LUA_IDEMPOTENCY, REPLAYED, IdempotencyClaim
 from dispatcher.registry import Registry
-from dispatcher.runs import PRIORITIES, Priority, Run, new_run, new_run_id
+from dispatcher.runs import PRIORITIES, Priority, Run, RunStore, new_run, new_run_id
 from dispatcher.settings import Settings
 from dispatcher.tenants import DEFAULT_TENANT
 
@@ -30,15 +38,21 @@ MAX_RUN_TIMEOUT = 7 * 86400.0
 
 _SUBMIT = (
     LUA_EMIT
+    + LUA_IDEMPOTENCY
     + """
--- KEYS: run, graph, backlog(tenant, priority), rotation(priority), recent, tenant, backlog x3 (all priorities)
--- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel, event, field, value, ...
+-- KEYS: run, graph, backlog(tenant, priority), rotation(priority), recent, tenant, backlog x3 (all priorities),
+--       idempotency, cache pointer
+-- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel, event,
+--       idempotency fingerprint, idempotency ttl, pointer ttl (0: do not record), field, value, ...
+-- A replayed key answers before the queue limit: the first run was accepted, whatever the queue holds now.
+local seen = idem_seen(KEYS[10], ARGV[9])
+if seen then return seen end
 local max_queued = tonumber(redis.call('HGET', KEYS[6], 'max_queued') or ARGV[5])
 if max_queued > 0 then
   local queued = redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]) + redis.call('ZCARD', KEYS[9])
   if queued >= max_queued then return {0, max_queued} end
 end
-for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 12, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SET', KEYS[2], ARGV[4])
 if redis.call('ZCARD', KEYS[3]) == 0 then
   redis.call('LREM', KEYS[4], 0, ARGV[2])
@@ -48,6 +62,8 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('LPUSH', KEYS[5], ARGV[1])
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
 emit(ARGV[1], 'queued', ARGV[8])
+idem_keep(KEYS[10], ARGV[9], ARGV[1], ARGV[10])
+if ARGV[11] ~= '0' then redis.call('SET', KEYS[11], ARGV[1], 'EX', ARGV[11]) end
 redis.call('PUBLISH', ARGV[7], 'submit')
 return {1, max_queued}
 """
@@ -74,8 +90,16 @@ def parse_timeout(value: Any, default: float) -> float:
 CALLBACK_KEYS = ("on_result_url", "on_progress_event_url")
 
 
-def parse_callbacks(value: Any) -> dict[str, str] | None:
-    """Comflowy's ``callback_urls``: an object with ``on_result_url`` and/or ``on_progress_event_url``."""
+def parse_callbacks(
+    value: Any, allow: AllowList | None = None, *, resolve: Resolver = system_resolver
+) -> dict[str, str] | None:
+    """Comflowy's ``callback_urls``: an object with ``on_result_url`` and/or ``on_progress_event_url``.
+
+    With ``allow``, each URL's host is resolved now and a URL reaching a refused address (loopback,
+    private... unless allowed) is a ParameterError before anything is queued. A host that does not
+    resolve now is let through: the webhook sender checks every address again at each attempt, and
+    a passing DNS failure should not turn a run away.
+    """
     if value is None:
         return None
     if not isinstance(value, dict) or not value or set(value) - set(CALLBACK_KEYS):
@@ -83,16 +107,49 @@ def parse_callbacks(value: Any) -> dict[str, str] | None:
     for name, url in value.items():
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ParameterError(f"callback_urls.{name}", "must be an http:// or https:// URL")
+        if allow is not None:
+            try:
+                check_url(url, allow, resolve=_lenient(resolve))
+            except _Unresolved:
+                log.info("callback_urls.%s: %s does not resolve now; checked again when sending", name, url)
+            except AddressNotAllowed as exc:
+                raise ParameterError(f"callback_urls.{name}", str(exc)) from None
     return dict(value)
 
 
+class _Unresolved(Exception):
+    """A callback host that does not resolve at submit time (not an OSError: check_url lets it propagate)."""
+
+
+def _lenient(resolve: Resolver) -> Resolver:
+    def resolving(host: str, port: int) -> Sequence[str]:
+        try:
+            return resolve(host, port)
+        except OSError as exc:
+            raise _Unresolved(host) from exc
+
+    return resolving
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What submitting gave: the run, and whether it is an earlier run its idempotency key named."""
+
+    run: Run
+    replayed: bool = False  # nothing was stored: the key had been used with the same request
+
+
 class Submitter:
-    """Stores accepted runs; one per process (the script is registered once)."""
+    """Stores accepted runs; one per process (the scripts are registered once)."""
 
     def __init__(self, redis: Redis, registry: Registry, settings: Settings) -> None:
         self.redis = redis
         self.registry = registry
         self.settings = settings
+        self.runs = RunStore(redis)
+        cache_ttl = settings.cache_ttl
+        self.idempotency_ttl = settings.idempotency_ttl
+        self.cache = ResultCache(redis, self.runs, ttl=cache_ttl, run_ttl_seconds=settings.run_ttl_seconds)
         self._script = redis.register_script(_SUBMIT)
 
     def submit(self, workflow_id: str, body: Mapping[str, Any], *, tenant: str = DEFAULT_TENANT) -> Run:
@@ -101,12 +158,27 @@ class Submitter:
         Raises WorkflowNotFound or ParameterError before anything is written, QueueFull if the
         tenant already has its ``max_queued`` runs queued (nothing written then either).
         """
+        return self.accept(workflow_id, body, tenant=tenant).run
+
+    def accept(
+        self,
+        workflow_id: str,
+        body: Mapping[str, Any],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        idempotency_key: str | None = None,
+    ) -> Submission:
+        """As :meth:`submit`, with an optional idempotency key, and the result cache where the run asks for it.
+
+        The key seen before with the same workflow and body gives the first run (``replayed``, nothing
+        stored); with another, Conflict (409). A cache hit is stored already succeeded and never queued.
+        """
         workflow = self.registry.get(workflow_id)
         priority = parse_priority(body.get("priority"))
         timeout = parse_timeout(
             body.get("timeout_seconds"), float(workflow.timeout_seconds or self.settings.run_timeout)
         )
-        callbacks = parse_callbacks(body.get("callback_urls"))
+        callbacks = parse_callbacks(body.get("callback_urls"), AllowList.parse(self.settings.callback_allow))
         run_id = new_run_id()
         bound = bind(workflow, body, run_id=run_id)
         run = new_run(
@@ -119,32 +191,65 @@ class Submitter:
             run_id=run_id,
         )
         run.callbacks = callbacks
+        claim = IdempotencyClaim.build(
+            idempotency_key,
+            tenant=tenant,
+            workflow_id=workflow.id,
+            body=body,
+            ttl=self.idempotency_ttl,
+        )
+        plan = self.cache.plan(workflow, body, bound, tenant=tenant, timeout=timeout)
+        if plan.source is not None:
+            code, value = self.cache.serve(run, plan.source, bound.graph, claim)
+        else:
+            code, value = self._store(run, bound.graph, claim, plan.pointer, plan.pointer_ttl)
+        if code == REPLAYED:
+            first = self.runs.get(value)
+            if first is None:  # expired between the script and this read: as good as never existing
+                raise RunNotFound(value)
+            log.info("idempotency key of %s named run %s: replayed", tenant, first.id)
+            return Submission(first, replayed=True)
+        if code == CONFLICT:
+            raise claim.conflict(value)
+        if plan.source is not None:
+            return Submission(self.runs.get(run.id) or run)
+        if code == 0:
+            raise QueueFull(tenant, int(value))
+        log.info("accepted run %s of %s for %s (priority %s)", run.id, workflow.id, tenant, run.priority)
+        return Submission(run)
+
+    def _store(
+        self, run: Run, graph: dict[str, Any], claim: IdempotencyClaim, pointer: str, pointer_ttl: int
+    ) -> tuple[int, str]:
+        """Run the submit script; its (code, value): 1 or 0 (queue full) with the limit, or an idempotency code."""
         flat: list[str] = []
         for name, value in run.to_redis().items():
             flat += [name, value]
-        ok, limit = self._script(
+        code, value = self._script(
             keys=[
                 keys.run(run.id),
                 keys.run_graph(run.id),
-                keys.backlog(tenant, run.priority),
+                keys.backlog(run.tenant, run.priority),
                 keys.rotation(run.priority),
                 keys.RECENT_RUNS,
-                keys.tenant(tenant),
-                *(keys.backlog(tenant, p) for p in PRIORITIES),
+                keys.tenant(run.tenant),
+                *(keys.backlog(run.tenant, p) for p in PRIORITIES),
+                claim.redis_key,
+                pointer,
             ],
             args=[
                 run.id,
-                tenant,
+                run.tenant,
                 repr(run.created_at),
-                json.dumps(bound.graph),
+                json.dumps(graph),
                 self.settings.max_queued,
                 keys.RECENT_RUNS_MAX,
                 keys.SCHEDULER_WAKE,
-                json.dumps({"workflow": run.workflow, "priority": run.priority, "tenant": tenant}),
+                json.dumps({"workflow": run.workflow, "priority": run.priority, "tenant": run.tenant}),
+                claim.fingerprint,
+                claim.ttl,
+                pointer_ttl,
                 *flat,
             ],
         )
-        if not int(ok):
-            raise QueueFull(tenant, int(limit))
-        log.info("accepted run %s of %s for %s (priority %s)", run.id, workflow.id, tenant, run.priority)
-        return run
+        return int(code), str(value)

@@ -16,6 +16,7 @@ from redis import Redis
 from dispatcher import keys
 from dispatcher.errors import ParameterError
 from dispatcher.settings import Settings
+from dispatcher.webhooks.signing import SignatureError, decode_secret, generate_secret
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_TENANT = "default"
@@ -76,6 +77,11 @@ class TenantStore:
         for key, value in changes.items():
             if key != "webhook_secret" and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
                 raise ParameterError(key, "must be a number >= 0")
+        if "webhook_secret" in changes:
+            try:
+                decode_secret(str(changes["webhook_secret"]))
+            except SignatureError as exc:
+                raise ParameterError("webhook_secret", str(exc)) from None
         # Admission needs a bucket something fits in (dispatcher.ratelimit.check_limits).
         if changes.get("submit_rate") == 0:
             raise ParameterError("submit_rate", "must be > 0")
@@ -87,6 +93,17 @@ class TenantStore:
             pipe.hset(keys.tenant(name), mapping={k: str(v) for k, v in changes.items()})
         pipe.execute()
         return self.effective(name)
+
+    def webhook_secret(self, name: str) -> str:
+        """The tenant's webhook signing secret; the first time one is needed, a new one is generated and kept.
+
+        HSETNX: two processes needing it at once keep the same one.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(keys.tenant(name), "webhook_secret", generate_secret())
+        pipe.hget(keys.tenant(name), "webhook_secret")
+        _, secret = pipe.execute()
+        return str(secret)
 
     def names(self) -> list[str]:
         members: set[str] = self.redis.smembers(keys.TENANTS)  # type: ignore[assignment]

@@ -44,6 +44,7 @@ class LocalStack:
         self.workers: list[Proc] = []
         self.api_proc: Proc | None = None
         self.scheduler: Proc | None = None
+        self.webhooks: Proc | None = None
         self.start_workers = start_workers
 
     def start(self) -> LocalStack:
@@ -51,6 +52,7 @@ class LocalStack:
             fake.start()
         self.api_proc = Proc(["api", "--port", str(self.api_port)], self.tmp / "api.log", self.env).start()
         self.scheduler = Proc(["scheduler"], self.tmp / "scheduler.log", self.env).start()
+        self.webhooks = Proc(["webhooks"], self.tmp / "webhooks.log", self.env).start()
         if self.start_workers:
             self.start_all_workers()
         wait_http(self.api + "/readyz")
@@ -65,7 +67,7 @@ class LocalStack:
         return Proc(args, self.tmp / f"worker-{index}.log", self.env).start()
 
     def stop(self) -> None:
-        others = [p for p in (self.api_proc, self.scheduler) if p is not None]
+        others = [p for p in (self.api_proc, self.scheduler, self.webhooks) if p is not None]
         for proc in [*self.workers, *others, *self.fakes]:
             proc.stop()
 
@@ -78,7 +80,7 @@ class LocalStack:
         self.stop()
 
     def logs(self) -> str:
-        procs = [*self.workers, *self.fakes, *([self.scheduler] if self.scheduler else [])]
+        procs = [*self.workers, *self.fakes, *(p for p in (self.scheduler, self.webhooks) if p is not None)]
         return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in procs)
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.backoff import full_jitter
 from dispatcher.cancel import CANCELED_ERROR
@@ -20,9 +24,11 @@ from dispatcher.runs import Output, Run, RunStatus
 from worker import context, heartbeat
 from worker.context import WorkerContext
 from worker.follow import STOP_CANCELED, follow_prompt
+from worker.inputs import resolve_images
 from worker.keeper import LeaseKeeper
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def execute_run(run_id: str, dispatch: int) -> str:
@@ -75,9 +81,11 @@ class RunExecution:
         try:
             if run.cancel_requested:
                 raise RunCanceled("canceled before it started")
+            # Input images become files of this worker's ComfyUI first (worker.inputs); a no-op for most graphs.
+            graph = resolve_images(ctx, run, ctx.runs.graph(run.id))
             entry = follow_prompt(
                 ctx.client,
-                ctx.runs.graph(run.id),
+                graph,
                 prompt_id=run.prompt_id,
                 client_id=run.client_id,
                 deadline=time.monotonic() + run.timeout,
@@ -106,7 +114,7 @@ class RunExecution:
         error: dict[str, Any] | None = None,
         outputs: list[Output] | None = None,
     ) -> str:
-        if not self.ctx.leases.complete(lease, run, status, error=error, outputs=outputs):
+        if not _through_redis_blips(self.ctx.leases.complete, lease, run, status, error=error, outputs=outputs):
             log.warning("run %s attempt %s ended after losing its lease; result dropped", run.id, lease.attempt)
             return "lease-lost"
         log.info("run %s %s (%d output(s))", run.id, status, len(outputs or []))
@@ -133,7 +141,7 @@ class RunExecution:
             # Look again now, not at the next heartbeat: a ComfyUI that is down must not get the retry.
             heartbeat.beat(ctx)
         delay = full_jitter(lease.attempt, base=ctx.settings.retry_base, cap=ctx.settings.retry_cap)
-        result = ctx.leases.requeue(lease, run, error=error, delay=delay)
+        result = _through_redis_blips(ctx.leases.requeue, lease, run, error=error, delay=delay)
         if result is RequeueResult.RETRYING:
             log.warning("run %s attempt %s failed (%s); retrying in %.1fs", run.id, lease.attempt, exc, delay)
             return "retrying"
@@ -141,3 +149,23 @@ class RunExecution:
             log.error("run %s failed on its last attempt (%s): dead-lettered", run.id, exc)
             return "failed"
         return "lease-lost" if result is RequeueResult.LOST else str(result)
+
+
+# How long the end of a run keeps trying to reach Redis (a restart takes about a second): the work is
+# done, and giving up here would make the reaper run it again once the lease expires.
+END_RETRY_SECONDS = 15.0
+
+
+def _through_redis_blips(write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``write(*args, **kwargs)``, retried with backoff while Redis is unreachable, for a bounded time."""
+    deadline = time.monotonic() + END_RETRY_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            return write(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError):
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis unreachable while ending a run; trying again in %.1fs", delay)
+            time.sleep(delay)  # waiting for Redis to come back: there is no event to wait on
+            delay = min(delay * 2, 2.0)

@@ -13,7 +13,7 @@ failed, canceled                  failed
 ================================  =========
 
 Problems under ``/api/open/v0`` carry ``"success": false`` like Comflowy's own answers.
-``callback_urls`` are accepted but not called yet (webhooks are a later issue).
+``callback_urls`` are delivered by the webhook sender (`dispatcher.webhooks`), signed per tenant.
 
 Auth as Comflowy does it: ``/auth/token?ppt=<API key>`` checks the key and hands back an access
 token, here the key itself; ``/run`` and ``/check`` then take ``Authorization: Bearer <token>``
@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from api import operations, problems
 from api.auth import CanRead, CanSubmit
 from api.body import read_json_object
+from api.operations import IdempotencyKeyHeader
 from api.services import JsonBody, ServicesDep
 from api.views import Links
 from dispatcher.errors import ParameterError, Unauthorized
@@ -76,14 +77,18 @@ def check_data(run: Run, links: Links) -> dict[str, Any]:
 
 
 @router.post("/run")
-async def run(body: JsonBody, response: Response, svc: ServicesDep, who: CanSubmit) -> dict[str, Any]:
+async def run(
+    body: JsonBody,
+    response: Response,
+    svc: ServicesDep,
+    who: CanSubmit,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> dict[str, Any]:
     """Queue a run: ``{"workflow_id", "params": {"name" or "node_id::input": value}, "callback_urls"?}``."""
     workflow_id = body.get("workflow_id")
     if not isinstance(workflow_id, str) or not workflow_id:
         raise ParameterError("workflow_id", "is required (a workflow id string)")
-    if body.get("callback_urls"):
-        log.info("callback_urls of a Comflowy run request ignored: callbacks are not implemented yet")
-    accepted = await run_in_threadpool(operations.submit, svc, who, workflow_id, body)
+    accepted = await run_in_threadpool(operations.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key)
     response.headers.update(accepted.headers)
     return {"success": True, "data": {"run_id": accepted.run.id}}
 

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from api import history, operations, problems
 from api.auth import CanRead, CanSubmit
 from api.fleet import list_workers
+from api.operations import IdempotencyKeyHeader
 from api.services import JsonBody, Services, ServicesDep
 from api.views import Links
 from dispatcher import keys
@@ -114,13 +115,18 @@ async def list_workflows(svc: ServicesDep, _: CanRead) -> dict[str, list[str]]:
 
 @router.post("/workflow/{name}")
 async def run_workflow(
-    name: str, body: JsonBody, response: Response, svc: ServicesDep, who: CanSubmit
+    name: str,
+    body: JsonBody,
+    response: Response,
+    svc: ServicesDep,
+    who: CanSubmit,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> dict[str, str]:
     """Queue a run (Flask seed: simple ``{"prompt", "target_node"}`` or advanced ``{"<node>": {"inputs"}}`` form).
 
     ``prompt_id`` is the run id to pass to ``/api/task_status``.
     """
-    accepted = await run_in_threadpool(operations.submit, svc, who, name, body)
+    accepted = await run_in_threadpool(operations.submit, svc, who, name, body, idempotency_key=idempotency_key)
     response.headers.update(accepted.headers)
     run = accepted.run
     return {"status": "success", "prompt_id": run.id, "client_id": run.client_id}

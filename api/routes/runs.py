@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import operations
+from api import operations, sse
 from api.auth import CanRead, CanSubmit
 from api.models import RunView
-from api.operations import WaitQuery
+from api.operations import IdempotencyKeyHeader, WaitQuery
+from api.routes import events
 from api.services import JsonBody, Services, ServicesDep
 from api.views import Links
 
@@ -31,6 +32,16 @@ RUN_REQUEST_DOC: dict[str, Any] = {
                             "description": 'named parameters, or Comflowy "node_id::input" keys',
                         },
                         "priority": {"type": "string", "enum": ["high", "normal", "low"], "default": "normal"},
+                        "stream": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "answer with the run's events (text/event-stream), as /v1/runs/{id}/events",
+                        },
+                        "cache": {
+                            "type": "boolean",
+                            "description": "serve an identical run that succeeded within the cache TTL (only if every "
+                            "seed is fixed); default: the workflow's manifest",
+                        },
                     },
                     "additionalProperties": True,
                     "description": 'also accepted: the Flask seed\'s {"prompt", "target_node"} and '
@@ -48,7 +59,13 @@ RUN_REQUEST_DOC: dict[str, Any] = {
     status_code=202,
     response_model=RunView,
     openapi_extra=RUN_REQUEST_DOC,
-    responses={200: {"model": RunView, "description": "the run ended within ?wait seconds"}},
+    responses={
+        200: {
+            "model": RunView,
+            "description": 'the run ended within ?wait seconds; or, with "stream": true, its events',
+            "content": {sse.MEDIA_TYPE: {}},
+        }
+    },
 )
 async def create_run(
     workflow_id: str,
@@ -58,22 +75,28 @@ async def create_run(
     svc: ServicesDep,
     who: CanSubmit,
     wait: WaitQuery = 0,
-) -> RunView:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> RunView | Response:
     """Queue a run of a workflow: 202 with the queued run and ``Location: /v1/runs/{id}``.
 
     With ``?wait=SECONDS`` the answer waits for the run to end: 200 with the finished run, or 202
     with the queued or running run when the time is up. Either way the run goes on if the client
-    leaves. Bad parameters are a 422 naming the parameter, and nothing is queued. Over the API
-    key's submission rate, or the tenant's queue limit, a 429 with ``Retry-After``; every answer
-    carries the ``RateLimit`` and ``RateLimit-Policy`` fields of the key.
+    leaves. With ``"stream": true`` in the body the answer is a 200 ``text/event-stream`` of the
+    run's events, as ``GET /v1/runs/{id}/events`` gives them. Bad parameters are a 422 naming the
+    parameter, and nothing is queued. Over the API key's submission rate, or the tenant's queue
+    limit, a 429 with ``Retry-After``; every answer carries the ``RateLimit`` and
+    ``RateLimit-Policy`` fields of the key. An ``Idempotency-Key`` sent again with the same body
+    answers the first run (``Idempotent-Replayed: true``); with another body, a 409.
     """
-    accepted = await run_in_threadpool(operations.submit, svc, who, workflow_id, body)
+    accepted = await run_in_threadpool(operations.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key)
     run = accepted.run
+    headers = {**accepted.headers, "Location": f"/v1/runs/{run.id}"}
+    if operations.wants_stream(body):
+        return events.stream_response(request, svc, run, headers=headers)
     if wait > 0:
         run = await operations.wait(svc, run.id, wait, who)
     response.status_code = 200 if run.status.terminal else 202
-    response.headers.update(accepted.headers)
-    response.headers["Location"] = f"/v1/runs/{run.id}"
+    response.headers.update(headers)
     return await operations.view_async(svc, run, _links(request, svc))
 
 

@@ -41,12 +41,6 @@ def test_run_still_going_when_the_wait_ends(client: TestClient, monkeypatch: pyt
     assert client.get(problem["run_url"]).json()["status"] == "queued"  # the run goes on
 
 
-def test_stream_is_not_available_yet(client: TestClient, backlog: Backlog) -> None:
-    problem = assert_problem(client.post("/v1/api/workflow/run/invert", json={"input": {}, "stream": True}), 501)
-    assert problem["detail"].startswith("streaming is not available yet")
-    assert backlog.empty
-
-
 def test_bad_input_is_a_422_naming_it(client: TestClient, backlog: Backlog) -> None:
     problem = assert_problem(client.post("/v1/api/workflow/run/invert", json={"input": {"width": -1}}), 422)
     assert problem["errors"][0]["param"] == "width"

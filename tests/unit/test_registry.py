@@ -15,6 +15,7 @@ from dispatcher.registry import Param, Registry, load_workflow
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 BUNDLED = ["blur-slow", "img2img", "invert", "txt2img"]
+IMAGE = "https://example.com/x.png"  # image parameters take URLs, base64 or upload ids (dispatcher.inputs)
 
 GRAPH: dict[str, Any] = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 512, "height": 512, "batch_size": 1, "color": 0}},
@@ -63,7 +64,7 @@ def test_bundled_workflow_loads_and_binds_its_defaults(workflow_id: str) -> None
     workflow = load_workflow(WORKFLOWS / workflow_id)
     assert workflow.id == workflow_id and workflow.path == WORKFLOWS / workflow_id
     body = {
-        "params": {name: "x.png" if p.type == "image" else "a cat" for name, p in workflow.params.items() if p.required}
+        "params": {name: IMAGE if p.type == "image" else "a cat" for name, p in workflow.params.items() if p.required}
     }
     bound = bind(workflow, body, run_id="r1")
     assert set(bound.params) == set(workflow.params)
