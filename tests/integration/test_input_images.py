@@ -8,7 +8,6 @@ import io
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +20,9 @@ from dispatcher.inputs import MARK, DataImage
 from dispatcher.redis_server import free_port
 from dispatcher.registry import Registry
 from dispatcher.runs import Run, RunStatus
-from dispatcher.settings import load_settings
 from dispatcher.submit import Submitter
 from dispatcher.uploads import Uploads
+from tests.integration.conftest import ContextFactory
 from tests.integration.test_runner import execute, final, redispatch
 from tests.support import FakeComfy
 from worker.context import WorkerContext
@@ -83,21 +82,8 @@ def images() -> Iterator[str]:
 
 
 @pytest.fixture
-def ctx(redis_url: str, fake_comfyui: FakeComfy, tmp_path: Path) -> Iterator[WorkerContext]:
-    settings = load_settings(
-        {"COMFY_DISPATCH_CALLBACK_ALLOW": "loopback"},
-        redis_url=redis_url,
-        comfyui_url=fake_comfyui.url,
-        output_dir=tmp_path / "out",
-        input_max_bytes=LIMIT,
-        lease_seconds=3,
-        retry_base=0.001,
-        retry_cap=0.001,
-    )
-    context = WorkerContext.build(settings, "test-worker")
-    context.state.healthy.set()
-    yield context
-    context.close()
+def ctx(worker_context: ContextFactory) -> WorkerContext:
+    return worker_context({"COMFY_DISPATCH_CALLBACK_ALLOW": "loopback"}, input_max_bytes=LIMIT)
 
 
 def run_with(ctx: WorkerContext, image: str, **params: Any) -> Run:

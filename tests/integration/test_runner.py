@@ -6,8 +6,6 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,28 +15,16 @@ from dispatcher import keys
 from dispatcher.dispatch import Dispatcher
 from dispatcher.registry import Registry
 from dispatcher.runs import Run, RunStatus
-from dispatcher.settings import load_settings
 from dispatcher.submit import Submitter
+from tests.integration.conftest import ContextFactory
 from tests.support import FakeComfy
 from worker.context import WorkerContext
 from worker.runner import RunExecution
 
 
 @pytest.fixture
-def ctx(redis_url: str, fake_comfyui: FakeComfy, tmp_path: Path) -> Iterator[WorkerContext]:
-    settings = load_settings(
-        {},
-        redis_url=redis_url,
-        comfyui_url=fake_comfyui.url,
-        output_dir=tmp_path / "out",
-        lease_seconds=3,
-        retry_base=0.001,
-        retry_cap=0.001,
-    )
-    context = WorkerContext.build(settings, "test-worker")
-    context.state.healthy.set()
-    yield context
-    context.close()
+def ctx(worker_context: ContextFactory) -> WorkerContext:
+    return worker_context()
 
 
 def submit(ctx: WorkerContext, workflow: str, body: dict[str, Any]) -> Run:
