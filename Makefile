@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all up test lint bench install redis-server clean
+.PHONY: all up test lint bench install redis-server test-tools clean
 
 all: lint test
 
@@ -26,10 +26,20 @@ install: $(STAMP)
 redis-server: install
 	@$(BIN)/python -c "from dispatcher.redis_server import find_redis_binary as f; print('redis-server:', f())"
 
+# promtool (Debian's prometheus package) and systemd-analyze check the deploy files; the suite skips
+# those checks only where it cannot install them (not root).
+test-tools:
+	@if command -v promtool >/dev/null && command -v systemd-analyze >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing promtool and systemd-analyze (Debian's prometheus and systemd packages)"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    prometheus systemd >/dev/null; \
+	else echo "promtool or systemd-analyze missing and not root: their checks will be skipped"; fi
+
 up: install
 	$(BIN)/comfy-dispatch up
 
-test: install redis-server
+test: install redis-server test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

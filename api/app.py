@@ -17,12 +17,12 @@ import dispatcher
 from api import problems
 from api.auth import check_auth_binding
 from api.compat import comflowy, flask_seed, flowai
-from api.routes import deliveries, events, health, outputs, queues, runs, uploads, workers, workflows
+from api.routes import deliveries, events, health, metrics, outputs, queues, runs, uploads, workers, workflows
 from api.services import Services
 from dispatcher.connections import Connections
 from dispatcher.registry import Registry
 from dispatcher.settings import Settings
-from dispatcher.storage import LocalStore, OutputStore
+from dispatcher.storage import OutputStore, make_store
 from dispatcher.tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def create_app(
         settings,
         conns if conns is not None else Connections.from_url(settings.redis_url),
         registry if registry is not None else Registry.load(settings.workflows_dir),
-        store if store is not None else LocalStore(settings.output_dir),
+        store if store is not None else make_store(settings),
     )
 
     @asynccontextmanager
@@ -85,6 +85,7 @@ def create_app(
     app.include_router(uploads.router)
     app.include_router(events.router)
     app.include_router(deliveries.router)
+    metrics.install(app, services)
     for compat in (flask_seed, comflowy, flowai):
         compat.install(app)
     return app

@@ -22,7 +22,7 @@ from fastapi import Header, Query
 from api.models import RunView
 from api.services import Services
 from api.views import Links, run_view
-from dispatcher import idempotency, ratelimit
+from dispatcher import idempotency, metrics, ratelimit
 from dispatcher.addresses import AllowList
 from dispatcher.apikeys import Principal
 from dispatcher.cache import cached_from
@@ -109,7 +109,16 @@ def submit(
     done = svc.submitter.accept(workflow_id, body, tenant=who.tenant, idempotency_key=key)
     if done.replayed:
         fields = {**fields, REPLAYED_HEADER: "true"}
+    else:
+        count_accepted(done.run)
     return Accepted(run=done.run, headers=fields, replayed=done.replayed)
+
+
+def count_accepted(run: Run) -> None:
+    """Count a new run; a result cache hit is stored already succeeded, so it also ends here."""
+    metrics.RUNS_SUBMITTED.labels(run.workflow, run.priority.value).inc()
+    if run.status is RunStatus.SUCCEEDED:
+        metrics.observe_run_end(run.workflow, run.status.value, (run.finished_at or run.created_at) - run.created_at)
 
 
 def wants_stream(body: Mapping[str, Any]) -> bool:

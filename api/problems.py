@@ -24,6 +24,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.services import json_object_body
+from dispatcher import metrics
 from dispatcher.errors import (
     BadRequest,
     Conflict,
@@ -126,6 +128,20 @@ KINDS: dict[type[DispatchError], Kind] = {
 }
 UNEXPECTED = Kind(500, "internal-error", "Internal error")
 
+# The ``reason`` of ``runs_rejected_total`` for a refused submission, looked up along the MRO like KINDS.
+REJECT_REASONS: dict[type[DispatchError], str] = {
+    QueueFull: "queue_full",
+    RateLimited: "rate_limit",
+    ParameterError: "validation",
+    PayloadTooLarge: "too_large",
+    BadRequest: "validation",
+    Unauthorized: "auth",
+    Forbidden: "auth",
+    WorkflowNotFound: "not_found",
+    RunNotFound: "not_found",
+    Conflict: "conflict",
+}
+
 
 def kind_of(exc: DispatchError) -> Kind:
     for cls in type(exc).__mro__:
@@ -133,6 +149,33 @@ def kind_of(exc: DispatchError) -> Kind:
         if kind is not None:
             return kind
     return UNEXPECTED
+
+
+def count_rejection(request: Request, exc: Exception) -> None:
+    """Count a refused run submission; errors of other routes (a read, a cancel) are not rejected runs."""
+    if not _submits_runs(request):
+        return
+    if isinstance(exc, RequestValidationError):
+        metrics.RUNS_REJECTED.labels("validation").inc()
+        return
+    for cls in type(exc).__mro__:
+        reason = REJECT_REASONS.get(cls)
+        if reason is not None:
+            metrics.RUNS_REJECTED.labels(reason).inc()
+            return
+
+
+def _submits_runs(request: Request) -> bool:
+    # The run routes, native and compat alike, and only they, take their body through json_object_body.
+    pending = [getattr(request.scope.get("route"), "dependant", None)]
+    while pending:
+        dependant = pending.pop()
+        if dependant is None:
+            continue
+        if dependant.call is json_object_body:
+            return True
+        pending.extend(dependant.dependencies)
+    return False
 
 
 def extensions_of(exc: DispatchError) -> dict[str, Any]:
@@ -206,6 +249,7 @@ def problem(
 
 async def dispatch_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, DispatchError)
+    count_rejection(request, exc)
     kind = kind_of(exc)
     if kind is UNEXPECTED:
         log.error("%s %s: unmapped %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
@@ -241,6 +285,7 @@ async def http_error(request: Request, exc: Exception) -> ProblemResponse:
 async def validation_error(request: Request, exc: Exception) -> ProblemResponse:
     """FastAPI's validation of query and path parameters, reported like our own ParameterError."""
     assert isinstance(exc, RequestValidationError)
+    count_rejection(request, exc)
     errors = [
         {"param": _param_name(err.get("loc", ())), "detail": str(err.get("msg", "is invalid"))} for err in exc.errors()
     ]

@@ -32,6 +32,12 @@ RedisOpt = Annotated[str | None, typer.Option("--redis-url", help="overrides COM
 OutputOpt = Annotated[Path | None, typer.Option("--output-dir", help="overrides COMFY_DISPATCH_OUTPUT_DIR")]
 WorkflowsOpt = Annotated[Path | None, typer.Option("--workflows-dir", help="overrides COMFY_DISPATCH_WORKFLOWS_DIR")]
 LogOpt = Annotated[str | None, typer.Option("--log-level", help="overrides COMFY_DISPATCH_LOG_LEVEL")]
+MetricsPortOpt = Annotated[
+    int | None, typer.Option("--metrics-port", help="serve Prometheus metrics on this port (default: none)")
+]
+MetricsHostOpt = Annotated[str, typer.Option("--metrics-host", help="address the metrics port listens on")]
+# Metrics name no run and no secret; a scraper in another container must reach them.
+METRICS_HOST = "0.0.0.0"
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -39,6 +45,20 @@ def _settings(**overrides: Any) -> Settings:
         return load_settings(**overrides)
     except DispatchError as exc:
         raise _die(f"invalid setting {exc}") from None
+
+
+def _serve_metrics(port: int | None, host: str) -> None:
+    """Start this process's /metrics server if a port was given (a daemon thread, gone with the process)."""
+    if port is None:
+        return
+    if not 0 < port < 65536:
+        raise _die(f"--metrics-port must be in 1-65535, not {port}")
+    from dispatcher import metrics
+
+    try:
+        metrics.serve(port, host)
+    except OSError as exc:
+        raise _die(f"cannot serve metrics on {host}:{port}: {exc}") from None
 
 
 def _die(message: str) -> typer.Exit:
@@ -75,10 +95,13 @@ def worker(
     redis_url: RedisOpt = None,
     output_dir: OutputOpt = None,
     log_level: LogOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = METRICS_HOST,
 ) -> None:
     """Run one worker bound to one ComfyUI."""
     settings = _settings(comfyui_url=comfyui_url, redis_url=redis_url, output_dir=output_dir, log_level=log_level)
     setup_logging(settings.log_level, "worker")
+    _serve_metrics(metrics_port, metrics_host)
     from worker.main import run_worker
 
     try:
@@ -88,10 +111,16 @@ def worker(
 
 
 @app.command()
-def scheduler(redis_url: RedisOpt = None, log_level: LogOpt = None) -> None:
+def scheduler(
+    redis_url: RedisOpt = None,
+    log_level: LogOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = METRICS_HOST,
+) -> None:
     """Dispatch queued runs to workers: priority, fairness, limits, retries, and dead-worker recovery."""
     settings = _settings(redis_url=redis_url, log_level=log_level)
     setup_logging(settings.log_level, "scheduler")
+    _serve_metrics(metrics_port, metrics_host)
     import signal
 
     from dispatcher.connections import Connections
@@ -114,10 +143,13 @@ def webhooks(
     name: Annotated[str | None, typer.Option(help="worker and relay name (default: host and pid)")] = None,
     redis_url: RedisOpt = None,
     log_level: LogOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = METRICS_HOST,
 ) -> None:
     """Deliver the callbacks (webhooks) of runs: relay their events, sign, send, retry, record every attempt."""
     settings = _settings(redis_url=redis_url, log_level=log_level)
     setup_logging(settings.log_level, "webhooks")
+    _serve_metrics(metrics_port, metrics_host)
     from dispatcher.webhooks.main import run_webhooks
 
     try:

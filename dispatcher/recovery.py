@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from dispatcher import keys
+from dispatcher import keys, metrics
 from dispatcher.backoff import full_jitter
 from dispatcher.lease import Leases, RequeueResult
 from dispatcher.runs import Run, RunStore
@@ -103,10 +103,14 @@ class Reaper:
         result = self.leases.requeue(None, run, error=error, delay=delay)
         if result is RequeueResult.RETRYING:
             log.warning("run %s lost its worker %s; retrying in %.1fs", run.id, run.worker, delay)
+            metrics.RUN_RETRIES.labels("worker_died").inc()
             return retried + 1, dead
         if result is RequeueResult.DEAD:
             log.error("run %s lost its worker on its last attempt: dead-lettered", run.id)
+            metrics.observe_run_end(run.workflow, "failed", time.time() - run.created_at)
             return retried, dead + 1
+        if result is RequeueResult.CANCELED:  # it was being canceled when its worker died: ended here
+            metrics.observe_run_end(run.workflow, "canceled", time.time() - run.created_at)
         return retried, dead
 
     def redispatch(self, run: Run) -> bool:

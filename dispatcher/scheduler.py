@@ -18,7 +18,7 @@ import time
 from redis.exceptions import RedisError
 from rq import Queue
 
-from dispatcher import keys
+from dispatcher import keys, metrics
 from dispatcher.connections import Connections
 from dispatcher.dispatch import Dispatcher
 from dispatcher.fleet import read_workers
@@ -62,8 +62,8 @@ class Scheduler:
     def _enqueue(self, runs: list[tuple[str, int]]) -> None:
         pipe = self.conns.text.pipeline(transaction=False)
         for run_id, _ in runs:
-            pipe.hget(keys.run(run_id), "timeout")
-        timeouts = pipe.execute()
+            pipe.hmget(keys.run(run_id), "timeout", "priority")
+        fields: list[list[str | None]] = pipe.execute()
         jobs = [
             self.queue.prepare_data(
                 JOB_FUNC,
@@ -74,12 +74,14 @@ class Scheduler:
                 failure_ttl=3600,
                 description=f"run {run_id} dispatch {dispatch}",
             )
-            for (run_id, dispatch), timeout in zip(runs, timeouts, strict=True)
+            for (run_id, dispatch), (timeout, _) in zip(runs, fields, strict=True)
         ]
         # If we die between take and this, the reaper dispatches the runs again after dispatch_timeout.
         with self.conns.raw.pipeline(transaction=True) as rq_pipe:
             self.queue.enqueue_many(jobs, pipeline=rq_pipe)
             rq_pipe.execute()
+        for _, priority in fields:
+            metrics.RUNS_DISPATCHED.labels(priority or "normal").inc()
         log.debug("dispatched %d run(s)", len(runs))
 
     def run(self) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dispatcher.addresses import AllowList
 from dispatcher.errors import ConfigError
@@ -65,6 +65,16 @@ class Settings(BaseModel):
     webhook_retry_cap: float = Field(300.0, gt=0, description="longest wait between webhook delivery attempts, s")
     cache_ttl: float = Field(300.0, gt=0, description="how long a result stays in the result cache, seconds")
     idempotency_ttl: int = Field(86400, ge=60, description="how long an Idempotency-Key is remembered, seconds")
+    storage: str = Field("local", description="where run outputs are kept: local (output_dir) or s3")
+    s3_endpoint_url: str = Field("", description="S3 endpoint (MinIO, R2...); empty: AWS for the region")
+    s3_region: str = Field("", description="S3 region; empty: from the AWS config chain")
+    s3_prefix: str = Field("", description="key prefix of every object in the bucket")
+    s3_path_style: bool = Field(False, description="path-style addressing (endpoint/bucket/key), as MinIO needs")
+    s3_checksums: str = Field("when_supported", description="when_supported, or when_required for S3-compatibles")
+    s3_presign_seconds: int = Field(3600, ge=1, le=7 * 86400, description="lifetime of presigned output URLs")
+    s3_public_url: str = Field("", description="public base URL of the bucket's objects; empty: presigned URLs")
+    # After `storage`: its validator reads it; validate_default so an unset bucket is checked too.
+    s3_bucket: str = Field("", validate_default=True, description="bucket of run outputs (storage=s3)")
 
     @field_validator("redis_url")
     @classmethod
@@ -114,6 +124,34 @@ class Settings(BaseModel):
         if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value.upper()
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if value.lower() not in ("local", "s3"):
+            raise ValueError("must be local or s3")
+        return value.lower()
+
+    @field_validator("s3_checksums")
+    @classmethod
+    def _checksums(cls, value: str) -> str:
+        if value.lower() not in ("when_supported", "when_required"):
+            raise ValueError("must be when_supported or when_required")
+        return value.lower()
+
+    @field_validator("s3_endpoint_url", "s3_public_url")
+    @classmethod
+    def _s3_urls(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket_for_s3(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("storage") == "s3" and not value.strip():
+            raise ValueError("must be set when COMFY_DISPATCH_STORAGE is s3")
+        return value.strip()
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -10,9 +10,12 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from dispatcher.errors import OutputNotFound, StorageError
+
+if TYPE_CHECKING:
+    from dispatcher.settings import Settings
 
 
 class OutputStore(Protocol):
@@ -93,3 +96,13 @@ class MemoryStore:
 
     def url(self, key: str) -> str | None:
         return None
+
+
+def make_store(settings: Settings) -> OutputStore:
+    """The output store ``settings.storage`` names: ``local`` (``output_dir``) or ``s3``."""
+    if settings.storage == "s3":
+        # Imported here: boto3 is slow to import, and local storage never needs it.
+        from dispatcher.storage_s3 import S3Store
+
+        return S3Store.from_settings(settings)
+    return LocalStore(settings.output_dir)

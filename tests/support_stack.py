@@ -41,6 +41,10 @@ class LocalStack:
             **(env or {}),
         }
         self.fakes = [FakeComfy(tmp / f"fake-{i}", exec_seconds) for i in range(workers)]
+        # Each process but the API (which serves /metrics itself) serves its metrics on a port of its own.
+        self.scheduler_metrics_port = free_port()
+        self.webhooks_metrics_port = free_port()
+        self.worker_metrics_ports = [free_port() for _ in range(workers)]
         self.workers: list[Proc] = []
         self.api_proc: Proc | None = None
         self.scheduler: Proc | None = None
@@ -51,8 +55,10 @@ class LocalStack:
         for fake in self.fakes:
             fake.start()
         self.api_proc = Proc(["api", "--port", str(self.api_port)], self.tmp / "api.log", self.env).start()
-        self.scheduler = Proc(["scheduler"], self.tmp / "scheduler.log", self.env).start()
-        self.webhooks = Proc(["webhooks"], self.tmp / "webhooks.log", self.env).start()
+        scheduler = self._metered("scheduler", self.scheduler_metrics_port)
+        self.scheduler = Proc(scheduler, self.tmp / "scheduler.log", self.env).start()
+        webhooks = self._metered("webhooks", self.webhooks_metrics_port)
+        self.webhooks = Proc(webhooks, self.tmp / "webhooks.log", self.env).start()
         if self.start_workers:
             self.start_all_workers()
         wait_http(self.api + "/readyz")
@@ -64,7 +70,13 @@ class LocalStack:
 
     def start_worker(self, index: int, fake: FakeComfy) -> Proc:
         args = ["worker", "--comfyui-url", fake.url, "--name", f"w{index}-{fake.port}"]
+        if index < len(self.worker_metrics_ports):
+            args += ["--metrics-port", str(self.worker_metrics_ports[index]), "--metrics-host", "127.0.0.1"]
         return Proc(args, self.tmp / f"worker-{index}.log", self.env).start()
+
+    @staticmethod
+    def _metered(command: str, port: int) -> list[str]:
+        return [command, "--metrics-port", str(port), "--metrics-host", "127.0.0.1"]
 
     def stop(self) -> None:
         others = [p for p in (self.api_proc, self.scheduler, self.webhooks) if p is not None]

@@ -18,7 +18,7 @@ from dispatcher.lease import Leases
 from dispatcher.recovery import Reaper
 from dispatcher.runs import RunStore
 from dispatcher.settings import Settings
-from dispatcher.storage import LocalStore, OutputStore
+from dispatcher.storage import OutputStore, make_store
 
 
 @dataclass
@@ -65,7 +65,7 @@ class WorkerContext:
             settings=settings,
             conns=conns,
             client=ComfyClient(settings.comfyui_url, timeout=settings.comfyui_timeout),
-            store=store or LocalStore(settings.output_dir),
+            store=store or make_store(settings),
             leases=leases,
             runs=RunStore(conns.text),
             queue=Queue(settings.queue_name, connection=conns.raw),

@@ -3,7 +3,7 @@
 One queue only: with several, RQ pops with plain BLPOP and a SIGKILL between
 pop and registry write loses the job (RQ-NOTES). With one, RQ uses BLMOVE
 into its intermediate list. ``SimpleWorker`` runs jobs in this process, so
-keep-alive connections, the heartbeat and (later) metrics live across jobs;
+keep-alive connections, the heartbeat and the metrics live across jobs;
 the run's own lease keeper stands in for RQ's per-job heartbeat.
 """
 
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from rq import SimpleWorker
 
+from dispatcher import metrics
 from dispatcher.settings import Settings
 from worker import context, heartbeat
 from worker.cancel_watch import CancelWatcher
@@ -52,6 +53,7 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
     worker_name = name or default_name(settings.comfyui_url)
     ctx = WorkerContext.build(settings, worker_name)
     context.install(ctx)
+    metrics.expose_worker_state(lambda: ctx.state.comfyui_healthy, lambda: bool(ctx.state.current_run))
     heartbeat.beat(ctx)
     threads: list[heartbeat.Heartbeat | CancelWatcher] = [heartbeat.Heartbeat(ctx), CancelWatcher(ctx)]
     for thread in threads:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from dispatcher import metrics
 from dispatcher.backoff import full_jitter
 from dispatcher.cancel import CANCELED_ERROR
 from dispatcher.errors import ComfyUIError, ComfyUIUnavailable, ComfyUIValidationError, LeaseLost, RunCanceled
@@ -26,6 +27,7 @@ from worker.context import WorkerContext
 from worker.follow import STOP_CANCELED, follow_prompt
 from worker.inputs import resolve_images
 from worker.keeper import LeaseKeeper
+from worker.storing import store_output
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +60,9 @@ class RunExecution:
         run = ctx.runs.get(self.run_id)
         if run is None:  # expired between claim and read: nothing left to do
             return "missing"
+        if lease.attempt == 1:
+            # A retry's time back in the queue is not recorded on the run: only first claims are measured.
+            metrics.QUEUE_WAIT.labels(run.priority.value).observe(max(0.0, time.time() - run.created_at))
         ctx.state.start(run.id, run.prompt_id)
         try:
             with LeaseKeeper(ctx.leases, lease, ctx.settings.lease_seconds) as keeper:
@@ -83,6 +88,7 @@ class RunExecution:
                 raise RunCanceled("canceled before it started")
             # Input images become files of this worker's ComfyUI first (worker.inputs); a no-op for most graphs.
             graph = resolve_images(ctx, run, ctx.runs.graph(run.id))
+            posted = time.monotonic()
             entry = follow_prompt(
                 ctx.client,
                 graph,
@@ -93,6 +99,7 @@ class RunExecution:
                 on_progress=on_progress,
                 should_stop=should_stop,
             )
+            metrics.COMFYUI_EXECUTION.labels(run.workflow).observe(time.monotonic() - posted)
             outputs = self._store_outputs(run, lease, entry)
         except LeaseLost as exc:
             log.warning("run %s attempt %s abandoned: %s", run.id, lease.attempt, exc)
@@ -118,18 +125,21 @@ class RunExecution:
             log.warning("run %s attempt %s ended after losing its lease; result dropped", run.id, lease.attempt)
             return "lease-lost"
         log.info("run %s %s (%d output(s))", run.id, status, len(outputs or []))
+        metrics.observe_run_end(run.workflow, status.value, time.time() - run.created_at)
         return str(status)
 
     def _store_outputs(self, run: Run, lease: Lease, entry: dict[str, Any]) -> list[Output]:
         ctx = self.ctx
         files = files_from_history(entry)
         outputs: list[Output] = []
+        started = time.monotonic()
         for file, name in zip(files, unique_names(files), strict=True):
             key = f"{run.id}/{lease.attempt}/{name}"
             ctype = content_type(name)
-            with ctx.client.view(file.filename, file.subfolder, file.type) as response:
-                size = ctx.store.put(key, response.iter_content(chunk_size=256 * 1024), ctype)
+            size = store_output(ctx.client, ctx.store, file, key, ctype)  # retried; else transient OutputNotStored
             outputs.append(Output(file.node, name, ctype, size, key, file.subfolder, file.type))
+            metrics.OUTPUT_BYTES.inc(size)
+        metrics.OUTPUT_UPLOAD.observe(time.monotonic() - started)
         return outputs
 
     def _failed(self, run: Run, lease: Lease, exc: ComfyUIError) -> str:
@@ -144,10 +154,14 @@ class RunExecution:
         result = _through_redis_blips(ctx.leases.requeue, lease, run, error=error, delay=delay)
         if result is RequeueResult.RETRYING:
             log.warning("run %s attempt %s failed (%s); retrying in %.1fs", run.id, lease.attempt, exc, delay)
+            metrics.RUN_RETRIES.labels(metrics.retry_reason(exc)).inc()
             return "retrying"
         if result is RequeueResult.DEAD:
             log.error("run %s failed on its last attempt (%s): dead-lettered", run.id, exc)
+            metrics.observe_run_end(run.workflow, RunStatus.FAILED.value, time.time() - run.created_at)
             return "failed"
+        if result is RequeueResult.CANCELED:  # a cancel came in meanwhile: the requeue ended it
+            metrics.observe_run_end(run.workflow, RunStatus.CANCELED.value, time.time() - run.created_at)
         return "lease-lost" if result is RequeueResult.LOST else str(result)
 
 

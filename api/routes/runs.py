@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,6 +15,8 @@ from api.operations import IdempotencyKeyHeader, WaitQuery
 from api.routes import events
 from api.services import JsonBody, Services, ServicesDep
 from api.views import Links
+from dispatcher import metrics
+from dispatcher.cancel import CancelResult
 
 router = APIRouter(tags=["runs"])
 
@@ -129,7 +132,9 @@ async def cancel_run(run_id: str, request: Request, response: Response, svc: Ser
     ended it yet (it will: the status turns ``canceled``), 409 if the run had already ended.
     """
     run = await run_in_threadpool(operations.get_run, svc, run_id, who)
-    await run_in_threadpool(svc.canceller.cancel, run)
+    if await run_in_threadpool(svc.canceller.cancel, run) is CancelResult.CANCELED:
+        # It was queued: it ends here (a running one ends in its worker, and is counted there).
+        metrics.observe_run_end(run.workflow, "canceled", time.time() - run.created_at)
     run = await operations.wait(svc, run_id, CANCEL_WAIT_SECONDS, who)
     response.status_code = 200 if run.status.terminal else 202
     return await operations.view_async(svc, run, _links(request, svc))

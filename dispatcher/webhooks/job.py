@@ -27,6 +27,7 @@ from rq import Queue
 from rq.job import Job
 
 import dispatcher
+from dispatcher import metrics
 from dispatcher.addresses import AllowList
 from dispatcher.connections import Connections
 from dispatcher.settings import Settings
@@ -123,6 +124,8 @@ class Sender:
         elif next_at is not None:
             self.enqueue(following, at=next_at)
         self._log(delivery, record)
+        # Counted here, in the long-lived webhooks process: its RQ worker is a SimpleWorker (no fork per job).
+        metrics.WEBHOOK_DELIVERIES.labels(outcome.value).inc()
         return record
 
     def _send(self, delivery: Delivery) -> tuple[int | None, str | None]:

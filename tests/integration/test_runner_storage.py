@@ -1,0 +1,65 @@
+"""A run is succeeded only once every output is stored: a store that keeps failing requeues the run."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+import pytest
+
+from dispatcher import keys
+from dispatcher.errors import StorageError
+from dispatcher.runs import RunStatus
+from dispatcher.storage import MemoryStore
+from tests.integration.conftest import ContextFactory
+from tests.integration.test_runner import execute, final, redispatch, submit
+from tests.support import FakeComfy
+from worker import storing
+
+
+class SecondOutputFails(MemoryStore):
+    """Stores the first output of a run; every put of any other output fails, as an S3 outage would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = True
+        self.attempts: list[str] = []
+
+    def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        self.attempts.append(key)
+        data = b"".join(chunks)
+        if self.failing and "second" in key:
+            raise StorageError("S3 answered 503 Slow Down")
+        return super().put(key, [data], content_type)
+
+
+def test_a_failing_second_output_requeues_the_run(
+    worker_context: ContextFactory, fake_comfyui: FakeComfy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storing, "STORE_RETRY_BASE", 0.001)
+    ctx = worker_context()
+    ctx.store = store = SecondOutputFails()
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    graph = ctx.runs.graph(run.id)
+    # A second SaveImage: node "4" comes after "3", so its file is stored second.
+    graph["4"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": f"second_{run.id}", "images": ["1", 0]}}
+    ctx.conns.text.set(keys.run_graph(run.id), json.dumps(graph))
+
+    assert execute(ctx, run.id) == "retrying"
+    queued = final(ctx, run.id)
+    assert queued.status is RunStatus.QUEUED and queued.outputs == [] and queued.attempts == 1
+    assert queued.error is not None and queued.error["type"] == "OutputNotStored"
+    assert "503" in queued.error["message"]
+    second = [k for k in store.attempts if "second" in k]
+    assert len(second) == storing.STORE_ATTEMPTS and len(set(second)) == 1  # retried before giving up
+    assert [k for k in store.files if k.startswith(f"{run.id}/1/")] != []  # the first one was stored, unused
+
+    store.failing = False  # S3 is back: the retry takes the prompt from ComfyUI's history and stores both
+    time.sleep(0.01)  # the (tiny) backoff
+    redispatch(ctx)
+    assert execute(ctx, run.id) == "succeeded"
+    done = final(ctx, run.id)
+    assert done.attempts == 2 and len(done.outputs) == 2
+    assert all(o.key.startswith(f"{run.id}/2/") and o.key in store.files for o in done.outputs)
+    assert fake_comfyui.stats()["executed"] == 1

@@ -1,0 +1,100 @@
+"""store_output: a failed store or a broken download is tried again; what keeps failing is a transient error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import pytest
+import requests
+
+from dispatcher.comfyui.client import ComfyClient
+from dispatcher.errors import ComfyUIError, StorageError
+from dispatcher.outputs import OutputFile
+from dispatcher.storage import MemoryStore
+from worker.storing import OutputNotStored, store_output
+
+FILE = OutputFile(node="9", filename="a.png", subfolder="", type="output", kind="images")
+
+
+class Response:
+    def __init__(self, data: bytes, *, broken: bool = False) -> None:
+        self.data = data
+        self.broken = broken
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        yield self.data[:2]
+        if self.broken:
+            raise requests.ConnectionError("reset mid-file")
+        yield self.data[2:]
+
+
+class Client:
+    """ComfyUI's /view, each call answering with the next of ``responses``."""
+
+    def __init__(self, *responses: Response) -> None:
+        self.responses = list(responses)
+        self.views = 0
+
+    @contextmanager
+    def view(self, filename: str, subfolder: str, folder_type: str) -> Iterator[Response]:
+        self.views += 1
+        yield self.responses.pop(0)
+
+
+class FlakyStore(MemoryStore):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        data = b"".join(chunks)  # the download is consumed, as a real upload would
+        if self.failures:
+            self.failures -= 1
+            raise StorageError("S3 answered 503")
+        return super().put(key, [data], content_type)
+
+
+def call(client: Client, store: MemoryStore, sleeps: list[float], **kwargs: Any) -> int:
+    return store_output(cast(ComfyClient, client), store, FILE, "r/1/a.png", "image/png", sleep=sleeps.append, **kwargs)
+
+
+def test_a_store_failure_is_retried_with_a_fresh_download() -> None:
+    client, store = Client(*(Response(b"abcd") for _ in range(3))), FlakyStore(failures=2)
+    sleeps: list[float] = []
+    assert call(client, store, sleeps) == 4
+    assert store.files["r/1/a.png"] == (b"abcd", "image/png")
+    assert client.views == 3 and len(sleeps) == 2 and all(0 <= s <= 1.0 for s in sleeps)
+
+
+def test_a_broken_download_is_retried() -> None:
+    client, store = Client(Response(b"abcd", broken=True), Response(b"abcd")), MemoryStore()
+    sleeps: list[float] = []
+    assert call(client, store, sleeps) == 4
+    assert client.views == 2 and len(sleeps) == 1
+
+
+def test_what_keeps_failing_is_transient() -> None:
+    client, store = Client(*(Response(b"abcd") for _ in range(3))), FlakyStore(failures=5)
+    sleeps: list[float] = []
+    with pytest.raises(OutputNotStored) as info:
+        call(client, store, sleeps)
+    assert info.value.transient and isinstance(info.value, ComfyUIError)
+    assert isinstance(info.value.__cause__, StorageError)
+    assert client.views == 3 and "r/1/a.png" not in store.files
+
+
+def test_comfyui_refusing_the_file_is_not_retried() -> None:
+    class Refusing(Client):
+        @contextmanager
+        def view(self, filename: str, subfolder: str, folder_type: str) -> Iterator[Response]:
+            self.views += 1
+            raise ComfyUIError("GET /view: HTTP 404")
+            yield Response(b"")  # pragma: no cover
+
+    client = Refusing()
+    sleeps: list[float] = []
+    with pytest.raises(ComfyUIError) as info:
+        call(client, MemoryStore(), sleeps)
+    assert not isinstance(info.value, OutputNotStored) and client.views == 1 and sleeps == []

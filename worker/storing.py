@@ -1,0 +1,65 @@
+"""Storing one output of a run: stream it from ComfyUI's ``/view`` into the output store, retried a few times.
+
+The store's own client may retry too (boto3 does, for S3), but it cannot replay a download it has
+already consumed; a retry here downloads the file again. What still fails after ``STORE_ATTEMPTS``
+becomes :class:`OutputNotStored`, a transient error: the run goes back to its backlog and is retried
+as a whole, and it never ends ``succeeded`` with an output missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import requests
+
+from dispatcher.backoff import full_jitter
+from dispatcher.comfyui.client import ComfyClient
+from dispatcher.errors import ComfyUIError, StorageError
+from dispatcher.outputs import OutputFile
+from dispatcher.storage import OutputStore
+
+log = logging.getLogger(__name__)
+
+STORE_ATTEMPTS = 3
+STORE_RETRY_BASE = 0.5  # seconds; full jitter, doubling: at most 0.5 s, then 1 s
+STORE_RETRY_CAP = 4.0
+VIEW_CHUNK_BYTES = 256 * 1024
+
+
+class OutputNotStored(ComfyUIError):
+    """Raised when an output could not be stored after every try; transient, so the run is retried.
+
+    A ComfyUIError because that is what a worker's run loop turns into a retry or a failure.
+    """
+
+    transient = True
+
+
+def store_output(
+    client: ComfyClient,
+    store: OutputStore,
+    file: OutputFile,
+    key: str,
+    content_type: str,
+    *,
+    attempts: int = STORE_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Download ``file`` from ComfyUI into ``store`` under ``key``; returns its size.
+
+    Retries store failures (StorageError) and broken downloads (a connection dropped mid-file); a
+    ComfyUI that refuses the file (``ComfyUIError``) is not retried here.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with client.view(file.filename, file.subfolder, file.type) as response:
+                return store.put(key, response.iter_content(chunk_size=VIEW_CHUNK_BYTES), content_type)
+        except (StorageError, requests.RequestException) as exc:
+            if attempt >= attempts:
+                raise OutputNotStored(f"output {key} not stored after {attempts} tries: {exc}") from exc
+            delay = full_jitter(attempt, base=STORE_RETRY_BASE, cap=STORE_RETRY_CAP)
+            log.warning("storing output %s failed (%s); try %d of %d in %.2fs", key, exc, attempt + 1, attempts, delay)
+            sleep(delay)
+    raise AssertionError("unreachable: the loop returns or raises")  # for mypy; attempts >= 1
