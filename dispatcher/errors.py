@@ -256,3 +256,12 @@ class InputImageUnavailable(InputImageError):
     """Raised by a worker when an input image could not be fetched for now (network error, 5xx, 429): retried."""
 
     transient = True
+
+
+class OutputNotStored(ComfyUIError):
+    """Raised when a run's output could not be stored after every try; transient, so the run is retried.
+
+    A ComfyUIError because that is what a worker's run loop turns into a retry or a failure.
+    """
+
+    transient = True

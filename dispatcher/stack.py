@@ -70,6 +70,7 @@ class Stack:
         self.children: list[Child] = []
         self.redis: RedisServer | None = None
         self.redis_url = settings.redis_url
+        self.metrics_urls: dict[str, str] = {}
         self.stopping = threading.Event()
 
     def _spawn(self, name: str, *args: str, env: dict[str, str]) -> Child:
@@ -105,12 +106,19 @@ class Stack:
         env["COMFY_DISPATCH_WORKFLOWS_DIR"] = str(self.settings.workflows_dir.resolve())
         comfyuis = [self._ensure_comfyui(url, i, env) for i, url in enumerate(self.settings.comfyui_urls)]
         self._spawn("api", "api", "--host", "127.0.0.1", "--port", str(self.api_port), env=env)
-        self._spawn("scheduler", "scheduler", env=env)
-        self._spawn("webhooks", "webhooks", env=env)
+        self._spawn("scheduler", "scheduler", *self._metrics("scheduler"), env=env)
+        self._spawn("webhooks", "webhooks", *self._metrics("webhooks"), env=env)
         for i, url in enumerate(comfyuis):
-            self._spawn(f"worker-{i}", "worker", "--comfyui-url", url, "--name", f"worker-{i}", env=env)
+            name = f"worker-{i}"
+            self._spawn(name, "worker", "--comfyui-url", url, "--name", name, *self._metrics(name), env=env)
         self._wait_ready(len(comfyuis))
         return env
+
+    def _metrics(self, name: str) -> tuple[str, ...]:
+        """Flags giving a process its own metrics endpoint on a free loopback port (the API serves /metrics)."""
+        port = free_port()
+        self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+        return ("--metrics-port", str(port), "--metrics-host", "127.0.0.1")
 
     def _demo_key(self, redis_url: str) -> str:
         """A tenant "demo" and a fresh key for it (all scopes), printed for the person at the terminal."""
@@ -164,6 +172,8 @@ class Stack:
 
         _wait_until(workers_healthy, 30, f"{workers} healthy worker(s)", self.children)
         log.info("stack is up: API %s, %d worker(s); logs in %s", api, workers, self.log_dir)
+        scrape = ", ".join(f"{name} {url}" for name, url in self.metrics_urls.items())
+        log.info("Prometheus metrics: api %s/metrics, %s", api, scrape)
 
     def stop(self) -> None:
         for child in reversed(self.children):

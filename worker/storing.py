@@ -16,7 +16,7 @@ import requests
 
 from dispatcher.backoff import full_jitter
 from dispatcher.comfyui.client import ComfyClient
-from dispatcher.errors import ComfyUIError, StorageError
+from dispatcher.errors import OutputNotStored, StorageError
 from dispatcher.outputs import OutputFile
 from dispatcher.storage import OutputStore
 
@@ -26,15 +26,6 @@ STORE_ATTEMPTS = 3
 STORE_RETRY_BASE = 0.5  # seconds; full jitter, doubling: at most 0.5 s, then 1 s
 STORE_RETRY_CAP = 4.0
 VIEW_CHUNK_BYTES = 256 * 1024
-
-
-class OutputNotStored(ComfyUIError):
-    """Raised when an output could not be stored after every try; transient, so the run is retried.
-
-    A ComfyUIError because that is what a worker's run loop turns into a retry or a failure.
-    """
-
-    transient = True
 
 
 def store_output(

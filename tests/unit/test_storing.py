@@ -10,10 +10,10 @@ import pytest
 import requests
 
 from dispatcher.comfyui.client import ComfyClient
-from dispatcher.errors import ComfyUIError, StorageError
+from dispatcher.errors import ComfyUIError, OutputNotStored, StorageError
 from dispatcher.outputs import OutputFile
 from dispatcher.storage import MemoryStore
-from worker.storing import OutputNotStored, store_output
+from worker.storing import store_output
 
 FILE = OutputFile(node="9", filename="a.png", subfolder="", type="output", kind="images")
 
