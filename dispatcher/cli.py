@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from dispatcher.cli_admin import keys_app, tenants_app
+from dispatcher.cli_common import die, redis_reachable
 from dispatcher.cli_ops import dead_letter_app
 from dispatcher.errors import DispatchError
 from dispatcher.logs import setup_logging
@@ -44,7 +44,7 @@ def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
     except DispatchError as exc:
-        raise _die(f"invalid setting {exc}") from None
+        raise die(f"invalid setting {exc}") from None
 
 
 def _serve_metrics(port: int | None, host: str) -> None:
@@ -52,19 +52,13 @@ def _serve_metrics(port: int | None, host: str) -> None:
     if port is None:
         return
     if not 0 < port < 65536:
-        raise _die(f"--metrics-port must be in 1-65535, not {port}")
+        raise die(f"--metrics-port must be in 1-65535, not {port}")
     from dispatcher import metrics
 
     try:
         metrics.serve(port, host)
     except OSError as exc:
-        raise _die(f"cannot serve metrics on {host}:{port}: {exc}") from None
-
-
-def _die(message: str) -> typer.Exit:
-    """Print a one-line error; the caller raises the returned Exit (so type checkers see the flow end)."""
-    typer.echo(f"comfy-dispatch: {message}", err=True)
-    return typer.Exit(2)
+        raise die(f"cannot serve metrics on {host}:{port}: {exc}") from None
 
 
 @app.command()
@@ -84,7 +78,7 @@ def api(
     try:
         serve(settings, host, port)
     except DispatchError as exc:
-        raise _die(str(exc)) from None
+        raise die(str(exc)) from None
 
 
 @app.command()
@@ -104,10 +98,8 @@ def worker(
     _serve_metrics(metrics_port, metrics_host)
     from worker.main import run_worker
 
-    try:
+    with redis_reachable(settings.redis_url):
         run_worker(settings, name, burst=burst)
-    except RedisConnectionError as exc:
-        raise _die(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
 
 
 @app.command()
@@ -131,9 +123,8 @@ def scheduler(
     signal.signal(signal.SIGTERM, lambda *_: sched.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: sched.stopping.set())
     try:
-        sched.run()
-    except RedisConnectionError as exc:
-        raise _die(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+        with redis_reachable(settings.redis_url):
+            sched.run()
     finally:
         conns.close()
 
@@ -152,10 +143,8 @@ def webhooks(
     _serve_metrics(metrics_port, metrics_host)
     from dispatcher.webhooks.main import run_webhooks
 
-    try:
+    with redis_reachable(settings.redis_url):
         run_webhooks(settings, name=name)
-    except RedisConnectionError as exc:
-        raise _die(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
 
 
 @app.command("fake-comfyui")
@@ -172,7 +161,7 @@ def fake_comfyui(
     settings = _settings(log_level=log_level)
     setup_logging(settings.log_level, "fake-comfyui")
     if exec_seconds < 0:
-        raise _die("--exec-seconds must be >= 0")
+        raise die("--exec-seconds must be >= 0")
     from dispatcher.fake_comfyui import serve
 
     serve(host, port, exec_seconds=exec_seconds, output_dir=str(data_dir) if data_dir else None)
@@ -193,7 +182,7 @@ def up(
     try:
         code = Stack(settings, api_port=api_port).run(demo=demo, exit_after_demo=exit_after_demo)
     except DispatchError as exc:
-        raise _die(str(exc)) from None
+        raise die(str(exc)) from None
     raise typer.Exit(code)
 
 

@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.apikeys import DEFAULT_SCOPES, SCOPES, ApiKeyStore, key_id_of
+from dispatcher.cli_common import die
 from dispatcher.errors import DispatchError
 from dispatcher.settings import Settings, load_settings
 from dispatcher.tenants import DEFAULT_TENANT, LIMIT_FIELDS, Tenant, TenantStore
@@ -28,26 +29,20 @@ keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API k
 RedisOpt = Annotated[str | None, typer.Option("--redis-url", help="overrides COMFY_DISPATCH_REDIS_URL")]
 
 
-def _die(message: str) -> typer.Exit:
-    """Print a one-line error; the caller raises the returned Exit."""
-    typer.echo(f"comfy-dispatch: {message}", err=True)
-    return typer.Exit(2)
-
-
 @contextmanager
 def _redis(redis_url: str | None) -> Iterator[tuple[Redis, Settings]]:
     """A decoding Redis client on the configured URL; bad settings, bad input and no Redis end with exit 2."""
     try:
         settings = load_settings(redis_url=redis_url)
     except DispatchError as exc:
-        raise _die(f"invalid setting {exc}") from None
+        raise die(f"invalid setting {exc}") from None
     client = Redis.from_url(settings.redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10)
     try:
         yield client, settings
     except DispatchError as exc:
-        raise _die(str(exc)) from None
+        raise die(str(exc)) from None
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise _die(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+        raise die(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
     finally:
         client.close()
 
@@ -120,7 +115,7 @@ def tenants_show(
         store = TenantStore(client, settings)
         tenant = store.get(name) if name != DEFAULT_TENANT else store.effective(name)
         if tenant is None:
-            raise _die(f"tenant {name!r} does not exist")
+            raise die(f"tenant {name!r} does not exist")
         secret = store.webhook_secret(name)
     typer.echo(_describe(tenant), err=True)
     typer.echo(secret)
@@ -162,10 +157,10 @@ def keys_revoke(
     """Revoke an API key: requests with it get 401 from now on."""
     key_id = key_id_of(key)
     if key_id is None:
-        raise _die(f"{key[:16]!r} is neither a key id (12 hex digits) nor an API key")
+        raise die(f"{key[:16]!r} is neither a key id (12 hex digits) nor an API key")
     with _redis(redis_url) as (client, _):
         store = ApiKeyStore(client)
         if not store.revoke(key_id):
             info = store.get(key_id)
-            raise _die(f"key {key_id} does not exist" if info is None else f"key {key_id} is already revoked")
+            raise die(f"key {key_id} does not exist" if info is None else f"key {key_id} is already revoked")
     typer.echo(f"revoked key {key_id}", err=True)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from dispatcher.cli_admin import RedisOpt, _die, _redis
+from dispatcher.cli_admin import RedisOpt, _redis
+from dispatcher.cli_common import die
 from dispatcher.deadletter import DeadLetters
 
 dead_letter_app = typer.Typer(no_args_is_help=True, help="List and requeue runs that used every attempt.")
@@ -33,7 +34,7 @@ def dead_letter_requeue(
 ) -> None:
     """Queue dead-lettered runs again with fresh attempts (same parameters, same run ids)."""
     if not run_ids and not all_runs:
-        raise _die("name the runs to requeue, or pass --all")
+        raise die("name the runs to requeue, or pass --all")
     with _redis(redis_url) as (client, _):
         letters = DeadLetters(client)
         missing = []
@@ -43,4 +44,4 @@ def dead_letter_requeue(
             else:
                 missing.append(run_id)
         if missing:
-            raise _die(f"not in the dead-letter set: {', '.join(missing)}")
+            raise die(f"not in the dead-letter set: {', '.join(missing)}")
