@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:comfy-dispatch:problem:"
-STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
 Flavor = Callable[[int, str], dict[str, Any]]
 """Extension members a compatibility API adds to its problems, from (status, detail)."""

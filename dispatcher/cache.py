@@ -38,7 +38,6 @@ from dispatcher.runs import Run, RunStatus, RunStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TTL = 300.0
 """Seconds after an earlier run's success during which it serves identical runs (``settings.cache_ttl``)."""
 
 # How long a pointer waits for its run to be dispatched, on top of the run's own time limit and the

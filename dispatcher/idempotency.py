@@ -28,7 +28,6 @@ MAX_KEY_LENGTH = 255
 # Visible ASCII only: what fits a structured-field string and a log line without escaping.
 KEY_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 
-DEFAULT_TTL = 86400
 """Seconds a tenant's idempotency key is kept (``settings.idempotency_ttl``)."""
 
 ANSWER_KEYS = frozenset({"stream", "wait"})

@@ -49,7 +49,6 @@ BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 6
 
 REJECT_REASONS = ("rate_limit", "queue_full", "validation", "auth", "not_found", "too_large", "conflict")
 RETRY_REASONS = ("comfyui_unavailable", "out_of_memory", "interrupted", "input_unavailable", "worker_died", "other")
-STATUSES = ("succeeded", "failed", "canceled")
 OUTCOMES = ("delivered", "retrying", "gave_up")
 WORKER_STATES = ("idle", "busy", "paused", "offline")
 

@@ -23,6 +23,8 @@ from tests.unit.dispatch_helpers import Bench
 
 BODY: dict[str, Any] = {"params": {"width": 8, "height": 8, "color": 7}}
 
+CACHE_TTL = load_settings({}).cache_ttl
+
 
 @pytest.fixture
 def bench(fake_conns: Connections) -> Bench:
@@ -172,7 +174,7 @@ def test_a_stale_or_failed_earlier_run_gives_its_place_to_the_next(
     succeed(bench, second.id)
     now = bench.run(second.id).finished_at
     assert now is not None
-    monkeypatch.setattr(cache.time, "time", lambda: now + cache.DEFAULT_TTL + 1)
+    monkeypatch.setattr(cache.time, "time", lambda: now + CACHE_TTL + 1)
     third = bench.submitter.submit("invert-cached", BODY)
     assert third.status is RunStatus.QUEUED
     assert bench.conns.text.get(pointers(bench)[0]) == third.id
@@ -181,14 +183,14 @@ def test_a_stale_or_failed_earlier_run_gives_its_place_to_the_next(
 def test_the_pointer_outlives_the_run_time_limit(bench: Bench) -> None:
     run = bench.submitter.submit("invert-cached", BODY | {"timeout_seconds": 100})
     ttl = bench.conns.text.ttl(pointers(bench)[0])
-    assert ttl == pytest.approx(cache.DEFAULT_TTL + 100 + cache.POINTER_QUEUE_ALLOWANCE, abs=2)
+    assert ttl == pytest.approx(CACHE_TTL + 100 + cache.POINTER_QUEUE_ALLOWANCE, abs=2)
     assert run.status is RunStatus.QUEUED
 
 
 def test_the_ttl_comes_from_settings(fake_conns: Connections) -> None:
     settings = load_settings({})
     submitter = Submitter(fake_conns.text, Registry.load(settings.workflows_dir), settings)
-    assert submitter.cache.ttl == getattr(settings, "cache_ttl", cache.DEFAULT_TTL)
+    assert submitter.cache.ttl == settings.cache_ttl == 300
 
 
 def test_no_plan_for_a_run_that_does_not_ask(bench: Bench) -> None:

@@ -66,7 +66,7 @@ def test_the_same_key_and_body_give_the_first_run(bench: Bench) -> None:
     assert records(bench.conns.text) == 1
     assert bench.take(10) == [(first.run.id, 1)]
     ttl = bench.conns.text.ttl(idempotency.redis_key("default", "k1"))
-    assert idempotency.DEFAULT_TTL - 5 < ttl <= idempotency.DEFAULT_TTL
+    assert bench.settings.idempotency_ttl - 5 < ttl <= bench.settings.idempotency_ttl == 86400
 
 
 def test_a_replay_shows_the_first_run_as_it_is_now(bench: Bench) -> None:
