@@ -25,7 +25,6 @@ from api.views import Links, run_view
 from dispatcher import idempotency, metrics, ratelimit
 from dispatcher.addresses import AllowList
 from dispatcher.apikeys import Principal
-from dispatcher.cache import cached_from
 from dispatcher.errors import OutputNotFound, ParameterError, RateLimited, RunNotFound
 from dispatcher.runs import Output, Run, RunStatus
 from dispatcher.uploads import Uploads, check_run_images
@@ -180,8 +179,7 @@ async def wait(svc: Services, run_id: str, seconds: float, who: Principal) -> Ru
 
 def view(svc: Services, run: Run, links: Links) -> RunView:
     """The native view of ``run``, with its place in the queue and, once succeeded, its cache origin (Redis reads)."""
-    source = cached_from(svc.conns.text, run.id) if run.status is RunStatus.SUCCEEDED else None
-    return run_view(run, queue_position=svc.runs.queue_position(run), links=links, cached_from=source)
+    return run_view(run, queue_position=svc.runs.queue_position(run), links=links)
 
 
 async def view_async(svc: Services, run: Run, links: Links) -> RunView:

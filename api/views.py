@@ -47,8 +47,8 @@ class Links:
         return f"{self.base}/v1/runs/{quote(run_id, safe='')}/outputs/{quote(output.filename, safe='')}"
 
 
-def run_view(run: Run, *, queue_position: int | None, links: Links, cached_from: str | None = None) -> RunView:
-    """The native API's view of a run (``GET /v1/runs/{id}``); ``cached_from`` names the run a cache hit copied."""
+def run_view(run: Run, *, queue_position: int | None, links: Links) -> RunView:
+    """The native API's view of a run (``GET /v1/runs/{id}``)."""
     return RunView(
         id=run.id,
         workflow=run.workflow,
@@ -74,6 +74,6 @@ def run_view(run: Run, *, queue_position: int | None, links: Links, cached_from:
         finished_at=rfc3339(run.finished_at),
         attempts=run.attempts,
         max_attempts=run.max_attempts,
-        cached=cached_from is not None,
-        cached_from=cached_from,
+        cached=bool(run.cached_from),
+        cached_from=run.cached_from or None,
     )

@@ -104,6 +104,7 @@ def cached_run(run: Run, source: Run, *, now: float) -> Run:
         outputs=list(source.outputs),
         started_at=now,
         finished_at=now,
+        cached_from=source.id,
     )
 
 
@@ -149,7 +150,7 @@ class ResultCache:
         """Store ``run`` as a hit on ``source``; the script's (code, run id): 1 stored, or an idempotency code."""
         hit = cached_run(run, source, now=time.time())
         flat: list[str] = []
-        for name, value in (hit.to_redis() | {"cached_from": source.id}).items():
+        for name, value in hit.to_redis().items():
             flat += [name, value]
         queued = {"workflow": hit.workflow, "priority": hit.priority, "tenant": hit.tenant, "cached_from": source.id}
         code, run_id = self._serve(
@@ -171,9 +172,3 @@ class ResultCache:
         if int(code) == 1:
             log.info("run %s of %s for %s served from run %s", hit.id, hit.workflow, hit.tenant, source.id)
         return int(code), str(run_id)
-
-
-def cached_from(redis: Redis, run_id: str) -> str | None:
-    """The run a cache hit took its outputs from, or None for a run that executed (one HGET)."""
-    value = redis.hget(keys.run(run_id), "cached_from")
-    return str(value) if value else None

@@ -85,6 +85,7 @@ class Run:
     dispatches: int = 0  # times the scheduler handed it to RQ; the RQ job carries it, stale jobs are fenced off
     cancel_requested: bool = False
     callbacks: dict[str, str] | None = None  # Comflowy's callback_urls: on_result_url, on_progress_event_url
+    cached_from: str = ""  # a result-cache hit: the run whose outputs it carries
 
     def to_redis(self) -> dict[str, str]:
         """The record as flat strings for HSET."""
@@ -112,6 +113,7 @@ class Run:
             "dispatches": str(self.dispatches),
             # present only when set: the event scripts test its existence to feed the webhook sender
             **({"callbacks": json.dumps(self.callbacks)} if self.callbacks else {}),
+            **({"cached_from": self.cached_from} if self.cached_from else {}),
         }
 
     @classmethod
@@ -144,6 +146,7 @@ class Run:
             dispatches=int(data.get("dispatches") or 0),
             cancel_requested=data.get("cancel_requested") == "1",
             callbacks=json.loads(data["callbacks"]) if data.get("callbacks") else None,
+            cached_from=data.get("cached_from", ""),
         )
 
 

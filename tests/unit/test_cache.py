@@ -11,7 +11,7 @@ import pytest
 
 from dispatcher import cache, keys
 from dispatcher.binding import bind
-from dispatcher.cache import CachePlan, cached_from, cached_run, is_fresh, wants_cache
+from dispatcher.cache import CachePlan, cached_run, is_fresh, wants_cache
 from dispatcher.connections import Connections
 from dispatcher.errors import ParameterError
 from dispatcher.registry import Registry
@@ -137,8 +137,8 @@ def test_an_identical_run_after_a_success_is_served_without_the_scheduler(bench:
     hit = bench.submitter.submit("invert-cached", BODY | {"priority": "high"})  # run options do not count
     assert hit.status is RunStatus.SUCCEEDED
     assert hit.outputs == bench.run(first.id).outputs  # the same storage keys: nothing copied, nothing ran
-    assert cached_from(bench.conns.text, hit.id) == first.id
-    assert cached_from(bench.conns.text, first.id) is None
+    assert bench.run(hit.id).cached_from == first.id
+    assert bench.run(first.id).cached_from == ""
     assert events(bench, hit.id) == ["queued", "output", "done"]
     done = bench.conns.text.xrange(keys.run_events(hit.id))[-1][1]
     assert json.loads(done["data"]) == {"status": "succeeded", "cached_from": first.id}
