@@ -17,9 +17,13 @@ from fastapi import FastAPI
 from api import operations
 from api.app import create_app
 from dispatcher.connections import Connections
+from dispatcher.runs import Run
 from dispatcher.settings import Settings, load_settings
 from dispatcher.storage import MemoryStore
 from tests.api.helpers import Backlog, TestClient, finish_run, store_output
+
+AfterSubmit = Callable[[Callable[[Run], None], float], None]
+"""``after_submit``'s arm: (what to do with the run, after how many seconds)."""
 
 
 @pytest.fixture
@@ -50,30 +54,21 @@ def backlog(fake_conns: Connections) -> Backlog:
 
 
 @pytest.fixture
-def finish_after_submit(
-    monkeypatch: pytest.MonkeyPatch, fake_conns: Connections, store: MemoryStore
-) -> Iterator[Callable[..., None]]:
-    """Arm it, and every later submit ends shortly afterwards in a background thread, as a worker would.
+def after_submit(monkeypatch: pytest.MonkeyPatch) -> Iterator[AfterSubmit]:
+    """``arm(action, delay)``: every later submit runs ``action(run)`` in a thread ``delay`` s after it returns.
 
-    ``arm(delay=0.2, status="succeeded", error=None, files={"name.png": b"..."})``; threads are joined at teardown.
+    What a worker would do meanwhile, while the request under test waits; threads are joined at teardown.
     """
     threads: list[threading.Thread] = []
     original = operations.submit
 
-    def arm(
-        delay: float = 0.2,
-        status: str = "succeeded",
-        error: dict[str, Any] | None = None,
-        files: dict[str, bytes] | None = None,
-    ) -> None:
+    def arm(action: Callable[[Run], None], delay: float) -> None:
         def submit(*args: Any, **kwargs: Any) -> operations.Accepted:
             accepted = original(*args, **kwargs)
-            run = accepted.run
 
             def later() -> None:
                 time.sleep(delay)  # let the request start waiting first (either order must work)
-                outputs = [store_output(store, run.id, name, data) for name, data in (files or {}).items()]
-                finish_run(fake_conns, run.id, status=status, outputs=outputs, error=error)
+                action(accepted.run)
 
             thread = threading.Thread(target=later, daemon=True)
             threads.append(thread)
@@ -85,3 +80,25 @@ def finish_after_submit(
     yield arm
     for thread in threads:
         thread.join(5)
+
+
+@pytest.fixture
+def finish_after_submit(after_submit: AfterSubmit, fake_conns: Connections, store: MemoryStore) -> Callable[..., None]:
+    """Arm it, and every later submit ends shortly afterwards, as a worker would.
+
+    ``arm(delay=0.2, status="succeeded", error=None, files={"name.png": b"..."})``.
+    """
+
+    def arm(
+        delay: float = 0.2,
+        status: str = "succeeded",
+        error: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
+        def finish(run: Run) -> None:
+            outputs = [store_output(store, run.id, name, data) for name, data in (files or {}).items()]
+            finish_run(fake_conns, run.id, status=status, outputs=outputs, error=error)
+
+        after_submit(finish, delay)
+
+    return arm

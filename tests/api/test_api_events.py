@@ -6,16 +6,14 @@ ended (or ends while the test client reads it) because the run ended.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import fakeredis
 import pytest
 from fastapi import FastAPI
 
-from api import operations, sse
+from api import sse
 from api.app import create_app
 from api.routes import events
 from api.views import Links
@@ -23,8 +21,10 @@ from dispatcher import keys
 from dispatcher.connections import Connections
 from dispatcher.errors import ParameterError
 from dispatcher.events import Event
+from dispatcher.runs import Run
 from dispatcher.settings import load_settings
 from dispatcher.storage import MemoryStore
+from tests.api.conftest import AfterSubmit
 from tests.api.helpers import Backlog, TestClient, assert_problem, finish_run, tenant_with_key
 from tests.events_helpers import Life, SseEvent, parse_sse
 
@@ -41,30 +41,17 @@ def fake_event_redis(app: FastAPI, fake_conns: Connections) -> None:
 
 
 @pytest.fixture
-def life_after_submit(monkeypatch: pytest.MonkeyPatch, fake_conns: Connections) -> Iterator[Callable[..., None]]:
-    """Arm it, and every later submit lives its life (``Life.whole``, or ``fail``) in a thread after ``delay``."""
-    threads: list[threading.Thread] = []
-    original = operations.submit
+def life_after_submit(after_submit: AfterSubmit, fake_conns: Connections) -> Callable[..., None]:
+    """Arm it, and every later submit lives its life (``Life.whole``, or ``fail``) after ``delay``."""
 
     def arm(delay: float = 0.1, fail: str | None = None) -> None:
-        def submit(*args: Any, **kwargs: Any) -> operations.Accepted:
-            accepted = original(*args, **kwargs)
+        def live(run: Run) -> None:  # the stream must be open first, for the events to arrive live
+            life = Life(fake_conns.text, run.id)
+            life.start().progress(0.5, "1").fail(fail) if fail else life.whole("a.png", "b.png")
 
-            def later() -> None:
-                time.sleep(delay)  # the stream must be open first, for the events to arrive live
-                life = Life(fake_conns.text, accepted.run.id)
-                life.start().progress(0.5, "1").fail(fail) if fail else life.whole("a.png", "b.png")
+        after_submit(live, delay)
 
-            thread = threading.Thread(target=later, daemon=True)
-            threads.append(thread)
-            thread.start()
-            return accepted
-
-        monkeypatch.setattr(operations, "submit", submit)
-
-    yield arm
-    for thread in threads:
-        thread.join(5)
+    return arm
 
 
 def submit(client: TestClient, body: dict[str, Any] | None = None, **headers: str) -> str:
