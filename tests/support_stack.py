@@ -62,6 +62,9 @@ class LocalStack:
         if self.start_workers:
             self.start_all_workers()
         wait_http(self.api + "/readyz")
+        # A process that could not start fails the test here, not as a missing count minutes later.
+        for port in (self.scheduler_metrics_port, self.webhooks_metrics_port):
+            wait_http(f"http://127.0.0.1:{port}/metrics")
         return self
 
     def start_all_workers(self) -> None:
@@ -92,7 +95,8 @@ class LocalStack:
         self.stop()
 
     def logs(self) -> str:
-        procs = [*self.workers, *self.fakes, *(p for p in (self.scheduler, self.webhooks) if p is not None)]
+        others = (self.api_proc, self.scheduler, self.webhooks)
+        procs = [*self.workers, *self.fakes, *(p for p in others if p is not None)]
         return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in procs)
 
 
