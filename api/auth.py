@@ -13,9 +13,10 @@ security schemes declared here are what /docs shows.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
@@ -62,7 +63,7 @@ def check_auth_binding(settings: Settings, host: str) -> None:
         )
 
 
-def principal(
+async def principal(
     svc: ServicesDep,
     api_key: Annotated[str | None, Security(API_KEY_HEADER)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
@@ -73,18 +74,18 @@ def principal(
     key = api_key or (bearer.credentials if bearer is not None else None)
     if not key:
         raise Unauthorized("an API key is required: send X-API-KEY: <key> or Authorization: Bearer <key>")
-    found = svc.apikeys.authenticate(key.strip())
+    found = await anyio.to_thread.run_sync(svc.apikeys.authenticate, key.strip())  # Redis: off the event loop
     if found is None:
         raise Unauthorized("the API key is unknown or revoked")
     return found
 
 
-def needs(scope: str) -> Callable[[Principal], Principal]:
+def needs(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency giving the request's principal once it holds ``scope`` (Forbidden, 403, otherwise)."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
-    def dependency(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def dependency(who: Annotated[Principal, Depends(principal)]) -> Principal:  # no I/O: no thread hop
         who.require(scope)
         return who
 
