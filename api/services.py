@@ -60,26 +60,21 @@ class Services:
         )
 
 
-def services_of(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 async def get_services(request: Request) -> Services:
     # async: FastAPI runs a sync dependency in its thread pool, a hop for nothing here
-    return services_of(request)
+    services: Services = request.app.state.services
+    return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def json_object_body(request: Request) -> dict[str, Any]:
+async def json_object_body(request: Request, svc: ServicesDep) -> dict[str, Any]:
     """A run request's body as a JSON object, size-limited (see :mod:`api.body`).
 
     Only the run routes take these bodies: they get room for base64 input images on top of
     ``max_body_bytes`` when their workflow has image parameters (:func:`dispatcher.uploads.run_body_limit`).
     """
-    svc = services_of(request)
     workflow_id = request.path_params.get("workflow_id") or request.path_params.get("name")  # the Flask seed's
     return await read_json_object(request, run_body_limit(svc.settings, svc.registry, workflow_id))
 

@@ -35,10 +35,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     metrics server failing with EADDRINUSE). Ports below that range are
     only ever taken by an explicit bind.
     """
-    low, _ = _ephemeral_range()
-    candidates = list(range(_LOWEST_PORT, low))
-    random.shuffle(candidates)
-    for port in candidates[:200]:
+    ephemeral_low = _ephemeral_low()
+    for _ in range(200 if ephemeral_low > _LOWEST_PORT else 0):
+        port = random.randrange(_LOWEST_PORT, ephemeral_low)
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
@@ -54,12 +53,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 _LOWEST_PORT = 20000
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def find_redis_binary(*, install: bool = True) -> str:
