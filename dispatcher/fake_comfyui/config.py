@@ -17,8 +17,9 @@ class FakeConfig:
     """How a fake ComfyUI starts.
 
     ``output_dir`` is the base folder that gets ``output/``, ``input/`` and ``temp/`` (a fresh temp dir,
-    removed at shutdown, when ``None``). ``exec_seconds`` is simulated work per prompt, spread over its
-    nodes. The fault fields are the initial values of the ``/fake/control`` settings.
+    removed at shutdown, when ``None``). ``exec_seconds`` is how long each prompt holds the GPU, from
+    ``execution_start`` to its end, spread over its nodes (nodes that take longer by themselves, a
+    large blur, add to it). The fault fields are the initial values of the ``/fake/control`` settings.
     """
 
     exec_seconds: float = 0.0

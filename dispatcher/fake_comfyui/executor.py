@@ -27,7 +27,7 @@ from dispatcher.fake_comfyui.nodes import NODE_FUNCTIONS, NodeContext
 from dispatcher.fake_comfyui.png import encode_solid_png
 from dispatcher.fake_comfyui.schemas import NodeSchema
 from dispatcher.fake_comfyui.state import PromptQueue, QueueItem
-from dispatcher.fake_comfyui.values import Image, format_value
+from dispatcher.fake_comfyui.values import Image, format_value, to_rgb8
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +166,14 @@ class _PromptRun:
             self.ex.hub.close_all()
         self.add_message("execution_cached", {"nodes": [], "prompt_id": self.prompt_id}, broadcast=False)
         order = execution_order(prompt, self.schemas, self.item.outputs)
-        share = self.ex.controls.exec_seconds / max(1, len(order))
-        for node_id in order:
+        # The prompt holds the GPU exec_seconds in all: node i ends once its share of that time since the start
+        # has passed, so what the nodes cost by themselves is absorbed (unless it is more: a large blur).
+        started, total = time.monotonic(), self.ex.controls.exec_seconds
+        for index, node_id in enumerate(order):
             class_type = prompt[node_id]["class_type"]
+            until = started + total * (index + 1) / len(order)
             try:
-                await self._run_node(node_id, class_type, share)
+                await self._run_node(node_id, class_type, until)
             except Interrupted:
                 log.info("prompt %s interrupted at node %s", self.prompt_id, node_id)
                 data = {
@@ -211,7 +214,7 @@ class _PromptRun:
         }
         self.add_message("execution_error", data, broadcast=False)
 
-    async def _run_node(self, node_id: str, class_type: str, share: float) -> None:
+    async def _run_node(self, node_id: str, class_type: str, until: float) -> None:
         schema = self.schemas[class_type]
         self.current_inputs = {}
         self._progress_start(node_id)
@@ -227,11 +230,13 @@ class _PromptRun:
         function_name, function = NODE_FUNCTIONS[class_type]
         if controls.take_failure(class_type):
             raise injected(class_type, function_name, controls.exception_type, controls.exception_message)
-        await self.ex.work(share)
         context = NodeContext(
             node_id, self.prompt_id, self.ex.dirs, controls.previews, self.ex.work, self._progress_hook(node_id)
         )
         result = await function(context, inputs)
+        # The node's share of exec_seconds, less what its own work took: a prompt holds the GPU that long
+        # however busy this machine's CPU is (a real GPU's time does not stretch when the host is loaded).
+        await self.ex.work(until - time.monotonic())
         if result.ui is not None:
             meta = {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
             self.ui[node_id] = {"meta": meta, "output": result.ui}
@@ -296,7 +301,7 @@ class _PromptRun:
             progress = {"value": value, "max": total, "prompt_id": self.prompt_id, "node": node_id}
             self.ex.hub.send("progress", progress, self.client_id)
             if preview is not None:
-                png = encode_solid_png(preview.width, preview.height, preview.colors[0], compress_level=1)
+                png = encode_solid_png(preview.width, preview.height, to_rgb8(preview.colors[0]), compress_level=1)
                 self.ex.hub.send_preview_png(png, self.client_id)
 
         return hook

@@ -1,8 +1,9 @@
 """What each simulated node does: solid-colour images whose colour flows through the graph into real PNGs.
 
-Colour rules tests can rely on: EmptyImage's ``color`` is 0xRRGGBB; ImageInvert gives 255 minus each
-channel; blur/sharpen/scale/crop keep colours; ImageBatch concatenates; KSampler's colour comes from the
-seed and positive text. Only ImageBlur/ImageSharpen (time proportional to pixels), TestSleep (its
+Colour rules tests can rely on: EmptyImage's ``color`` is 0xRRGGBB; images hold float32 channels and
+ImageInvert gives 1.0 minus each, saved truncated as ComfyUI does (``values.inverted_rgb8``);
+blur/sharpen/scale/crop keep colours; ImageBatch concatenates; KSampler's colour comes from the seed
+and positive text. Only ImageBlur/ImageSharpen (time proportional to pixels), TestSleep (its
 ``seconds``) and KSampler (one progress frame per step) spend simulated time.
 """
 
@@ -22,7 +23,18 @@ from typing import Any
 from dispatcher.fake_comfyui.failures import SAVE_OUTSIDE_FRAMES, NodeFailure
 from dispatcher.fake_comfyui.files import Dirs, OutsideOutputFolder, save_image_path
 from dispatcher.fake_comfyui.png import RGB, PngError, encode_solid_png, read_jpeg_size, read_png_info
-from dispatcher.fake_comfyui.values import Conditioning, Image, Latent, Mask, ModelRef, format_value
+from dispatcher.fake_comfyui.values import (
+    Conditioning,
+    Image,
+    Latent,
+    Mask,
+    ModelRef,
+    Pixel,
+    format_value,
+    from_rgb8,
+    invert,
+    to_rgb8,
+)
 
 # 4096x4096x4 pixels take about 3.4 s, like a CPU ImageBlur with radius 31 (recorded: ~3.8 s).
 BLUR_PIXELS_PER_SECOND = 20_000_000.0
@@ -59,13 +71,12 @@ def _same_colors(image: Image, width: int, height: int) -> Image:
 
 
 async def empty_image(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
-    return NodeResult((Image(a["width"], a["height"], (_rgb(a["color"]),) * a["batch_size"]),))
+    return NodeResult((Image(a["width"], a["height"], (from_rgb8(_rgb(a["color"])),) * a["batch_size"]),))
 
 
 async def image_invert(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
     image: Image = a["image"]
-    inverted = tuple((255 - r, 255 - g, 255 - b) for r, g, b in image.colors)
-    return NodeResult((Image(image.width, image.height, inverted),))
+    return NodeResult((Image(image.width, image.height, tuple(invert(c) for c in image.colors)),))
 
 
 async def image_filter(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
@@ -151,7 +162,8 @@ async def test_sleep(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
 INLINE_PNG_PIXELS = 512 * 512
 
 
-async def _write_png(path: str, image: Image, color: RGB, text: dict[str, str], level: int) -> None:
+async def _write_png(path: str, image: Image, pixel: Pixel, text: dict[str, str], level: int) -> None:
+    color = to_rgb8(pixel)
     if image.width * image.height <= INLINE_PNG_PIXELS:
         Path(path).write_bytes(encode_solid_png(image.width, image.height, color, text=text, compress_level=level))
         return
@@ -196,13 +208,13 @@ async def load_image(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
     try:
         info = read_png_info(data)
         mask = Mask(info.width, info.height, (1.0 - info.alpha / 255.0,)) if info.has_alpha else None
-        image = Image(info.width, info.height, (info.color,))
+        image = Image(info.width, info.height, (from_rgb8(info.color),))
     except PngError:
         try:
             width, height = read_jpeg_size(data)
         except PngError as exc:
             raise NodeFailure("PIL.UnidentifiedImageError", f"cannot identify image file {path!r}") from exc
-        image, mask = Image(width, height, ((128, 128, 128),)), None
+        image, mask = Image(width, height, (from_rgb8((128, 128, 128)),)), None
     return NodeResult((image, mask or Mask(64, 64, (0.0,))))
 
 
@@ -247,19 +259,19 @@ async def ksampler(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
         await ctx.work(0.0)
         preview = None
         if ctx.previews and step == steps - 1:
-            preview = Image(max(1, latent.width), max(1, latent.height), result.colors[:1])
+            preview = Image(max(1, latent.width), max(1, latent.height), (from_rgb8(result.colors[0]),))
         await ctx.progress(step + 1, steps, preview)
     return NodeResult((result,))
 
 
 async def vae_decode(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
     latent: Latent = a["samples"]
-    return NodeResult((Image(latent.width * 8, latent.height * 8, latent.colors),))
+    return NodeResult((Image(latent.width * 8, latent.height * 8, tuple(from_rgb8(c) for c in latent.colors)),))
 
 
 async def vae_encode(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
     image: Image = a["pixels"]
-    return NodeResult((Latent(image.width // 8, image.height // 8, image.colors),))
+    return NodeResult((Latent(image.width // 8, image.height // 8, tuple(to_rgb8(c) for c in image.colors)),))
 
 
 NODE_FUNCTIONS: dict[str, tuple[str, NodeFunction]] = {

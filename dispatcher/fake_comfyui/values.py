@@ -22,13 +22,17 @@ _LINE_WIDTH = 80
 _PRECISION = 4
 
 
+Pixel = tuple[float, float, float]
+"""One colour as ComfyUI's IMAGE tensors hold it: three float32 channels in [0, 1]."""
+
+
 @dataclass(frozen=True)
 class Image:
-    """IMAGE: a batch of solid-colour frames, all ``width`` x ``height`` (tensor [B, H, W, 3])."""
+    """IMAGE: a batch of solid-colour frames, all ``width`` x ``height`` (tensor [B, H, W, 3] of float32)."""
 
     width: int
     height: int
-    colors: tuple[RGB, ...]
+    colors: tuple[Pixel, ...]
 
     @property
     def batch(self) -> int:
@@ -81,8 +85,30 @@ def _f32(value: float) -> float:
     return result
 
 
-def channel(color: RGB, index: int) -> float:
-    return _f32(color[index] / 255.0)
+def from_rgb8(color: RGB) -> Pixel:
+    """8-bit channels as ComfyUI loads them: ``torch.full(..., c / 0xFF)`` and ``np.float32(c) / 255.0``."""
+    r, g, b = (_f32(c / 255.0) for c in color)
+    return (r, g, b)
+
+
+def to_rgb8(pixel: Pixel) -> RGB:
+    """What SaveImage writes: ``np.clip(255. * i, 0, 255).astype(np.uint8)``, float32 maths, truncated.
+
+    Truncation is why a real ComfyUI saves ``c8854d``, not ``c8864e``, for the inverse of ``0x3779b1``.
+    """
+    r, g, b = (int(min(max(_f32(255.0 * c), 0.0), 255.0)) for c in pixel)
+    return (r, g, b)
+
+
+def invert(pixel: Pixel) -> Pixel:
+    """ImageInvert: ``1.0 - image`` in float32."""
+    r, g, b = (_f32(1.0 - c) for c in pixel)
+    return (r, g, b)
+
+
+def inverted_rgb8(color: int) -> RGB:
+    """The colour a real ComfyUI saves for ``EmptyImage(color=0xRRGGBB)`` through ``ImageInvert``."""
+    return to_rgb8(invert(from_rgb8(((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF))))
 
 
 class _Formatter:
@@ -156,7 +182,7 @@ def tensor_repr(shape: Sequence[int], value: Callable[[tuple[int, ...]], float])
 
 
 def image_repr(image: Image) -> str:
-    return tensor_repr((image.batch, image.height, image.width, 3), lambda i: channel(image.colors[i[0]], i[3]))
+    return tensor_repr((image.batch, image.height, image.width, 3), lambda i: image.colors[i[0]][i[3]])
 
 
 def mask_repr(mask: Mask) -> str:

@@ -9,6 +9,7 @@ import pytest
 import requests
 from redis import Redis
 
+from dispatcher.fake_comfyui.values import inverted_rgb8
 from dispatcher.runs import RunStore
 from tests.support_stack import LocalStack, first_pixel, submit
 
@@ -49,8 +50,7 @@ def test_300_runs_through_two_workers_each_execute_once_with_their_own_output(re
             (output,) = view["outputs"]
             assert run_id in output["filename"]
             data = session.get(output["url"], timeout=10).content
-            r, g, b = colour >> 16, (colour >> 8) & 0xFF, colour & 0xFF
-            assert first_pixel(data) == (255 - r, 255 - g, 255 - b), f"run {run_id} got someone else's image"
+            assert first_pixel(data) == inverted_rgb8(colour), f"run {run_id} got someone else's image"
 
         # Count executions in the fakes: every run's prompt ran exactly once, on exactly one of them.
         executed: dict[str, int] = {}

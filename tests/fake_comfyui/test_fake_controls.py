@@ -39,6 +39,28 @@ def test_exec_seconds_control_slows_each_prompt(comfy: Comfy) -> None:
     assert frames[-3]["type"] == "execution_success"
 
 
+def _stamps(comfy: Comfy, prompt_id: str) -> dict[str, int]:
+    entry = comfy.history(prompt_id)[prompt_id]
+    return {name: data["timestamp"] for name, data in entry["status"]["messages"]}
+
+
+def test_history_timestamps_are_the_real_times_of_execution(comfy: Comfy) -> None:
+    """Each prompt holds the fake exec_seconds from execution_start to execution_success, by the wall clock, and
+    a prompt queued behind another starts the moment it ends: the idle gap read from history is the real one."""
+    comfy.control(exec_seconds=0.2)
+    client_id = "stamps"
+    ws, _ = comfy.connect(client_id)
+    before = time.time() * 1000
+    first, second = (comfy.submit(INVERT, client_id).json()["prompt_id"] for _ in range(2))
+    frames_until_idle(ws, second)
+    after = time.time() * 1000
+    a, b = _stamps(comfy, first), _stamps(comfy, second)
+    for stamps in (a, b):
+        assert 200 <= stamps["execution_success"] - stamps["execution_start"] <= 260
+        assert before <= stamps["execution_start"] and stamps["execution_success"] <= after
+    assert 0 <= b["execution_start"] - a["execution_success"] <= 20
+
+
 def test_exec_seconds_from_config(tmp_path: Path) -> None:
     with BackgroundFake(FakeConfig(port=0, exec_seconds=0.2, output_dir=str(tmp_path))) as fake:
         client = Comfy(fake)

@@ -16,7 +16,17 @@ from dispatcher.fake_comfyui.failures import (
     injected,
 )
 from dispatcher.fake_comfyui.png import PngError, encode_solid_png, read_jpeg_size, read_png_info, read_png_size
-from dispatcher.fake_comfyui.values import Image, Latent, Mask, format_value, image_repr, tensor_repr
+from dispatcher.fake_comfyui.values import (
+    Image,
+    Latent,
+    Mask,
+    format_value,
+    from_rgb8,
+    image_repr,
+    inverted_rgb8,
+    tensor_repr,
+    to_rgb8,
+)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +94,7 @@ def test_png_size_must_be_positive(width: int, height: int) -> None:
 
 def test_image_repr_is_torch_repr_of_the_recording() -> None:
     error = transcript("runtime_error")["ws_messages"][-1]["data"]
-    assert image_repr(Image(64, 64, ((0, 0, 0),))) == error["current_inputs"]["images"][0]
+    assert image_repr(Image(64, 64, (from_rgb8((0, 0, 0)),))) == error["current_inputs"]["images"][0]
 
 
 @pytest.mark.parametrize(
@@ -101,8 +111,26 @@ def test_tensor_repr_follows_torch_print_options(shape: tuple[int, ...], value: 
     assert tensor_repr(shape, lambda index: value) == expected
 
 
+@pytest.mark.parametrize(
+    ("color", "saved"),
+    [
+        # recorded from a real ComfyUI 0.3.64: float32 maths, truncated on save (not 0xc8864e)
+        (0x3779B1, (0xC8, 0x85, 0x4D)),
+        (0xFF0000, (0x00, 0xFF, 0xFF)),
+        (0x000000, (0xFF, 0xFF, 0xFF)),
+    ],
+)
+def test_invert_is_float32_and_saving_truncates(color: int, saved: tuple[int, int, int]) -> None:
+    assert inverted_rgb8(color) == saved
+
+
+@pytest.mark.parametrize("channel", range(256))
+def test_an_8_bit_colour_survives_load_and_save(channel: int) -> None:
+    assert to_rgb8(from_rgb8((channel, 255 - channel, channel // 2))) == (channel, 255 - channel, channel // 2)
+
+
 def test_mixed_values_use_four_decimals() -> None:
-    text = image_repr(Image(1, 1, ((255, 0, 0), (16, 32, 200))))
+    text = image_repr(Image(1, 1, (from_rgb8((255, 0, 0)), from_rgb8((16, 32, 200)))))
     assert text == "tensor([[[[1.0000, 0.0000, 0.0000]]],\n\n\n        [[[0.0627, 0.1255, 0.7843]]]])"
 
 
