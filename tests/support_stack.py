@@ -14,7 +14,10 @@ from tests.support import FakeComfy, Proc, wait_http
 
 
 class LocalStack:
-    """N fake ComfyUIs, N workers (one per fake) and one API, all child processes."""
+    """N fake ComfyUIs, N workers (one per fake) and one API, all child processes.
+
+    With ``comfyui_urls``, the workers drive those ComfyUIs (a real one, say) and no fake is started.
+    """
 
     def __init__(
         self,
@@ -25,6 +28,7 @@ class LocalStack:
         exec_seconds: float = 0.0,
         env: dict[str, str] | None = None,
         start_workers: bool = True,
+        comfyui_urls: list[str] | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.tmp = tmp
@@ -40,7 +44,9 @@ class LocalStack:
             "COMFY_DISPATCH_SUBMIT_BURST": "100000",
             **(env or {}),
         }
-        self.fakes = [FakeComfy(tmp / f"fake-{i}", exec_seconds) for i in range(workers)]
+        self.fakes = [] if comfyui_urls else [FakeComfy(tmp / f"fake-{i}", exec_seconds) for i in range(workers)]
+        self.comfyui_urls = comfyui_urls or [fake.url for fake in self.fakes]
+        workers = len(self.comfyui_urls)
         # Each process but the API (which serves /metrics itself) serves its metrics on a port of its own.
         self.scheduler_metrics_port = free_port()
         self.webhooks_metrics_port = free_port()
@@ -68,11 +74,16 @@ class LocalStack:
         return self
 
     def start_all_workers(self) -> None:
-        for i, fake in enumerate(self.fakes):
-            self.workers.append(self.start_worker(i, fake))
+        for i in range(len(self.comfyui_urls)):
+            self.workers.append(self.start_worker(i))
 
-    def start_worker(self, index: int, fake: FakeComfy) -> Proc:
-        args = ["worker", "--comfyui-url", fake.url, "--name", f"w{index}-{fake.port}"]
+    def worker_name(self, index: int) -> str:
+        return f"w{index}-{self.comfyui_urls[index].rsplit(':', 1)[-1]}"
+
+    def start_worker(self, index: int, name: str | None = None) -> Proc:
+        """Start the worker of ComfyUI ``index`` (under its usual name unless ``name``)."""
+        url = self.comfyui_urls[index]
+        args = ["worker", "--comfyui-url", url, "--name", name or self.worker_name(index)]
         if index < len(self.worker_metrics_ports):
             args += ["--metrics-port", str(self.worker_metrics_ports[index]), "--metrics-host", "127.0.0.1"]
         return Proc(args, self.tmp / f"worker-{index}.log", self.env).start()
