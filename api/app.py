@@ -17,7 +17,7 @@ import dispatcher
 from api import problems
 from api.auth import check_auth_binding
 from api.compat import comflowy, flask_seed, flowai
-from api.routes import deliveries, events, health, metrics, outputs, queues, runs, uploads, workers, workflows
+from api.routes import deliveries, events, health, metrics, outputs, queues, runs, uploads, usage, workers, workflows
 from api.services import Services
 from dispatcher.connections import Connections
 from dispatcher.registry import Registry
@@ -66,9 +66,12 @@ def create_app(
         log.info("API ready: %d workflow(s), queue %r", len(services.registry), settings.queue_name)
         if settings.auth == "disabled":
             log.warning("auth is disabled: every request acts as tenant %r with every scope", DEFAULT_TENANT)
+        services.waits.start()
         yield
+        await services.waits.stop()
         if owns_conns:
             services.conns.close()
+            await services.conns.aclose()
 
     app = FastAPI(
         title="Comfy Dispatch",
@@ -82,6 +85,7 @@ def create_app(
     problems.install(app)
     for router in (workflows.router, runs.router, outputs.router, queues.router, workers.router, health.router):
         app.include_router(router)
+    app.include_router(usage.router)
     app.include_router(uploads.router)
     app.include_router(events.router)
     app.include_router(deliveries.router)

@@ -16,12 +16,12 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import ServicesDep
-from dispatcher.apikeys import SCOPES, Principal
+from dispatcher import keys
+from dispatcher.apikeys import KEY_RE, SCOPES, Principal, principal_of
 from dispatcher.errors import ConfigError, Unauthorized
 from dispatcher.settings import PREFIX, Settings
 from dispatcher.tenants import DEFAULT_TENANT
@@ -74,7 +74,11 @@ async def principal(
     key = api_key or (bearer.credentials if bearer is not None else None)
     if not key:
         raise Unauthorized("an API key is required: send X-API-KEY: <key> or Authorization: Bearer <key>")
-    found = await anyio.to_thread.run_sync(svc.apikeys.authenticate, key.strip())  # Redis: off the event loop
+    key = key.strip()
+    match = KEY_RE.match(key)
+    # One read on the event loop's own client: no thread hop on the path of every request.
+    record: dict[str, str] = await svc.conns.aio.hgetall(keys.api_key(match.group(1))) if match else {}  # type: ignore[assignment]
+    found = principal_of(key, record) if match else None
     if found is None:
         raise Unauthorized("the API key is unknown or revoked")
     return found

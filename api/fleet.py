@@ -24,6 +24,8 @@ def list_workers(redis: Redis, *, now: float) -> list[WorkerView]:
                 health="offline" if offline else ("healthy" if worker.comfyui_healthy else "unhealthy"),
                 state=worker.state,  # type: ignore[arg-type]
                 current_run=worker.current_run or None,
+                runs=list(worker.runs),
+                slots=worker.slots,
                 last_seen=rfc3339(worker.last_seen),
             )
         )

@@ -44,6 +44,9 @@ class RunView(BaseModel):
     max_attempts: int
     cached: bool = Field(False, description="the outputs are an earlier identical run's (result cache): no GPU ran")
     cached_from: str | None = Field(None, description="the id of that earlier run; null unless cached")
+    gpu_seconds: float = Field(
+        0.0, description="how long ComfyUI executed it (execution_start to its end, every attempt), in seconds"
+    )
 
 
 class QueuesView(BaseModel):
@@ -55,15 +58,37 @@ class WorkerView(BaseModel):
     name: str
     comfyui_url: str | None = Field(description="null once the worker's record has expired (offline)")
     health: Literal["healthy", "unhealthy", "offline"] = Field(description="whether its ComfyUI answers")
-    state: Literal["idle", "busy", "paused", "offline"] = Field(
-        description="paused: its ComfyUI does not answer, so it takes no run until it does"
+    state: Literal["idle", "busy", "paused", "draining", "offline"] = Field(
+        description="paused: its ComfyUI does not answer, so it takes no run until it does; "
+        "draining: it is stopping, finishing the runs it holds"
     )
-    current_run: str | None
+    current_run: str | None = Field(description="the run its ComfyUI executes now (else the first one it holds)")
+    runs: list[str] = Field(
+        default_factory=list, description="the runs it holds: executing, posted behind it, or being stored"
+    )
+    slots: int = Field(1, description="how many runs it may hold at once (its pipeline depth)")
     last_seen: str = Field(description="RFC 3339, UTC")
 
 
 class WorkersView(BaseModel):
     workers: list[WorkerView]
+
+
+class DayUsageView(BaseModel):
+    date: str = Field(description="a UTC day, YYYY-MM-DD")
+    runs: int = Field(description="runs that ended that day, of those that reached a worker")
+    gpu_seconds: float = Field(description="seconds ComfyUI spent executing the tenant's runs that day")
+
+
+class UsageTotalView(BaseModel):
+    runs: int
+    gpu_seconds: float
+
+
+class UsageView(BaseModel):
+    tenant: str
+    days: list[DayUsageView] = Field(description="every day of the range, oldest first (zeros where nothing ran)")
+    total: UsageTotalView
 
 
 class StatusView(BaseModel):

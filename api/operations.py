@@ -18,17 +18,17 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Header, Query
+from redis.exceptions import RedisError
 
 from api.models import RunView
 from api.services import Services
 from api.views import Links, run_view
-from dispatcher import idempotency, metrics, ratelimit
+from dispatcher import idempotency, keys, metrics, ratelimit
 from dispatcher.addresses import AllowList
 from dispatcher.apikeys import Principal
 from dispatcher.errors import OutputNotFound, ParameterError, RateLimited, RunNotFound
-from dispatcher.runs import Output, Run, RunStatus
+from dispatcher.runs import Output, Run, RunStatus, run_of
 from dispatcher.uploads import Uploads, check_run_images
-from dispatcher.waiting import wait_for_run
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,16 @@ def admit(svc: Services, who: Principal) -> dict[str, str]:
     Raises RateLimited (429, with Retry-After and the RateLimit fields) when the key is over its
     tenant's submit rate; nothing is stored then.
     """
-    limits = svc.tenants.effective(who.tenant).limits
-    rate, burst = limits.submit_rate, limits.submit_burst
-    decision = svc.admission.check(who.key_id, rate=rate, burst=burst)
+    settings = svc.settings
+    admitted = svc.admission.check_tenant(
+        who.key_id, who.tenant, rate=settings.submit_rate, burst=settings.submit_burst
+    )
+    decision, rate, burst = admitted.decision, admitted.rate, admitted.burst
     fields = ratelimit.headers(decision, rate=rate, burst=burst, policy_name="submit")
     if not decision.allowed:
+        limits = f"{rate:g}/s, burst {burst:g}"
         raise RateLimited(
-            f"this API key is over its submission rate ({rate:g}/s, burst {burst}); retry in {fields['Retry-After']} s",
+            f"this API key is over its submission rate ({limits}); retry in {fields['Retry-After']} s",
             retry_after=decision.retry_after,
             headers=fields,
         )
@@ -110,7 +113,21 @@ def submit(
         fields = {**fields, REPLAYED_HEADER: "true"}
     else:
         count_accepted(done.run)
+        if done.run.status is RunStatus.QUEUED:
+            hand_out(svc, done.run)
     return Accepted(run=done.run, headers=fields, replayed=done.replayed)
+
+
+def hand_out(svc: Services, run: Run) -> None:
+    """One dispatch pass right after storing ``run``: where a worker has room, the run is on its way without
+    waiting for the scheduler to wake. The scheduler is woken only if the pass left the run behind (no room,
+    a tenant limit): it then hands it out when a slot frees or the limit allows."""
+    try:
+        taken = svc.handout.dispatch()
+        if taken.wait is not None or all(d.run_id != run.id for d in taken.runs):
+            svc.conns.text.publish(keys.SCHEDULER_WAKE, "submit")
+    except RedisError as exc:  # the run is stored; the scheduler's next pass (within a second) hands it out
+        log.warning("could not dispatch after a submission: %s", exc)
 
 
 def count_accepted(run: Run) -> None:
@@ -156,6 +173,22 @@ def get_run(svc: Services, run_id: str, who: Principal) -> Run:
     return run
 
 
+async def find_run_async(svc: Services, run_id: str, who: Principal) -> Run | None:
+    """:func:`find_run` on the event loop's own Redis client (no thread hop)."""
+    if not RUN_ID_RE.match(run_id):
+        return None
+    run = run_of(await svc.conns.aio.hgetall(keys.run(run_id)))  # type: ignore[arg-type]
+    return run if run is not None and run.tenant == who.tenant else None
+
+
+async def get_run_async(svc: Services, run_id: str, who: Principal) -> Run:
+    """:func:`get_run` on the event loop's own Redis client."""
+    run = await find_run_async(svc, run_id, who)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
 def find_output(run: Run, filename: str) -> Output:
     """The run's output called ``filename``; raises OutputNotFound."""
     for output in run.outputs:
@@ -170,17 +203,20 @@ async def wait(svc: Services, run_id: str, seconds: float, who: Principal) -> Ru
     A run of another tenant is not waited for. A client that goes away meanwhile changes nothing:
     the run was stored before the wait began.
     """
-    await anyio.to_thread.run_sync(get_run, svc, run_id, who)
-    run = await anyio.to_thread.run_sync(wait_for_run, svc.conns.text, svc.runs, run_id, seconds, limiter=svc.waiters)
-    if run is None or run.tenant != who.tenant:
+    run = await svc.waits.wait(
+        run_id, seconds, lambda: find_run_async(svc, run_id, who), lambda run: run is None or run.status.terminal
+    )
+    if run is None:
         raise RunNotFound(run_id)
     return run
 
 
 def view(svc: Services, run: Run, links: Links) -> RunView:
-    """The native view of ``run``, with its place in the queue and, once succeeded, its cache origin (Redis reads)."""
+    """The native view of ``run``, with its place in the queue (Redis reads while it is queued)."""
     return run_view(run, queue_position=svc.runs.queue_position(run), links=links)
 
 
 async def view_async(svc: Services, run: Run, links: Links) -> RunView:
-    return await anyio.to_thread.run_sync(view, svc, run, links)
+    if run.status is RunStatus.QUEUED:  # only a queued run's place takes reading the backlogs
+        return await anyio.to_thread.run_sync(view, svc, run, links)
+    return run_view(run, queue_position=None, links=links)

@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import anyio
 from fastapi import Depends, Request
 
 from api.body import read_json_object
+from api.waits import RunWaits
 from dispatcher.admission import Admission
 from dispatcher.apikeys import ApiKeyStore
 from dispatcher.cancel import Canceller
 from dispatcher.connections import Connections
+from dispatcher.handout import Handout
 from dispatcher.registry import Registry
 from dispatcher.runs import RunStore
 from dispatcher.settings import Settings
@@ -21,15 +22,11 @@ from dispatcher.submit import Submitter
 from dispatcher.tenants import TenantStore
 from dispatcher.uploads import run_body_limit
 
-# Requests waiting for a run each hold a thread for up to 300 s; they get their own pool so
-# they can never take the threads that plain (sync) routes run on.
-MAX_CONCURRENT_WAITS = 200
-
 
 @dataclass(frozen=True)
 class Services:
     """The app's settings and the clients of Redis, the workflow registry, the output store, the submitter,
-    the API keys, the tenants' limits and the admission buckets."""
+    the API keys, the tenants' limits, the admission buckets and the requests waiting for runs."""
 
     settings: Settings
     conns: Connections
@@ -41,7 +38,8 @@ class Services:
     tenants: TenantStore
     admission: Admission
     canceller: Canceller
-    waiters: anyio.CapacityLimiter
+    waits: RunWaits
+    handout: Handout
 
     @classmethod
     def build(cls, settings: Settings, conns: Connections, registry: Registry, store: OutputStore) -> Services:
@@ -51,12 +49,13 @@ class Services:
             registry=registry,
             store=store,
             runs=RunStore(conns.text),
-            submitter=Submitter(conns.text, registry, settings),
+            submitter=Submitter(conns.text, registry, settings, wake_scheduler=False),  # see operations.hand_out
             apikeys=ApiKeyStore(conns.text),
             tenants=TenantStore(conns.text, settings),
             admission=Admission(conns.text),
             canceller=Canceller(conns.text, run_ttl_seconds=settings.run_ttl_seconds),
-            waiters=anyio.CapacityLimiter(MAX_CONCURRENT_WAITS),
+            waits=RunWaits(conns.aio),
+            handout=Handout(settings, conns),
         )
 
 

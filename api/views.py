@@ -76,4 +76,5 @@ def run_view(run: Run, *, queue_position: int | None, links: Links) -> RunView:
         max_attempts=run.max_attempts,
         cached=bool(run.cached_from),
         cached_from=run.cached_from or None,
+        gpu_seconds=round(run.gpu_seconds, 3),
     )

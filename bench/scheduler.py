@@ -89,7 +89,7 @@ def dispatch_rate(url: str, runs: int, tenants: int, *, with_rq: bool) -> float:
         if not taken.runs:
             raise RuntimeError(f"dispatched only {dispatched} of {runs}")
         if with_rq:
-            scheduler._enqueue(taken.runs)
+            scheduler.handout.enqueue(taken.runs)
         dispatched += len(taken.runs)
         conns.text.delete(keys.INFLIGHT)  # as if the workers took them all: room for the next batch
     elapsed = time.perf_counter() - start

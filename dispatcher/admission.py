@@ -10,11 +10,12 @@ last admitted request, when an absent bucket and an empty one are the same thing
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from redis import Redis
 
 from dispatcher import keys
-from dispatcher.ratelimit import EPSILON, Decision, check_limits, describe, drain_window
+from dispatcher.ratelimit import EPSILON, Decision, check_limits, describe
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,17 @@ TTL_WINDOWS = 3
 # Keep it in step with ratelimit.decide: leak, then admit if the cost fits (with the same slack).
 # Numbers go back as strings: Redis would truncate a Lua number to an integer.
 _BUCKET = """
--- KEYS[1]: the bucket hash (level, ts)
--- ARGV: rate (units/s), burst (units), cost (units), ttl (s), epsilon
+-- KEYS[1]: the bucket hash (level, ts); KEYS[2], if given: a tenant hash whose submit_rate and submit_burst,
+-- where set, replace ARGV's (one round trip for the limits and the bucket)
+-- ARGV: rate (units/s), burst (units), cost (units), ttl windows, epsilon
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local cost, ttl, epsilon = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local cost, windows, epsilon = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if #KEYS > 1 then
+  local limits = redis.call('HMGET', KEYS[2], 'submit_rate', 'submit_burst')
+  rate, burst = tonumber(limits[1]) or rate, tonumber(limits[2]) or burst
+end
+-- as ratelimit.drain_window: seconds a full bucket takes to empty, at least 1
+local ttl = windows * math.max(1, math.ceil(burst / rate - epsilon))
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -40,15 +48,25 @@ local last = tonumber(state[2]) or now
 -- leak since the last admitted request (a clock gone backwards leaks nothing)
 level = math.max(0, level - math.max(0, now - last) * rate)
 
+local limits = {string.format('%.17g', rate), string.format('%.17g', burst)}
 if level + cost > burst + epsilon then
-  return {0, string.format('%.17g', level)}  -- denied: the bucket is left as it was
+  return {0, string.format('%.17g', level), limits[1], limits[2]}  -- denied: the bucket is left as it was
 end
 
 level = level + cost
 redis.call('HSET', KEYS[1], 'level', string.format('%.17g', level), 'ts', string.format('%.17g', now))
 redis.call('EXPIRE', KEYS[1], ttl)
-return {1, string.format('%.17g', level)}
+return {1, string.format('%.17g', level), limits[1], limits[2]}
 """
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A decision and the limits it was made with (a tenant's own, or the defaults)."""
+
+    decision: Decision
+    rate: float
+    burst: float
 
 
 class Admission:
@@ -66,9 +84,20 @@ class Admission:
         ValueError for limits nothing could pass (``rate <= 0``, ``cost > burst``).
         """
         check_limits(rate, burst, cost)
-        ttl = TTL_WINDOWS * drain_window(rate, burst)
-        allowed, level = self._script(keys=[keys.bucket(self.kind, ident)], args=[rate, burst, cost, ttl, EPSILON])
+        return self._offer([keys.bucket(self.kind, ident)], rate=rate, burst=burst, cost=cost).decision
+
+    def check_tenant(self, ident: str, tenant: str, *, rate: float, burst: float, cost: float = 1) -> Admitted:
+        """As :meth:`check`, with ``tenant``'s own submit rate and burst where it has them (``rate`` and
+        ``burst`` are the defaults): the limits are read in the same script, no round trip of their own."""
+        check_limits(rate, burst, cost)
+        return self._offer([keys.bucket(self.kind, ident), keys.tenant(tenant)], rate=rate, burst=burst, cost=cost)
+
+    def _offer(self, script_keys: list[str], *, rate: float, burst: float, cost: float) -> Admitted:
+        allowed, level, used_rate, used_burst = self._script(
+            keys=script_keys, args=[rate, burst, cost, TTL_WINDOWS, EPSILON]
+        )
+        rate, burst = float(used_rate), float(used_burst)
         decision = describe(bool(int(allowed)), float(level), rate=rate, burst=burst, cost=cost)
         if not decision.allowed:
-            log.debug("%s bucket of %s full: retry in %.3f s", self.kind, ident, decision.retry_after)
-        return decision
+            log.debug("%s bucket of %s full: retry in %.3f s", self.kind, script_keys[0], decision.retry_after)
+        return Admitted(decision, rate, burst)

@@ -136,15 +136,8 @@ class ApiKeyStore:
         match = KEY_RE.match(key)
         if match is None:
             return None
-        key_id = match.group(1)
-        data: dict[str, str] = self.redis.hgetall(keys.api_key(key_id))  # type: ignore[assignment]
-        stored = data.get("sha256", "")
-        # Constant time: how much of a guessed secret matched must not show in how long the answer takes.
-        if not stored or not hmac.compare_digest(stored.encode(), digest(key).encode()):
-            return None
-        if data.get("revoked_at") or not data.get("tenant"):
-            return None
-        return Principal(tenant=data["tenant"], scopes=frozenset(data.get("scopes", "").split(",")), key_id=key_id)
+        record: dict[str, str] = self.redis.hgetall(keys.api_key(match.group(1)))  # type: ignore[assignment]
+        return principal_of(key, record)
 
     def get(self, key_id: str) -> KeyInfo | None:
         """One key's info, or None if there is no such key id."""
@@ -172,6 +165,22 @@ class ApiKeyStore:
         if done:
             log.info("revoked API key %s", key_id)
         return done
+
+
+def principal_of(key: str, record: dict[str, str]) -> Principal | None:
+    """Whom ``key`` stands for, given the record its key id names; None if it does not match or is revoked.
+
+    Pure, so the API's event loop can check a key it read with an asyncio client.
+    """
+    match = KEY_RE.match(key)
+    stored = record.get("sha256", "")
+    # Constant time: how much of a guessed secret matched must not show in how long the answer takes.
+    if match is None or not stored or not hmac.compare_digest(stored.encode(), digest(key).encode()):
+        return None
+    if record.get("revoked_at") or not record.get("tenant"):
+        return None
+    scopes = frozenset(record.get("scopes", "").split(","))
+    return Principal(tenant=record["tenant"], scopes=scopes, key_id=match.group(1))
 
 
 def _info(key_id: str, data: dict[str, str]) -> KeyInfo | None:

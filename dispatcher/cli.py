@@ -86,6 +86,9 @@ def worker(
     comfyui_url: Annotated[str | None, typer.Option("--comfyui-url", help="the ComfyUI this worker drives")] = None,
     name: Annotated[str | None, typer.Option(help="worker name (default: host and ComfyUI port)")] = None,
     burst: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
+    pipeline_depth: Annotated[
+        int | None, typer.Option(help="runs held at once, posted behind the one executing (1: one at a time)")
+    ] = None,
     redis_url: RedisOpt = None,
     output_dir: OutputOpt = None,
     log_level: LogOpt = None,
@@ -93,7 +96,13 @@ def worker(
     metrics_host: MetricsHostOpt = METRICS_HOST,
 ) -> None:
     """Run one worker bound to one ComfyUI."""
-    settings = _settings(comfyui_url=comfyui_url, redis_url=redis_url, output_dir=output_dir, log_level=log_level)
+    settings = _settings(
+        comfyui_url=comfyui_url,
+        redis_url=redis_url,
+        output_dir=output_dir,
+        log_level=log_level,
+        pipeline_depth=pipeline_depth,
+    )
     setup_logging(settings.log_level, "worker")
     _serve_metrics(metrics_port, metrics_host)
     from worker.main import run_worker

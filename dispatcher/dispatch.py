@@ -1,6 +1,7 @@
 """Dispatch: choosing which queued runs go to RQ next, atomically, so any number of schedulers may run.
 
-One Lua script takes up to ``ready workers - runs in flight`` runs: strict
+One Lua script takes up to ``free pipeline slots`` runs (the slots of ready workers
+minus the runs in flight, see :mod:`worker.pipeline`): strict
 priority (high, normal, low); within a priority, round-robin between tenants
 (the rotation list turns one step per look); a tenant is skipped while at its
 ``max_running`` or while its dispatch leaky bucket is full. Whatever it takes
@@ -19,7 +20,8 @@ from dispatcher import keys
 from dispatcher.runs import PRIORITIES
 
 _TAKE = """
--- KEYS: INFLIGHT, DELAYED. ARGV: ns, ready workers, default dispatch rate, default max running, priorities...
+-- KEYS: INFLIGHT, DELAYED. ARGV: ns, slots of ready workers, default dispatch rate, default max running,
+-- priorities... Returns {taken: run id, dispatch, priority, timeout per run; wait}.
 local ns = ARGV[1]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -87,6 +89,9 @@ for p = 5, #ARGV do
         end
         taken[#taken + 1] = run_id
         taken[#taken + 1] = tostring(dispatch)
+        taken[#taken + 1] = ARGV[p]
+        taken[#taken + 1] = redis.call('HGET', run, 'timeout') or ''
+
         room = room - 1
         misses = 0
         if redis.call('ZCARD', backlog) == 0 then
@@ -104,8 +109,16 @@ return {taken, tostring(wait)}
 
 
 @dataclass(frozen=True)
+class Dispatched:
+    run_id: str
+    dispatch: int  # the run's dispatch number: its RQ job carries it
+    priority: str
+    timeout: float | None  # the run's own time limit, if recorded
+
+
+@dataclass(frozen=True)
 class Taken:
-    runs: list[tuple[str, int]]  # (run id, dispatch number), in dispatch order
+    runs: list[Dispatched]  # in dispatch order
     wait: float | None  # seconds until a blocked backlog may move by itself (backoff ends, bucket drains)
 
 
@@ -116,15 +129,19 @@ class Dispatcher:
         self.max_running = max_running
         self._take = redis.register_script(_TAKE)
 
-    def take(self, ready_workers: int) -> Taken:
-        """Take the runs that go to RQ now, given how many workers are ready."""
+    def take(self, slots: int) -> Taken:
+        """Take the runs that go to RQ now, given how many runs the ready workers can hold in all."""
         raw = self._take(
             keys=[keys.INFLIGHT, keys.DELAYED],
-            args=[keys.NS, ready_workers, self.dispatch_rate, self.max_running, *PRIORITIES],
+            args=[keys.NS, slots, self.dispatch_rate, self.max_running, *PRIORITIES],
         )
         flat = [_s(v) for v in raw[0]]
         wait = float(_s(raw[1]))
-        return Taken([(flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)], wait if wait >= 0 else None)
+        runs = [
+            Dispatched(flat[i], int(flat[i + 1]), flat[i + 2], float(flat[i + 3]) if flat[i + 3] else None)
+            for i in range(0, len(flat), 4)
+        ]
+        return Taken(runs, wait if wait >= 0 else None)
 
 
 def _s(value: bytes | str) -> str:

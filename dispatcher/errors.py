@@ -143,6 +143,11 @@ class RunCanceled(DispatchError):
     """Raised inside a worker when the run it executes was canceled; ComfyUI has been interrupted."""
 
 
+class RunReleased(DispatchError):
+    """Raised inside a worker that stops while a run it holds still waits in ComfyUI's queue: the prompt was
+    deleted there, and the run goes back to its backlog for another worker (no attempt used)."""
+
+
 class LeaseLost(DispatchError):
     """Raised when a worker no longer holds the lease of the run it executes.
 

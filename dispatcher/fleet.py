@@ -11,8 +11,9 @@ from dispatcher import keys
 
 class WorkerMode:
     IDLE = "idle"
-    BUSY = "busy"
+    BUSY = "busy"  # holds runs (and may have room for more: see slots)
     PAUSED = "paused"  # its ComfyUI does not answer: it takes no run
+    DRAINING = "draining"  # stopping: finishes the runs it holds, takes no new one
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,10 @@ class WorkerInfo:
     comfyui_url: str
     comfyui_healthy: bool
     state: str  # WorkerMode, or "offline" when its heartbeat expired
-    current_run: str
+    current_run: str  # the run its ComfyUI executes now (else the first it holds)
     last_seen: float
+    slots: int = 1  # runs it may hold at once (its pipeline depth)
+    runs: tuple[str, ...] = ()  # the runs it holds, in the order it took them
 
     @property
     def ready(self) -> bool:
@@ -49,6 +52,8 @@ def read_workers(redis: Redis, *, since: float) -> list[WorkerInfo]:
                 state=state.get("state", WorkerMode.IDLE) if state else "offline",
                 current_run=state.get("current_run", ""),
                 last_seen=float(state.get("last_seen") or beat),
+                slots=int(state.get("slots") or 1),
+                runs=tuple(r for r in state.get("runs", "").split(",") if r),
             )
         )
     return sorted(workers, key=lambda w: w.name)

@@ -80,6 +80,11 @@ def bucket(kind: str, ident: str) -> str:
     return f"{NS}:bucket:{kind}:{ident}"
 
 
+def usage(tenant: str, day: str) -> str:
+    """Hash: a tenant's runs ended and GPU-seconds spent on one UTC day (``YYYY-MM-DD``); expires after ~13 months."""
+    return f"{NS}:usage:{tenant}:{day}"
+
+
 def run_events(run_id: str) -> str:
     """Stream: the run's events (dispatcher.events), capped, expiring with the run."""
     return f"{NS}:run:{run_id}:events"

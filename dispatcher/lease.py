@@ -23,10 +23,13 @@ from redis import Redis
 from dispatcher import keys
 from dispatcher.events import LUA_EMIT
 from dispatcher.runs import Output, Run
+from dispatcher.usage import USAGE_TTL_SECONDS, usage_day
 
 _CLAIM = (
     LUA_EMIT
     + """
+-- KEYS: run, lease, INFLIGHT, graph. Returns {result, detail} or, claimed, {'ok', attempt, graph, record}:
+-- the worker needs both at once, and reading them here saves it two round trips per run.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
 if status == 'running' then return {'busy', redis.call('GET', KEYS[2]) or ''} end
@@ -39,7 +42,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at'
            'node', '', 'comfyui_url', ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 emit(ARGV[4], 'started', {attempt = attempt, worker = ARGV[1], comfyui_url = ARGV[6]})
-return {'ok', tostring(attempt)}
+return {'ok', tostring(attempt), redis.call('GET', KEYS[4]) or '', redis.call('HGETALL', KEYS[1])}
 """
 )
 
@@ -67,12 +70,26 @@ return 1
 )
 
 # Ending a run, shared by complete (the lease holder) and the scheduler's reaper (no holder left).
-# KEYS: run, graph, INFLIGHT, tenant inflight, DEAD_LETTER; ARGV (from 2): status, now, error, outputs,
-# ttl, run_id, done channel, wake channel, dead (1: also list it in the dead-letter set)
+# KEYS: run, graph, INFLIGHT, tenant inflight, DEAD_LETTER, usage (the tenant's day); ARGV (from 2): status,
+# now, error, outputs, ttl, run_id, done channel, wake channel, dead (1: also list it in the dead-letter set),
+# GPU seconds of the attempt that ends, usage ttl. ``spent`` adds an attempt's GPU time to the run and to
+# the tenant's day; ``finish`` counts the run in the day once it ends (if it ever reached a worker).
 _END = (
     LUA_EMIT
     + """
+local function spent(a)
+  local gpu = tonumber(ARGV[a + 9])
+  if gpu and gpu > 0 then
+    redis.call('HINCRBYFLOAT', KEYS[1], 'gpu_seconds', ARGV[a + 9])
+    redis.call('HINCRBYFLOAT', KEYS[6], 'gpu_seconds', ARGV[a + 9])
+    redis.call('EXPIRE', KEYS[6], ARGV[a + 10])
+  end
+end
 local function finish(a)
+  if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') > 0 then
+    redis.call('HINCRBY', KEYS[6], 'runs', 1)
+    redis.call('EXPIRE', KEYS[6], ARGV[a + 10])
+  end
   redis.call('HSET', KEYS[1], 'status', ARGV[a], 'finished_at', ARGV[a + 1], 'error', ARGV[a + 2],
              'outputs', ARGV[a + 3], 'node', '', 'worker', '')
   if ARGV[a] == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1.0') end
@@ -105,27 +122,28 @@ end
 _COMPLETE = (
     _END
     + """
--- KEYS: run, graph, INFLIGHT, tenant inflight, DEAD_LETTER, lease; ARGV[1]: token
-if redis.call('GET', KEYS[6]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[6])
+-- KEYS: as _END, then lease; ARGV[1]: token, then as _END from 2
+if redis.call('GET', KEYS[7]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[7])
+spent(2)
 finish(2)
 return 1
 """
 )
 
 # Back to queued after a transient failure, in DELAYED until its backoff ends; or, with no attempt
-# left (or a cancel pending), ended for good. KEYS: run, graph, INFLIGHT, tenant inflight, DEAD_LETTER,
-# lease, DELAYED; ARGV[1]: token ('' for the reaper, when no lease is left), then as _END from 2
-# (status 'failed', ...), then due.
+# left (or a cancel pending), ended for good. KEYS: as _END, then lease, DELAYED; ARGV[1]: token ('' for
+# the reaper, when no lease is left), then as _END from 2 (status 'failed', ...), then due.
 _REQUEUE = (
     _END
     + """
 if ARGV[1] ~= '' then
-  if redis.call('GET', KEYS[6]) ~= ARGV[1] then return 0 end
-  redis.call('DEL', KEYS[6])
-elseif redis.call('EXISTS', KEYS[6]) == 1 then
+  if redis.call('GET', KEYS[7]) ~= ARGV[1] then return 0 end
+  redis.call('DEL', KEYS[7])
+elseif redis.call('EXISTS', KEYS[7]) == 1 then
   return 0
 end
+spent(2)
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   ARGV[2] = 'canceled'
   ARGV[10] = '0'
@@ -142,11 +160,37 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'worker', '', 
 redis.call('ZREM', KEYS[3], ARGV[7])
 redis.call('SREM', KEYS[4], ARGV[7])
 -- waits out its backoff in DELAYED; the dispatch script then puts it back at its old place in the backlog
-redis.call('ZADD', KEYS[7], ARGV[11], ARGV[7])
+redis.call('ZADD', KEYS[8], ARGV[13], ARGV[7])
 local err = ARGV[4]
 if err == '' then err = 'null' end
-emit(ARGV[7], 'retrying', '{"attempt":' .. attempts .. ',"retry_at":' .. ARGV[11] .. ',"error":' .. err .. '}')
+emit(ARGV[7], 'retrying', '{"attempt":' .. attempts .. ',"retry_at":' .. ARGV[13] .. ',"error":' .. err .. '}')
 redis.call('PUBLISH', ARGV[9], 'retry')
+return 1
+"""
+)
+
+
+# A stopping worker hands back a run that never started on its ComfyUI: queued again at its old place, the
+# attempt not counted. KEYS: run, lease, INFLIGHT, tenant inflight, backlog, rotation.
+# ARGV: token, run_id, tenant, wake channel. Returns 1 released, 0 lease lost, 2 a cancel is pending.
+_RELEASE = (
+    LUA_EMIT
+    + """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 2 end
+redis.call('DEL', KEYS[2])
+redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'node', '', 'progress', '0')
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('SREM', KEYS[4], ARGV[2])
+if redis.call('ZCARD', KEYS[5]) == 0 then
+  redis.call('LREM', KEYS[6], 0, ARGV[3])
+  redis.call('RPUSH', KEYS[6], ARGV[3])
+end
+local run = redis.call('HMGET', KEYS[1], 'created_at', 'workflow', 'priority')
+redis.call('ZADD', KEYS[5], run[1], ARGV[2])
+emit(ARGV[2], 'queued', {workflow = run[2], priority = run[3], tenant = ARGV[3], reason = 'worker_stopping'})
+redis.call('PUBLISH', ARGV[4], 'redispatch')
 return 1
 """
 )
@@ -158,6 +202,12 @@ class ClaimResult(StrEnum):
     DONE = "done"  # already ended: a duplicate delivery
     BUSY = "busy"  # running under another worker's lease
     STALE = "stale"  # an older dispatch of the run (RQ redelivered it); the current one is elsewhere
+
+
+class ReleaseResult(StrEnum):
+    LOST = "lost"  # the lease was gone: nothing written
+    RELEASED = "released"  # queued again, at its old place
+    CANCELING = "canceling"  # a cancel is pending: end it as canceled instead
 
 
 class RequeueResult(StrEnum):
@@ -185,6 +235,8 @@ class Claim:
     result: ClaimResult
     lease: Lease | None = None
     detail: str = ""
+    run: Run | None = None  # claimed: the record as the claim left it, and the bound graph (JSON)
+    graph: str = ""
 
 
 class Leases:
@@ -199,20 +251,31 @@ class Leases:
         self._update = redis.register_script(_UPDATE)
         self._complete = redis.register_script(_COMPLETE)
         self._requeue = redis.register_script(_REQUEUE)
+        self._release = redis.register_script(_RELEASE)
 
     def claim(self, run_id: str, worker: str, dispatch: int, *, comfyui_url: str = "") -> Claim:
+        """Take the run's lease for dispatch number ``dispatch``; claimed, the Claim carries the run and its graph."""
         raw = self._claim(
-            keys=[keys.run(run_id), keys.run_lease(run_id), keys.INFLIGHT],
+            keys=[keys.run(run_id), keys.run_lease(run_id), keys.INFLIGHT, keys.run_graph(run_id)],
             args=[worker, self.ttl_ms, repr(time.time()), run_id, str(dispatch), comfyui_url],
         )
         result, detail = (_s(raw[0]), _s(raw[1]))
         if result == ClaimResult.OK:
-            return Claim(ClaimResult.OK, Lease(run_id, worker, int(detail)))
+            flat = [_s(v) for v in raw[3]]
+            run = Run.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
+            return Claim(ClaimResult.OK, Lease(run_id, worker, int(detail)), run=run, graph=_s(raw[2]))
         return Claim(ClaimResult(result), None, detail)
 
     def renew(self, lease: Lease) -> bool:
         """Extend the lease; False means it was lost and the holder must stop."""
-        return bool(self._renew(keys=[keys.run_lease(lease.run_id)], args=[lease.token, self.ttl_ms]))
+        return self.renew_all([lease])[0]
+
+    def renew_all(self, leases: list[Lease]) -> list[bool]:
+        """Extend every lease in one round trip; False where one was lost (its holder must stop)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lease in leases:
+            self._renew(keys=[keys.run_lease(lease.run_id)], args=[lease.token, self.ttl_ms], client=pipe)
+        return [bool(r) for r in pipe.execute()]
 
     def update(self, lease: Lease, **fields: Any) -> bool:
         """Write fields of a running run (progress, node, ...) if the lease is still held."""
@@ -230,24 +293,47 @@ class Leases:
         *,
         error: dict[str, Any] | None = None,
         outputs: list[Output] | None = None,
+        gpu_seconds: float = 0.0,
     ) -> bool:
-        """End the run (succeeded, failed or canceled); False if the lease was lost, and nothing was written."""
-        args = [lease.token, *self._end_args(run, status, error, outputs or [], dead=False)]
+        """End the run (succeeded, failed or canceled); False if the lease was lost, and nothing was written.
+
+        ``gpu_seconds``: how long ComfyUI executed this attempt, added to the run and to its tenant's day.
+        """
+        args = [lease.token, *self._end_args(run, status, error, outputs or [], dead=False, gpu=gpu_seconds)]
         return bool(self._complete(keys=[*self._end_keys(run), keys.run_lease(run.id)], args=args))
 
-    def requeue(self, lease: Lease | None, run: Run, *, error: dict[str, Any], delay: float) -> RequeueResult:
+    def requeue(
+        self, lease: Lease | None, run: Run, *, error: dict[str, Any], delay: float, gpu_seconds: float = 0.0
+    ) -> RequeueResult:
         """After a transient failure: back to the backlog after ``delay`` s, or dead-lettered with no attempt left.
 
         ``lease`` None is the reaper's case: the holder died, so only a run with no live lease is touched.
         """
         args = [
             lease.token if lease else "",
-            *self._end_args(run, "failed", error, [], dead=True),
+            *self._end_args(run, "failed", error, [], dead=True, gpu=gpu_seconds),
             repr(time.time() + delay),
         ]
         run_keys = [*self._end_keys(run), keys.run_lease(run.id), keys.DELAYED]
         result = int(self._requeue(keys=run_keys, args=args))
         return [RequeueResult.LOST, RequeueResult.RETRYING, RequeueResult.DEAD, RequeueResult.CANCELED][result]
+
+    def release(self, lease: Lease, run: Run) -> ReleaseResult:
+        """Give back a run its prompt never started: queued again at its old place, the attempt not counted."""
+        result = int(
+            self._release(
+                keys=[
+                    keys.run(run.id),
+                    keys.run_lease(run.id),
+                    keys.INFLIGHT,
+                    keys.tenant_inflight(run.tenant),
+                    keys.backlog(run.tenant, run.priority),
+                    keys.rotation(run.priority),
+                ],
+                args=[lease.token, run.id, run.tenant, keys.SCHEDULER_WAKE],
+            )
+        )
+        return [ReleaseResult.LOST, ReleaseResult.RELEASED, ReleaseResult.CANCELING][result]
 
     def _end_keys(self, run: Run) -> list[str]:
         return [
@@ -256,10 +342,11 @@ class Leases:
             keys.INFLIGHT,
             keys.tenant_inflight(run.tenant),
             keys.DEAD_LETTER,
+            keys.usage(run.tenant, usage_day(time.time())),
         ]
 
     def _end_args(
-        self, run: Run, status: str, error: dict[str, Any] | None, outputs: list[Output], *, dead: bool
+        self, run: Run, status: str, error: dict[str, Any] | None, outputs: list[Output], *, dead: bool, gpu: float
     ) -> list[str]:
         return [
             status,
@@ -271,6 +358,8 @@ class Leases:
             keys.run_done_channel(run.id),
             keys.SCHEDULER_WAKE,
             "1" if dead else "0",
+            f"{max(gpu, 0.0):.3f}",
+            str(USAGE_TTL_SECONDS),
         ]
 
 

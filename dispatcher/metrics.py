@@ -50,7 +50,7 @@ BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 6
 REJECT_REASONS = ("rate_limit", "queue_full", "validation", "auth", "not_found", "too_large", "conflict")
 RETRY_REASONS = ("comfyui_unavailable", "out_of_memory", "interrupted", "input_unavailable", "worker_died", "other")
 OUTCOMES = ("delivered", "retrying", "gave_up")
-WORKER_STATES = ("idle", "busy", "paused", "offline")
+WORKER_STATES = ("idle", "busy", "paused", "draining", "offline")
 
 # A worker silent this long is gone (scaled down, renamed), not offline: the window /v1/workers uses too.
 WORKER_WINDOW_SECONDS = 3600.0
@@ -69,6 +69,9 @@ RUN_RETRIES = Counter(PREFIX + "run_retries", "Attempts that failed transiently 
 RUNS_DISPATCHED = Counter(PREFIX + "runs_dispatched", "Runs handed to RQ by the scheduler.", ["priority"])
 WEBHOOK_DELIVERIES = Counter(PREFIX + "webhook_deliveries", "Webhook delivery attempts, by outcome.", ["outcome"])
 OUTPUT_BYTES = Counter(PREFIX + "output_bytes", "Bytes of run outputs stored.")
+GPU_SECONDS = Counter(
+    PREFIX + "gpu_seconds", "Seconds ComfyUI spent executing runs (every attempt), by tenant.", ["tenant"]
+)
 
 QUEUE_WAIT = Histogram(
     PREFIX + "queue_wait_seconds",
@@ -77,7 +80,10 @@ QUEUE_WAIT = Histogram(
     buckets=BUCKETS,
 )
 COMFYUI_EXECUTION = Histogram(
-    PREFIX + "comfyui_execution_seconds", "From posting a prompt to its successful end.", ["workflow"], buckets=BUCKETS
+    PREFIX + "comfyui_execution_seconds",
+    "ComfyUI's own execution time of a successful run (execution_start to execution_success).",
+    ["workflow"],
+    buckets=BUCKETS,
 )
 OUTPUT_UPLOAD = Histogram(PREFIX + "output_upload_seconds", "Storing all outputs of a run.", buckets=BUCKETS)
 RUN_DURATION = Histogram(
@@ -96,18 +102,24 @@ for _outcome in OUTCOMES:
 
 # The worker's own state, read when scraped; registered by the worker process only.
 WORKER_COMFYUI_UP = Gauge(PREFIX + "worker_comfyui_up", "1 while this worker's ComfyUI answers.", registry=None)
-WORKER_BUSY = Gauge(PREFIX + "worker_busy", "1 while this worker executes a run.", registry=None)
+WORKER_BUSY = Gauge(PREFIX + "worker_busy", "1 while this worker holds a run.", registry=None)
+WORKER_HELD = Gauge(
+    PREFIX + "worker_runs_held",
+    "Runs this worker holds: posted to its ComfyUI, executing or being stored.",
+    registry=None,
+)
 _worker_gauges_registered = False
 
 
-def expose_worker_state(comfyui_up: Callable[[], bool], busy: Callable[[], bool]) -> None:
-    """Serve this worker's ComfyUI health and busyness as gauges read at scrape time (once per process)."""
+def expose_worker_state(comfyui_up: Callable[[], bool], held: Callable[[], int]) -> None:
+    """Serve this worker's ComfyUI health and the runs it holds as gauges read at scrape time (once per process)."""
     global _worker_gauges_registered
     WORKER_COMFYUI_UP.set_function(lambda: float(comfyui_up()))
-    WORKER_BUSY.set_function(lambda: float(busy()))
+    WORKER_BUSY.set_function(lambda: float(held() > 0))
+    WORKER_HELD.set_function(lambda: float(held()))
     if not _worker_gauges_registered:
-        REGISTRY.register(WORKER_COMFYUI_UP)
-        REGISTRY.register(WORKER_BUSY)
+        for gauge in (WORKER_COMFYUI_UP, WORKER_BUSY, WORKER_HELD):
+            REGISTRY.register(gauge)
         _worker_gauges_registered = True
 
 
@@ -274,6 +286,8 @@ def families(snap: Snapshot) -> list[Metric]:
         up.add_metric([worker.name], 1.0 if worker.comfyui_healthy and worker.state != "offline" else 0.0)
     for state, count in counts.items():
         workers.add_metric([state], count)
+    slots = gauge("ready_slots", "Runs the ready workers can hold at once (the sum of their pipeline depths).")
+    slots.add_metric([], sum(w.slots for w in snap.workers if w.ready))
     admission = gauge("admission_bucket_level", "Level of the tenant's fullest API key bucket, in runs.", ["tenant"])
     for tenant, level in sorted(snap.admission.items()):
         admission.add_metric([tenant], level)
@@ -282,7 +296,7 @@ def families(snap: Snapshot) -> list[Metric]:
         dispatch.add_metric([tenant], level)
     webhooks = gauge("webhook_backlog", "Webhook deliveries not done yet (relay lag, queued, scheduled retries).")
     webhooks.add_metric([], snap.webhook_backlog)
-    return [depth, oldest, in_flight, dead, workers, up, admission, dispatch, webhooks]
+    return [depth, oldest, in_flight, dead, workers, slots, up, admission, dispatch, webhooks]
 
 
 class RedisCollector(Collector):

@@ -26,13 +26,19 @@ class OutputFile:
 
 
 def files_from_history(entry: dict[str, Any]) -> list[OutputFile]:
-    """Every file reference in ``entry["outputs"]``, in node order then file order.
+    """Every file reference in a history entry's ``outputs`` (see :func:`files_from_outputs`)."""
+    outputs = entry.get("outputs")
+    return files_from_outputs(outputs if isinstance(outputs, dict) else {})
+
+
+def files_from_outputs(outputs: dict[str, Any]) -> list[OutputFile]:
+    """Every file reference in the UI outputs of a prompt's nodes (node id -> UI dict), in node order then
+    file order: what ``/history`` lists under ``outputs``, or the ``executed`` events carried.
 
     ``type: temp`` files (previews) are kept only when the prompt saved no
     ``output`` file at all, so a preview-only workflow still returns its images.
     """
     found: list[OutputFile] = []
-    outputs = entry.get("outputs") or {}
     for node, ui in outputs.items():
         if not isinstance(ui, dict):
             continue

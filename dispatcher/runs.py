@@ -86,6 +86,7 @@ class Run:
     cancel_requested: bool = False
     callbacks: dict[str, str] | None = None  # Comflowy's callback_urls: on_result_url, on_progress_event_url
     cached_from: str = ""  # a result-cache hit: the run whose outputs it carries
+    gpu_seconds: float = 0.0  # how long ComfyUI executed it, over all its attempts (written by dispatcher.lease)
 
     def to_redis(self) -> dict[str, str]:
         """The record as flat strings for HSET."""
@@ -147,6 +148,7 @@ class Run:
             cancel_requested=data.get("cancel_requested") == "1",
             callbacks=json.loads(data["callbacks"]) if data.get("callbacks") else None,
             cached_from=data.get("cached_from", ""),
+            gpu_seconds=float(data.get("gpu_seconds") or 0.0),
         )
 
 
@@ -187,6 +189,13 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+def run_of(record: dict[str, str]) -> Run | None:
+    """The run a record (HGETALL) describes, or None for no record (expired, never existed, half-written)."""
+    if not record or "status" not in record:
+        return None
+    return Run.from_redis(record)
+
+
 class RunStore:
     """Reads run records; writes the ones that need no lease (creation)."""
 
@@ -195,10 +204,7 @@ class RunStore:
         self.redis = redis
 
     def get(self, run_id: str) -> Run | None:
-        data: dict[str, str] = self.redis.hgetall(keys.run(run_id))  # type: ignore[assignment]
-        if not data or "status" not in data:
-            return None
-        return Run.from_redis(data)
+        return run_of(self.redis.hgetall(keys.run(run_id)))  # type: ignore[arg-type]
 
     def graph(self, run_id: str) -> dict[str, Any]:
         raw = self.redis.get(keys.run_graph(run_id))

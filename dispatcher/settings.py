@@ -43,6 +43,9 @@ class Settings(BaseModel):
     max_attempts: int = Field(3, ge=1, description="default attempts per run (workflows may override)")
     run_ttl_seconds: int = Field(7 * 86400, ge=60, description="how long finished runs are kept")
     worker_heartbeat: float = Field(2.0, gt=0, description="seconds between worker heartbeats")
+    pipeline_depth: int = Field(
+        2, ge=1, le=16, description="runs a worker holds at once: posted to its ComfyUI behind the one executing"
+    )
     log_level: str = Field("INFO", description="logging level")
     auth: str = Field("enabled", description="API keys required (enabled), or not at all (disabled: loopback only)")
     submit_rate: float = Field(10.0, gt=0, description="default admission rate per API key, runs per second")

@@ -42,7 +42,7 @@ _SUBMIT = (
     + """
 -- KEYS: run, graph, backlog(tenant, priority), rotation(priority), recent, tenant, backlog x3 (all priorities),
 --       idempotency, cache pointer
--- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel, event,
+-- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel ('': none), event,
 --       idempotency fingerprint, idempotency ttl, pointer ttl (0: do not record), field, value, ...
 -- A replayed key answers before the queue limit: the first run was accepted, whatever the queue holds now.
 local seen = idem_seen(KEYS[10], ARGV[9])
@@ -64,7 +64,7 @@ redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
 emit(ARGV[1], 'queued', ARGV[8])
 idem_keep(KEYS[10], ARGV[9], ARGV[1], ARGV[10])
 if ARGV[11] ~= '0' then redis.call('SET', KEYS[11], ARGV[1], 'EX', ARGV[11]) end
-redis.call('PUBLISH', ARGV[7], 'submit')
+if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], 'submit') end
 return {1, max_queued}
 """
 )
@@ -140,10 +140,15 @@ class Submission:
 
 
 class Submitter:
-    """Stores accepted runs; one per process (the scripts are registered once)."""
+    """Stores accepted runs; one per process (the scripts are registered once).
 
-    def __init__(self, redis: Redis, registry: Registry, settings: Settings) -> None:
+    ``wake_scheduler``: each stored run wakes the scheduler; False for a caller that runs a dispatch pass
+    itself right after (the API), and wakes the scheduler only if its pass left the run behind.
+    """
+
+    def __init__(self, redis: Redis, registry: Registry, settings: Settings, *, wake_scheduler: bool = True) -> None:
         self.redis = redis
+        self.wake_channel = keys.SCHEDULER_WAKE if wake_scheduler else ""
         self.registry = registry
         self.settings = settings
         self.runs = RunStore(redis)
@@ -244,7 +249,7 @@ class Submitter:
                 json.dumps(graph),
                 self.settings.max_queued,
                 keys.RECENT_RUNS_MAX,
-                keys.SCHEDULER_WAKE,
+                self.wake_channel,
                 json.dumps({"workflow": run.workflow, "priority": run.priority, "tenant": run.tenant}),
                 claim.fingerprint,
                 claim.ttl,

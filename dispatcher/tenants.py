@@ -46,9 +46,10 @@ def defaults(settings: Settings) -> Limits:
     return Limits(**{name: getattr(settings, name) for name in LIMIT_FIELDS})
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, param: str = "name") -> str:
+    """``name`` if it is a valid tenant name; else ParameterError naming ``param``."""
     if not NAME_RE.match(name):
-        raise ParameterError("name", "a tenant name is 1-64 letters, digits, '_', '.' or '-'")
+        raise ParameterError(param, "a tenant name is 1-64 letters, digits, '_', '.' or '-'")
     return name
 
 
@@ -58,8 +59,11 @@ class TenantStore:
         self.settings = settings
 
     def get(self, name: str) -> Tenant | None:
-        data: dict[str, str] = self.redis.hgetall(keys.tenant(name))  # type: ignore[assignment]
-        if not data and not self.redis.sismember(keys.TENANTS, name):
+        pipe = self.redis.pipeline(transaction=False)  # one round trip: this is on every submission's path
+        pipe.hgetall(keys.tenant(name))
+        pipe.sismember(keys.TENANTS, name)
+        data, known = pipe.execute()
+        if not data and not known:
             return None
         return self._from_hash(name, data)
 

@@ -34,13 +34,19 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.close()
 
 
+def fake_connections(server: fakeredis.FakeServer) -> Connections:
+    """fakeredis clients sharing ``server``: text (decoded), raw (for RQ) and asyncio (decoded)."""
+    return Connections(
+        text=fakeredis.FakeRedis(server=server, decode_responses=True),
+        raw=fakeredis.FakeRedis(server=server),
+        aio=fakeredis.FakeAsyncRedis(server=server, decode_responses=True),
+    )
+
+
 @pytest.fixture
 def fake_conns() -> Iterator[Connections]:
-    """fakeredis pair sharing one server: text (decoded) and raw (for RQ)."""
-    server = fakeredis.FakeServer()
-    conns = Connections(
-        text=fakeredis.FakeRedis(server=server, decode_responses=True), raw=fakeredis.FakeRedis(server=server)
-    )
+    """fakeredis clients sharing one server (see :func:`fake_connections`)."""
+    conns = fake_connections(fakeredis.FakeServer())
     yield conns
     conns.close()
 

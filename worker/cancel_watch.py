@@ -1,8 +1,9 @@
-"""Listens for cancels (``keys.CANCEL``) and interrupts ComfyUI when the current run is the one canceled.
+"""Listens for cancels (``keys.CANCEL``) and stops the canceled run on ComfyUI when this worker holds it.
 
-Interrupting from here, at once, makes ComfyUI send ``execution_interrupted``
-on the run's websocket: the executing thread wakes on that event and ends the
-run as canceled.
+A held run may wait in ComfyUI's queue behind the one executing: deleting it there (``POST /queue
+{"delete"}``) means it never executes. One executing is interrupted (``POST /interrupt {"prompt_id"}``
+stops only that prompt); ComfyUI then sends ``execution_interrupted``. Either way the run's thread sees
+the cancel and ends the run as canceled.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from redis.exceptions import RedisError
 from dispatcher import keys
 from dispatcher.errors import ComfyUIError
 from worker.context import WorkerContext
+from worker.follow import stop_prompt
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +46,12 @@ class CancelWatcher(threading.Thread):
                 pubsub.close()
 
     def on_cancel(self, run_id: str) -> None:
-        state = self.ctx.state
-        with state.lock:
-            if run_id != state.current_run:
-                return
-            state.canceled.set()
-            prompt_id = state.current_prompt
-        log.info("run %s canceled: interrupting ComfyUI", run_id)
+        held = self.ctx.pipeline.get(run_id)
+        if held is None:
+            return
+        held.canceled.set()
+        log.info("run %s canceled: stopping it on ComfyUI", run_id)
         try:
-            self.ctx.client.interrupt(prompt_id)
-            self.ctx.client.delete_pending(prompt_id)
+            stop_prompt(self.ctx.client, held.prompt_id)
         except ComfyUIError as exc:
-            log.warning("could not interrupt ComfyUI for run %s: %s", run_id, exc)
+            log.warning("could not stop run %s on ComfyUI: %s", run_id, exc)

@@ -1,8 +1,9 @@
 """What a worker process holds for its whole life, shared by every run it executes.
 
 RQ calls the job function by name with only the run id; the function finds
-the process's connections, ComfyUI client and output store here. Built once
-at start (``install``), so each run reuses keep-alive connections.
+the process's connections, ComfyUI client, websocket, pipeline and output store
+here. Built once at start (``install``), so each run reuses keep-alive connections
+and the one websocket.
 """
 
 from __future__ import annotations
@@ -13,34 +14,24 @@ from dataclasses import dataclass, field
 from rq import Queue
 
 from dispatcher.comfyui.client import ComfyClient
+from dispatcher.comfyui.stream import EventHub
 from dispatcher.connections import Connections
 from dispatcher.lease import Leases
 from dispatcher.recovery import Reaper
 from dispatcher.runs import RunStore
 from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore, make_store
+from worker.pipeline import Pipeline
 
 
 @dataclass
 class WorkerState:
-    """What the executing thread, the heartbeat and the cancel watcher share."""
+    """What the RQ loop, the runs' threads, the heartbeat and the cancel watcher share."""
 
-    current_run: str = ""
-    current_prompt: str = ""
     comfyui_healthy: bool = True
     healthy: threading.Event = field(default_factory=threading.Event)  # set while ComfyUI answers
-    canceled: threading.Event = field(default_factory=threading.Event)  # the current run was canceled
+    draining: bool = False  # stopping: takes no new run, finishes the ones it holds
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self, run_id: str, prompt_id: str) -> None:
-        with self.lock:
-            self.current_run, self.current_prompt = run_id, prompt_id
-            self.canceled.clear()
-
-    def finish(self) -> None:
-        with self.lock:
-            self.current_run, self.current_prompt = "", ""
-            self.canceled.clear()
 
 
 @dataclass
@@ -54,17 +45,23 @@ class WorkerContext:
     runs: RunStore
     queue: Queue
     reaper: Reaper
+    hub: EventHub
+    pipeline: Pipeline
     state: WorkerState = field(default_factory=WorkerState)
 
     @classmethod
     def build(cls, settings: Settings, name: str, *, store: OutputStore | None = None) -> WorkerContext:
         conns = Connections.from_url(settings.redis_url)
         leases = Leases(conns.text, ttl_seconds=settings.lease_seconds, run_ttl_seconds=settings.run_ttl_seconds)
+        client = ComfyClient(settings.comfyui_url, timeout=settings.comfyui_timeout)
         return cls(
             name=name,
             settings=settings,
             conns=conns,
-            client=ComfyClient(settings.comfyui_url, timeout=settings.comfyui_timeout),
+            client=client,
+            # The same client id across restarts of a worker: prompts its last life posted report here too.
+            hub=EventHub(client.ws_url, f"comfy-dispatch-worker-{name}", connect_timeout=settings.comfyui_timeout),
+            pipeline=Pipeline(settings.pipeline_depth),
             store=store or make_store(settings),
             leases=leases,
             runs=RunStore(conns.text),
@@ -79,6 +76,7 @@ class WorkerContext:
         )
 
     def close(self) -> None:
+        self.hub.close()
         self.client.close()
         self.conns.close()
 

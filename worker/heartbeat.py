@@ -1,5 +1,5 @@
-"""The worker's own heartbeat: its ComfyUI's health, its state and its current run, for the
-scheduler (which counts ready workers) and ``/v1/workers``."""
+"""The worker's own heartbeat: its ComfyUI's health, its state, its pipeline slots and the runs it holds,
+for the scheduler (which counts the slots of ready workers) and ``/v1/workers``."""
 
 from __future__ import annotations
 
@@ -22,12 +22,18 @@ def beat(ctx: WorkerContext) -> None:
         if healthy != ctx.state.comfyui_healthy:
             log.warning("ComfyUI at %s is %s", ctx.client.base_url, "healthy again" if healthy else "NOT answering")
         ctx.state.comfyui_healthy = healthy
-        current = ctx.state.current_run
     if healthy:
         ctx.state.healthy.set()
     else:
         ctx.state.healthy.clear()
-    state = WorkerMode.BUSY if current else (WorkerMode.IDLE if healthy else WorkerMode.PAUSED)
+    held = ctx.pipeline.runs()
+    current = ctx.pipeline.current()
+    if ctx.state.draining:
+        state = WorkerMode.DRAINING
+    elif not healthy:
+        state = WorkerMode.PAUSED
+    else:
+        state = WorkerMode.BUSY if held else WorkerMode.IDLE
     now = time.time()
     ttl = max(int(ctx.settings.worker_heartbeat * 3), 5)
     pipe = ctx.conns.text.pipeline(transaction=False)
@@ -38,7 +44,9 @@ def beat(ctx: WorkerContext) -> None:
             "comfyui_url": ctx.client.base_url,
             "comfyui_healthy": "1" if healthy else "0",
             "state": state,
-            "current_run": current,
+            "current_run": current.run_id if current else "",
+            "runs": ",".join(h.run_id for h in held),
+            "slots": str(ctx.pipeline.depth),
             "last_seen": repr(now),
             "queue": ctx.settings.queue_name,
         },
@@ -48,6 +56,13 @@ def beat(ctx: WorkerContext) -> None:
     if came_back:
         pipe.publish(keys.SCHEDULER_WAKE, "worker")  # one more ready worker: the scheduler may dispatch
     pipe.execute()
+
+
+def drain(ctx: WorkerContext) -> None:
+    """Stop being counted for new runs at once (the runs held are finished first)."""
+    ctx.state.draining = True
+    beat(ctx)
+    ctx.conns.text.publish(keys.SCHEDULER_WAKE, "worker")  # fewer slots: the scheduler reads the fleet again
 
 
 def forget(ctx: WorkerContext) -> None:

@@ -1,49 +1,44 @@
-"""Keeps a run's lease alive from a background thread while the run executes."""
+"""Keeps the leases of every run a worker holds alive, from one background thread, in one round trip."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from types import TracebackType
 
-from dispatcher.lease import Lease, Leases
+from dispatcher.lease import Leases
+from worker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 
-class LeaseKeeper:
-    """Renews ``lease`` every third of its TTL; sets ``lost`` if a renewal is refused.
+class LeaseKeeper(threading.Thread):
+    """Renews every held run's lease each third of its TTL; marks a held run ``lost`` when a renewal is refused.
 
-    The executing thread checks ``lost`` between websocket frames and stops
-    (interrupting its ComfyUI) when another attempt has taken the run over.
+    A run's thread checks ``lost`` between websocket frames and stops (deleting or interrupting its prompt on
+    ComfyUI) when another attempt has taken the run over.
     """
 
-    def __init__(self, leases: Leases, lease: Lease, ttl_seconds: float) -> None:
+    def __init__(self, leases: Leases, pipeline: Pipeline, ttl_seconds: float) -> None:
+        super().__init__(name="lease-keeper", daemon=True)
         self.leases = leases
-        self.lease = lease
+        self.pipeline = pipeline
         self.interval = ttl_seconds / 3
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"lease-{lease.run_id}", daemon=True)
+        self.stopped = threading.Event()
 
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.renew()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                renewed = self.leases.renew(self.lease)
-            except Exception:  # a Redis blip must not kill the keeper; the next tick tries again
-                log.warning("could not renew the lease of run %s", self.lease.run_id, exc_info=True)
-                continue
-            if not renewed:
-                log.warning("lost the lease of run %s (attempt %s)", self.lease.run_id, self.lease.attempt)
-                self.lost.set()
-                return
+    def renew(self) -> None:
+        held = [h for h in self.pipeline.runs() if not h.lost.is_set()]
+        if not held:
+            return
+        try:
+            renewed = self.leases.renew_all([h.lease for h in held])
+        except Exception:  # a Redis blip must not kill the keeper; the next tick tries again
+            log.warning("could not renew the leases of %d run(s)", len(held), exc_info=True)
+            return
+        for run, ok in zip(held, renewed, strict=True):
+            if not ok and self.pipeline.get(run.run_id) is run:
+                log.warning("lost the lease of run %s (attempt %s)", run.run_id, run.lease.attempt)
+                run.lost.set()

@@ -3,35 +3,95 @@
 One queue only: with several, RQ pops with plain BLPOP and a SIGKILL between
 pop and registry write loses the job (RQ-NOTES). With one, RQ uses BLMOVE
 into its intermediate list. ``SimpleWorker`` runs jobs in this process, so
-keep-alive connections, the heartbeat and the metrics live across jobs;
-the run's own lease keeper stands in for RQ's per-job heartbeat.
+keep-alive connections, the websocket, the heartbeat and the metrics live
+across jobs; the lease keeper stands in for RQ's per-job heartbeat.
+
+A job only claims its run and hands it to a thread of the worker's pipeline
+(``worker.runner``): RQ's loop pops the next job as soon as a pipeline slot
+is free, so up to ``pipeline_depth`` runs are held at once, the next ones
+already posted to ComfyUI while one executes.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from dispatcher import metrics
 from dispatcher.settings import Settings
 from worker import context, heartbeat
 from worker.cancel_watch import CancelWatcher
 from worker.context import WorkerContext
+from worker.keeper import LeaseKeeper
 
 log = logging.getLogger(__name__)
 
 PAUSED_RECHECK_SECONDS = 5.0
+# RQ refreshes its worker record (heartbeat, state, suspension check: five round trips) around every job.
+# The record lives for minutes (worker_ttl); at hundreds of runs a second once a second is plenty.
+RQ_BOOKKEEPING_SECONDS = 1.0
 
 
 class DispatchWorker(SimpleWorker):  # type: ignore[misc]
-    """RQ's SimpleWorker that takes no job while its ComfyUI does not answer."""
+    """RQ's SimpleWorker that pops a job only while its pipeline has room and its ComfyUI answers, and keeps
+    no per-job records of its own."""
+
+    _beat_at = 0.0
+    _suspension_checked_at = 0.0
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        now = time.monotonic()
+        if pipeline is None and timeout is None and now - self._beat_at < RQ_BOOKKEEPING_SECONDS:
+            return
+        self._beat_at = now
+        super().heartbeat(timeout, pipeline)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        if pipeline is None and state == getattr(self, "_state", None):
+            return  # unchanged: no write
+        super().set_state(state, pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        now = time.monotonic()
+        if now - self._suspension_checked_at >= RQ_BOOKKEEPING_SECONDS:
+            self._suspension_checked_at = now
+            super().check_for_suspension(burst)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Call the job's function, then forget the job: drop it from RQ's intermediate list and delete it.
+
+        Our job only claims its run and hands it to a thread of the pipeline, in about a millisecond. RQ's
+        own bookkeeping around a job (execution records, started and finished registries, results, a
+        WATCH/MULTI for dependents) is a dozen round trips and more CPU than the job: it would hold the GIL
+        the runs' threads need while they post, follow and store. None of it is used: the run record is
+        the truth (``result_ttl=0`` already discarded RQ's copy), the claim fences duplicates, and the
+        reaper finds a worker that died holding a run. RQ still moves the job: BLMOVE into its
+        intermediate list, which keeps a job popped by a worker that dies before this point.
+        """
+        try:
+            job.func(*job.args, **job.kwargs)
+        except Exception:  # loop boundary: a bug in one claim must not stop the worker taking runs
+            log.exception("job %s failed", job.id)
+        finally:
+            with self.connection.pipeline() as pipe:
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                pipe.delete(job.key)
+                pipe.execute()
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         ctx = context.current()
+        # The scheduler hands out only as many jobs as ready workers have free slots, so a job we leave in
+        # the queue meanwhile goes to a worker with room; RQ's own heartbeat keeps us listed.
+        while not ctx.pipeline.wait_for_room(PAUSED_RECHECK_SECONDS):
+            self.heartbeat()
+            if self._stop_requested:
+                return None
         if not ctx.state.healthy.is_set():
             log.warning("paused: ComfyUI %s does not answer; taking no run until it does", ctx.client.base_url)
             # Woken by the heartbeat the moment ComfyUI answers; RQ's own heartbeat keeps us listed meanwhile.
@@ -53,15 +113,35 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
     worker_name = name or default_name(settings.comfyui_url)
     ctx = WorkerContext.build(settings, worker_name)
     context.install(ctx)
-    metrics.expose_worker_state(lambda: ctx.state.comfyui_healthy, lambda: bool(ctx.state.current_run))
+    metrics.expose_worker_state(lambda: ctx.state.comfyui_healthy, lambda: len(ctx.pipeline))
     heartbeat.beat(ctx)
-    threads: list[heartbeat.Heartbeat | CancelWatcher] = [heartbeat.Heartbeat(ctx), CancelWatcher(ctx)]
+    threads: list[heartbeat.Heartbeat | CancelWatcher | LeaseKeeper] = [
+        heartbeat.Heartbeat(ctx),
+        CancelWatcher(ctx),
+        LeaseKeeper(ctx.leases, ctx.pipeline, settings.lease_seconds),
+    ]
     for thread in threads:
         thread.start()
-    log.info("worker %s: ComfyUI %s, queue %s", worker_name, settings.comfyui_url, settings.queue_name)
+    log.info(
+        "worker %s: ComfyUI %s, queue %s, pipeline depth %d",
+        worker_name,
+        settings.comfyui_url,
+        settings.queue_name,
+        settings.pipeline_depth,
+    )
     rq_worker = DispatchWorker([ctx.queue], connection=ctx.conns.raw, name=worker_name)
     try:
         rq_worker.work(burst=burst, logging_level=settings.log_level)
+        heartbeat.drain(ctx)
+        # The run executing on ComfyUI is finished; the ones posted behind it go back to their backlogs for
+        # another worker, so a stop takes one run's time at most (the grace periods in deploy/ count on it).
+        for held in ctx.pipeline.runs():
+            held.release.set()
+        if len(ctx.pipeline):
+            log.info("stopping: finishing the run being executed, handing back the ones waiting behind it")
+        # The runs have their own time limits; a second SIGTERM/SIGINT (RQ's cold shutdown) ends this wait.
+        while not ctx.pipeline.wait_empty(PAUSED_RECHECK_SECONDS):
+            pass
     finally:
         for thread in threads:
             thread.stopped.set()

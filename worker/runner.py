@@ -1,13 +1,17 @@
-"""Executing one run: claim its lease, drive ComfyUI, store the outputs, end the run once.
+"""Executing a run: claim its lease, drive ComfyUI, store the outputs, end the run once.
 
-``execute_run`` is the function RQ calls (by name) with the run id and its
-dispatch number. A job RQ delivers twice, or an older dispatch of the run,
-finds the run claimed, ended or re-dispatched and does nothing.
+``execute_run`` is the function RQ calls (by name) with the run id and its dispatch number. It claims
+the run and hands it to a thread of its own in the worker's pipeline, then returns, so RQ's loop can
+take the next run while this one executes: ComfyUI's queue never runs dry between runs. A job RQ
+delivers twice, or an older dispatch of the run, finds the run claimed, ended or re-dispatched and does
+nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,15 +22,22 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from dispatcher import metrics
 from dispatcher.backoff import full_jitter
 from dispatcher.cancel import CANCELED_ERROR
-from dispatcher.errors import ComfyUIError, ComfyUIUnavailable, ComfyUIValidationError, LeaseLost, RunCanceled
-from dispatcher.lease import ClaimResult, Lease, RequeueResult
-from dispatcher.outputs import content_type, files_from_history, unique_names
+from dispatcher.errors import (
+    ComfyUIError,
+    ComfyUIUnavailable,
+    ComfyUIValidationError,
+    LeaseLost,
+    RunCanceled,
+    RunReleased,
+)
+from dispatcher.lease import ClaimResult, Lease, ReleaseResult, RequeueResult
+from dispatcher.outputs import OutputFile, content_type, files_from_outputs, unique_names
 from dispatcher.runs import Output, Run, RunStatus
 from worker import context, heartbeat
 from worker.context import WorkerContext
-from worker.follow import STOP_CANCELED, follow_prompt
+from worker.follow import STOP_CANCELED, STOP_RELEASE, Prompt, PromptFollower
 from worker.inputs import resolve_images
-from worker.keeper import LeaseKeeper
+from worker.pipeline import Held
 from worker.storing import store_output
 
 log = logging.getLogger(__name__)
@@ -34,8 +45,13 @@ T = TypeVar("T")
 
 
 def execute_run(run_id: str, dispatch: int) -> str:
-    """RQ's entry point: execute ``run_id`` if this worker wins its lease. Returns what happened."""
-    return RunExecution(context.current(), run_id, dispatch).execute()
+    """RQ's entry point: claim ``run_id`` and execute it in the pipeline. Returns what happened to the claim."""
+    execution = RunExecution(context.current(), run_id, dispatch)
+    refused = execution.claim()
+    if refused is not None:
+        return refused
+    threading.Thread(target=execution.run, name=f"run-{run_id}", daemon=True).start()
+    return "accepted"
 
 
 class RunExecution:
@@ -43,8 +59,19 @@ class RunExecution:
         self.ctx = ctx
         self.run_id = run_id
         self.dispatch = dispatch
+        self.held: Held | None = None
+        self.record: Run | None = None
+        self.graph: dict[str, Any] = {}
+        self.follower: PromptFollower | None = None
+        self.early: dict[OutputFile, Output] = {}  # outputs stored while the rest of the graph still ran
+        self.store_seconds = 0.0
 
     def execute(self) -> str:
+        """Claim the run and execute it in the calling thread; what happened."""
+        return self.claim() or self.run()
+
+    def claim(self) -> str | None:
+        """Take the run's lease and a place in the pipeline; None if taken, else why not."""
         ctx = self.ctx
         if not ctx.state.healthy.is_set() and not ctx.client.healthy():
             # Popped while our ComfyUI is down: hand it straight back to a ready worker, untouched.
@@ -53,64 +80,89 @@ class RunExecution:
                 log.warning("run %s handed back: ComfyUI %s does not answer", self.run_id, ctx.client.base_url)
             return "paused"
         claim = ctx.leases.claim(self.run_id, ctx.name, self.dispatch, comfyui_url=ctx.client.base_url)
-        if claim.result is not ClaimResult.OK or claim.lease is None:
+        if claim.result is not ClaimResult.OK or claim.lease is None or claim.run is None:
             log.info("run %s not executed here: %s %s", self.run_id, claim.result, claim.detail)
             return str(claim.result)
-        lease = claim.lease
-        run = ctx.runs.get(self.run_id)
-        if run is None:  # expired between claim and read: nothing left to do
-            return "missing"
-        if lease.attempt == 1:
+        self.record, self.graph = claim.run, json.loads(claim.graph or "{}")
+        self.held = Held(claim.lease, claim.run.prompt_id)
+        ctx.pipeline.add(self.held)
+        if claim.lease.attempt == 1:
             # A retry's time back in the queue is not recorded on the run: only first claims are measured.
-            metrics.QUEUE_WAIT.labels(run.priority.value).observe(max(0.0, time.time() - run.created_at))
-        ctx.state.start(run.id, run.prompt_id)
-        try:
-            with LeaseKeeper(ctx.leases, lease, ctx.settings.lease_seconds) as keeper:
-                return self._execute(run, lease, keeper)
-        finally:
-            ctx.state.finish()
+            metrics.QUEUE_WAIT.labels(claim.run.priority.value).observe(max(0.0, time.time() - claim.run.created_at))
+        return None
 
-    def _execute(self, run: Run, lease: Lease, keeper: LeaseKeeper) -> str:
+    def run(self) -> str:
+        """Execute the claimed run to its end; what happened. Leaves the pipeline whatever happens."""
+        assert self.held is not None and self.record is not None, "claim() first"
+        try:
+            return self._execute(self.record, self.held)
+        except Exception:  # the run's own thread: log it; the lease expires and the reaper retries the run
+            log.exception("run %s: unexpected error; its lease will expire and the run be retried", self.run_id)
+            return "crashed"
+        finally:
+            self.ctx.pipeline.discard(self.run_id)
+
+    def _execute(self, run: Run, held: Held) -> str:
         ctx = self.ctx
+        lease = held.lease
         log.info("run %s attempt %s: executing %s on %s", run.id, lease.attempt, run.workflow, ctx.client.base_url)
 
         def on_progress(progress: float, node: str | None) -> None:
             if not ctx.leases.update(lease, progress=repr(round(progress, 4)), node=node or ""):
-                keeper.lost.set()
+                held.lost.set()
 
         def should_stop() -> str | None:
-            if keeper.lost.is_set():
+            if held.lost.is_set():
                 return "lease lost"
-            return STOP_CANCELED if ctx.state.canceled.is_set() else None
+            if held.canceled.is_set():
+                return STOP_CANCELED
+            return STOP_RELEASE if held.release.is_set() and not held.executing else None
+
+        def on_start() -> None:
+            held.executing = True
 
         try:
-            if run.cancel_requested:
+            if run.cancel_requested or held.canceled.is_set():
                 raise RunCanceled("canceled before it started")
+            if held.release.is_set():
+                raise RunReleased("the worker stops before the run was posted")
             # Input images become files of this worker's ComfyUI first (worker.inputs); a no-op for most graphs.
-            graph = resolve_images(ctx, run, ctx.runs.graph(run.id))
-            posted = time.monotonic()
-            entry = follow_prompt(
+            graph = resolve_images(ctx, run, self.graph)
+            prompt = Prompt(run.prompt_id, graph, run.timeout, recover=lease.attempt > 1)
+            self.follower = PromptFollower(
                 ctx.client,
-                graph,
-                prompt_id=run.prompt_id,
-                client_id=run.client_id,
-                deadline=time.monotonic() + run.timeout,
-                recover=lease.attempt > 1,
+                ctx.hub,
+                prompt,
                 on_progress=on_progress,
                 should_stop=should_stop,
+                on_start=on_start,
+                on_output=lambda node, ui: self._store_early(run, lease, node, ui),
             )
-            metrics.COMFYUI_EXECUTION.labels(run.workflow).observe(time.monotonic() - posted)
-            outputs = self._store_outputs(run, lease, entry)
+            finished = self.follower.run()
+            metrics.COMFYUI_EXECUTION.labels(run.workflow).observe(self._gpu_seconds())
+            outputs = self._store_outputs(run, lease, finished.outputs)
         except LeaseLost as exc:
             log.warning("run %s attempt %s abandoned: %s", run.id, lease.attempt, exc)
             return "lease-lost"
         except RunCanceled:
             return self._end(run, lease, RunStatus.CANCELED, error=CANCELED_ERROR)
+        except RunReleased:
+            return self._release(run, lease)
         except ComfyUIError as exc:
             return self._failed(run, lease, exc)
-        if keeper.lost.is_set():
+        if held.lost.is_set():
             return "lease-lost"
         return self._end(run, lease, RunStatus.SUCCEEDED, outputs=outputs)
+
+    def _release(self, run: Run, lease: Lease) -> str:
+        result = _through_redis_blips(self.ctx.leases.release, lease, run)
+        if result is ReleaseResult.CANCELING:
+            return self._end(run, lease, RunStatus.CANCELED, error=CANCELED_ERROR)
+        log.info("run %s handed back before it started: this worker stops (%s)", run.id, result)
+        return "released" if result is ReleaseResult.RELEASED else "lease-lost"
+
+    def _gpu_seconds(self) -> float:
+        return self.follower.gpu_seconds if self.follower is not None else 0.0
 
     def _end(
         self,
@@ -121,26 +173,48 @@ class RunExecution:
         error: dict[str, Any] | None = None,
         outputs: list[Output] | None = None,
     ) -> str:
-        if not _through_redis_blips(self.ctx.leases.complete, lease, run, status, error=error, outputs=outputs):
+        gpu = self._gpu_seconds()
+        ended = _through_redis_blips(
+            self.ctx.leases.complete, lease, run, status, error=error, outputs=outputs, gpu_seconds=gpu
+        )
+        if not ended:
             log.warning("run %s attempt %s ended after losing its lease; result dropped", run.id, lease.attempt)
             return "lease-lost"
         log.info("run %s %s (%d output(s))", run.id, status, len(outputs or []))
+        metrics.GPU_SECONDS.labels(run.tenant).inc(gpu)
         metrics.observe_run_end(run.workflow, status.value, time.time() - run.created_at)
         return str(status)
 
-    def _store_outputs(self, run: Run, lease: Lease, entry: dict[str, Any]) -> list[Output]:
-        ctx = self.ctx
-        files = files_from_history(entry)
-        outputs: list[Output] = []
-        started = time.monotonic()
+    def _store_early(self, run: Run, lease: Lease, node: str, ui: dict[str, Any]) -> None:
+        """Store the files an output node saved as soon as ComfyUI says so (``executed``), while the rest of the
+        graph runs. A name that clashes with one stored already waits for the end, where every name is known.
+        Should the prompt fail later, these files are left unreferenced under the attempt's own keys."""
+        taken = {output.filename for output in self.early.values()}
+        for file in files_from_outputs({node: ui}):
+            if file.type == "output" and file.filename not in taken and file not in self.early:
+                self.early[file] = self._store(run, lease, file, file.filename)
+                taken.add(file.filename)
+
+    def _store_outputs(self, run: Run, lease: Lease, ui_outputs: dict[str, Any]) -> list[Output]:
+        """Every output of the finished prompt, stored: the ones stored early as they were (same name)."""
+        files = files_from_outputs(ui_outputs)
+        outputs = []
         for file, name in zip(files, unique_names(files), strict=True):
-            key = f"{run.id}/{lease.attempt}/{name}"
-            ctype = content_type(name)
-            size = store_output(ctx.client, ctx.store, file, key, ctype)  # retried; else transient OutputNotStored
-            outputs.append(Output(file.node, name, ctype, size, key, file.subfolder, file.type))
-            metrics.OUTPUT_BYTES.inc(size)
-        metrics.OUTPUT_UPLOAD.observe(time.monotonic() - started)
+            early = self.early.get(file)
+            outputs.append(
+                early if early is not None and early.filename == name else self._store(run, lease, file, name)
+            )
+        metrics.OUTPUT_UPLOAD.observe(self.store_seconds)
         return outputs
+
+    def _store(self, run: Run, lease: Lease, file: OutputFile, name: str) -> Output:
+        started = time.monotonic()
+        key = f"{run.id}/{lease.attempt}/{name}"
+        ctype = content_type(name)
+        size = store_output(self.ctx.client, self.ctx.store, file, key, ctype)  # retried; else OutputNotStored
+        metrics.OUTPUT_BYTES.inc(size)
+        self.store_seconds += time.monotonic() - started
+        return Output(file.node, name, ctype, size, key, file.subfolder, file.type)
 
     def _failed(self, run: Run, lease: Lease, exc: ComfyUIError) -> str:
         ctx = self.ctx
@@ -151,7 +225,10 @@ class RunExecution:
             # Look again now, not at the next heartbeat: a ComfyUI that is down must not get the retry.
             heartbeat.beat(ctx)
         delay = full_jitter(lease.attempt, base=ctx.settings.retry_base, cap=ctx.settings.retry_cap)
-        result = _through_redis_blips(ctx.leases.requeue, lease, run, error=error, delay=delay)
+        gpu = self._gpu_seconds()
+        result = _through_redis_blips(ctx.leases.requeue, lease, run, error=error, delay=delay, gpu_seconds=gpu)
+        if result is not RequeueResult.LOST:
+            metrics.GPU_SECONDS.labels(run.tenant).inc(gpu)
         if result is RequeueResult.RETRYING:
             log.warning("run %s attempt %s failed (%s); retrying in %.1fs", run.id, lease.attempt, exc, delay)
             metrics.RUN_RETRIES.labels(metrics.retry_reason(exc)).inc()

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-import requests
+from urllib3.exceptions import HTTPError
 
 from dispatcher.backoff import full_jitter
 from dispatcher.comfyui.client import ComfyClient
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 3
 STORE_RETRY_BASE = 0.5  # seconds; full jitter, doubling: at most 0.5 s, then 1 s
 STORE_RETRY_CAP = 4.0
-VIEW_CHUNK_BYTES = 256 * 1024
 
 
 def store_output(
@@ -45,9 +44,9 @@ def store_output(
     """
     for attempt in range(1, attempts + 1):
         try:
-            with client.view(file.filename, file.subfolder, file.type) as response:
-                return store.put(key, response.iter_content(chunk_size=VIEW_CHUNK_BYTES), content_type)
-        except (StorageError, requests.RequestException) as exc:
+            with client.view(file.filename, file.subfolder, file.type) as chunks:
+                return store.put(key, chunks, content_type)
+        except (StorageError, HTTPError) as exc:
             if attempt >= attempts:
                 raise OutputNotStored(f"output {key} not stored after {attempts} tries: {exc}") from exc
             delay = full_jitter(attempt, base=STORE_RETRY_BASE, cap=STORE_RETRY_CAP)

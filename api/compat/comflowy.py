@@ -109,7 +109,7 @@ async def check(
         run_id = body.get("id") or body.get("run_id")
     if not isinstance(run_id, str) or not run_id:
         raise ParameterError("id", "is required (the run_id that /run returned)")
-    found = await run_in_threadpool(operations.get_run, svc, run_id, who)
+    found = await operations.get_run_async(svc, run_id, who)
     links = Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)
     return {"success": True, "data": check_data(found, links)}
 

@@ -216,7 +216,7 @@ async def run_events(
     already had its end gets 204 No Content, which tells a browser's EventSource to stop reconnecting.
     """
     after = sse.parse_event_id(last_event_id_header) or sse.parse_event_id(last_event_id, name="last_event_id")
-    run = await run_in_threadpool(operations.get_run, svc, run_id, who)
+    run = await operations.get_run_async(svc, run_id, who)
     if await run_in_threadpool(has_seen_end, svc, run, after):
         return Response(status_code=204)
     return stream_response(request, svc, run, after=after)

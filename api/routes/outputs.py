@@ -1,4 +1,8 @@
-"""``/v1/runs/{id}/outputs/{filename}``: the bytes of a run's output, streamed from the output store."""
+"""``/v1/runs/{id}/outputs/{filename}``: the bytes of a run's output, streamed from the output store.
+
+A small file (most images) is read whole in one thread hop and sent in one response; a larger one is
+streamed in chunks, so it is never held whole in memory.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,21 @@ from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import quote
 
+import anyio.to_thread
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from api import operations
 from api.auth import CanRead
 from api.services import ServicesDep
 from dispatcher.runs import Output
+from dispatcher.storage import OutputStore
 
 router = APIRouter(tags=["runs"])
 
 CHUNK_BYTES = 256 * 1024
+WHOLE_BYTES = 1024 * 1024  # up to this size a file is read whole and sent in one response
 
 
 @router.get(
@@ -25,19 +32,30 @@ CHUNK_BYTES = 256 * 1024
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}},
 )
-def get_output(run_id: str, filename: str, svc: ServicesDep, who: CanRead) -> StreamingResponse:
+async def get_output(run_id: str, filename: str, svc: ServicesDep, who: CanRead) -> Response:
     """Download one output file of a run, as listed in the run's ``outputs``; 404 otherwise."""
-    output = operations.find_output(operations.get_run(svc, run_id, who), filename)
-    stream = svc.store.open(output.key)
+    output = operations.find_output(await operations.get_run_async(svc, run_id, who), filename)
     headers = {
-        "Content-Length": str(_size(stream, output)),
         # RFC 6266/5987 form: any file name fits, with no quoting or latin-1 trouble in the header.
         "Content-Disposition": f"inline; filename*=UTF-8''{quote(output.filename, safe='')}",
     }
+    if output.size <= WHOLE_BYTES:
+        data = await anyio.to_thread.run_sync(_read_whole, svc.store, output)
+        if data is not None:
+            return Response(data, media_type=output.content_type, headers=headers)
+    stream = await anyio.to_thread.run_sync(svc.store.open, output.key)
+    headers["Content-Length"] = str(_size(stream, output))
     # close() runs after the last chunk; the generator closes it too if the client leaves early.
     return StreamingResponse(
         _chunks(stream), media_type=output.content_type, headers=headers, background=BackgroundTask(stream.close)
     )
+
+
+def _read_whole(store: OutputStore, output: Output) -> bytes | None:
+    """The file's bytes, or None if it turned out larger than its record said (then it is streamed)."""
+    with store.open(output.key) as stream:
+        data = stream.read(WHOLE_BYTES + 1)
+    return data if len(data) <= WHOLE_BYTES else None
 
 
 def _size(stream: BinaryIO, output: Output) -> int:

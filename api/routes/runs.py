@@ -112,7 +112,7 @@ async def get_run(run_id: str, request: Request, svc: ServicesDep, who: CanRead,
     if wait > 0:
         run = await operations.wait(svc, run_id, wait, who)
     else:
-        run = await run_in_threadpool(operations.get_run, svc, run_id, who)
+        run = await operations.get_run_async(svc, run_id, who)
     return await operations.view_async(svc, run, _links(request, svc))
 
 
@@ -131,7 +131,7 @@ async def cancel_run(run_id: str, request: Request, response: Response, svc: Ser
     200 with the canceled run (a running one is waited for, up to 10 s), 202 if its worker has not
     ended it yet (it will: the status turns ``canceled``), 409 if the run had already ended.
     """
-    run = await run_in_threadpool(operations.get_run, svc, run_id, who)
+    run = await operations.get_run_async(svc, run_id, who)
     if await run_in_threadpool(svc.canceller.cancel, run) is CancelResult.CANCELED:
         # It was queued: it ends here (a running one ends in its worker, and is counted there).
         metrics.observe_run_end(run.workflow, "canceled", time.time() - run.created_at)

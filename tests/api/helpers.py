@@ -114,9 +114,19 @@ def store_output(
     return Output(node="9", filename=filename, content_type=content_type, size=size, key=key)
 
 
-def beat(conns: Connections, name: str, *, healthy: bool, current_run: str = "", age: float = 0.0) -> None:
-    """Write what a worker's heartbeat writes."""
+def beat(
+    conns: Connections,
+    name: str,
+    *,
+    healthy: bool,
+    current_run: str = "",
+    age: float = 0.0,
+    runs: tuple[str, ...] = (),
+    slots: int = 2,
+) -> None:
+    """Write what a worker's heartbeat writes (``runs``: all it holds; ``current_run`` is among them)."""
     now = time.time() - age
+    held = runs or ((current_run,) if current_run else ())
     conns.text.hset(
         keys.worker(name),
         mapping={
@@ -125,6 +135,8 @@ def beat(conns: Connections, name: str, *, healthy: bool, current_run: str = "",
             "comfyui_healthy": "1" if healthy else "0",
             "state": "busy" if current_run else ("idle" if healthy else "paused"),
             "current_run": current_run,
+            "runs": ",".join(held),
+            "slots": str(slots),
             "last_seen": repr(now),
             "queue": "comfy-dispatch",
         },

@@ -53,6 +53,7 @@ ROUTES = [
     ("GET", "/v1/runs/0123abcd/outputs/a.png"),
     ("GET", "/v1/queues"),
     ("GET", "/v1/workers"),
+    ("GET", "/v1/usage"),
     ("GET", "/api/workflows"),
     ("POST", "/api/workflow/txt2img"),
     ("GET", "/api/task_status/0123abcd"),
@@ -136,6 +137,8 @@ def test_openapi_documents_both_headers(client: TestClient) -> None:
         ("submit", "GET", "/api/task_status/0123abcd", "read"),
         ("submit,read", "GET", "/v1/queues", "admin"),
         ("submit,read", "GET", "/v1/workers", "admin"),
+        ("submit", "GET", "/v1/usage", "read"),
+        ("submit,read", "GET", "/v1/usage?tenant=globex", "admin"),
     ],
 )
 def test_missing_scope_is_a_403_naming_it(

@@ -10,11 +10,11 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.body import parse_object
-from dispatcher.connections import Connections
 from dispatcher.errors import BadRequest
 from dispatcher.settings import Settings
 from dispatcher.storage import MemoryStore
 from tests.api.helpers import Backlog, TestClient, assert_problem
+from tests.conftest import fake_connections
 
 
 @pytest.mark.parametrize(
@@ -98,9 +98,7 @@ def test_query_validation_is_a_422_problem_naming_the_parameter(client: TestClie
 
 def test_redis_down_is_a_503_problem(settings: Settings) -> None:
     server = fakeredis.FakeServer()
-    conns = Connections(
-        text=fakeredis.FakeRedis(server=server, decode_responses=True), raw=fakeredis.FakeRedis(server=server)
-    )
+    conns = fake_connections(server)
     server.connected = False
     with TestClient(create_app(settings, conns=conns, store=MemoryStore())) as client:
         response = client.get("/readyz")

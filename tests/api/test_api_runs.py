@@ -15,7 +15,7 @@ from tests.api.helpers import Backlog, TestClient, assert_problem, finish_run, s
 
 RUN_FIELDS = {
     "id", "workflow", "status", "priority", "progress", "queue_position", "params", "outputs", "error",
-    "created_at", "started_at", "finished_at", "attempts", "max_attempts", "cached", "cached_from",
+    "created_at", "started_at", "finished_at", "attempts", "max_attempts", "cached", "cached_from", "gpu_seconds",
 }  # fmt: skip
 
 

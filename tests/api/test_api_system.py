@@ -14,7 +14,7 @@ def test_empty_queues(client: TestClient) -> None:
 
 
 def test_workers_health(client: TestClient, fake_conns: Connections) -> None:
-    beat(fake_conns, "gpu-b", healthy=True, current_run="abc123")
+    beat(fake_conns, "gpu-b", healthy=True, current_run="abc123", runs=("abc123", "def456"), slots=3)
     beat(fake_conns, "gpu-a", healthy=False)
     fake_conns.text.zadd(keys.WORKERS, {"gpu-gone": time.time() - 60})  # its hash expired
     fake_conns.text.zadd(keys.WORKERS, {"gpu-ancient": time.time() - 7200})  # silent for 2 h: not listed
@@ -27,9 +27,12 @@ def test_workers_health(client: TestClient, fake_conns: Connections) -> None:
         "health": "unhealthy",
         "state": "paused",
         "current_run": None,
+        "runs": [],
+        "slots": 2,
         "last_seen": a["last_seen"],
     }
     assert b["health"] == "healthy" and b["state"] == "busy" and b["current_run"] == "abc123"
+    assert b["runs"] == ["abc123", "def456"] and b["slots"] == 3  # one executing, one posted behind it
     assert gone["health"] == "offline" and gone["state"] == "offline"
     assert gone["comfyui_url"] is None and gone["current_run"] is None
     assert all(w["last_seen"].endswith("Z") for w in workers)

@@ -52,6 +52,7 @@ COUNTERS = {
     "comfy_dispatch_runs_dispatched_total",
     "comfy_dispatch_webhook_deliveries_total",
     "comfy_dispatch_output_bytes_total",
+    "comfy_dispatch_gpu_seconds_total",
 }
 HISTOGRAMS = {
     "comfy_dispatch_queue_wait_seconds",
@@ -69,12 +70,18 @@ GAUGES = {
     "comfy_dispatch_admission_bucket_level",
     "comfy_dispatch_dispatch_bucket_level",
     "comfy_dispatch_webhook_backlog",
+    "comfy_dispatch_ready_slots",
     "comfy_dispatch_worker_comfyui_up",
     "comfy_dispatch_worker_busy",
+    "comfy_dispatch_worker_runs_held",
 }
 METRIC_NAMES = COUNTERS | HISTOGRAMS | GAUGES
 # Read from Redis by every API replica alike: summed across replicas they would count everything twice.
-API_GAUGES = GAUGES - {"comfy_dispatch_worker_comfyui_up", "comfy_dispatch_worker_busy"}
+API_GAUGES = GAUGES - {
+    "comfy_dispatch_worker_comfyui_up",
+    "comfy_dispatch_worker_busy",
+    "comfy_dispatch_worker_runs_held",
+}
 
 METRIC_RE = re.compile(r"\bcomfy_dispatch_[a-z0-9_]+")
 
@@ -619,6 +626,8 @@ def test_dashboard_uses_only_exported_metrics_and_covers_the_topics(dashboard: d
         "tenant dispatch": "comfy_dispatch_dispatch_bucket_level",
         "rate limiting": "comfy_dispatch_runs_rejected_total",
         "webhook failures": "comfy_dispatch_webhook_deliveries_total",
+        "GPU time per tenant": "comfy_dispatch_gpu_seconds_total",
+        "pipeline slots": "comfy_dispatch_ready_slots",
     }
     missing = [topic for topic, metric in topics.items() if metric not in used]
     assert missing == []

@@ -27,7 +27,8 @@ def executed(stack: LocalStack) -> int:
 
 
 def test_stream_true_follows_a_real_run_to_its_end(redis_url: str, tmp_path: Path) -> None:
-    with LocalStack(redis_url, tmp_path, workers=1) as stack:
+    # Long enough for progress events: a run writes its progress 0.25 s after it started, and then at most as often.
+    with LocalStack(redis_url, tmp_path, workers=1, exec_seconds=0.6) as stack:
         url = f"{stack.api}/v1/workflows/invert/runs"
         with requests.post(url, json=body(0x102030, stream=True), stream=True, timeout=30) as response:
             assert response.status_code == 200, response.text

@@ -100,9 +100,14 @@ def test_counts_of_real_runs_on_every_process(redis_url: str, tmp_path: Path) ->
             own = get_text(url)
             assert total(own, "comfy_dispatch_worker_comfyui_up") == 1
             assert total(own, "comfy_dispatch_worker_busy") == 0
+            assert total(own, "comfy_dispatch_worker_runs_held") == 0
 
-        scheduler = get_text(scheduler_url)
-        assert total(scheduler, "comfy_dispatch_runs_dispatched_total", priority="normal") == RUNS
+        # The API hands a run out itself when a worker has room; the scheduler the rest: each counts what it did.
+        dispatched = [total(get_text(u), "comfy_dispatch_runs_dispatched_total", priority="normal") for u in (
+            scheduler_url, stack.api + "/metrics")]  # fmt: skip
+        assert sum(dispatched) == RUNS
+        assert workers_total("comfy_dispatch_gpu_seconds_total", tenant="default") > 0
+        assert total(get_text(stack.api + "/metrics"), "comfy_dispatch_ready_slots") == 2 * 2  # depth 2 each
 
         # The API's own counters, and the gauges it reads from Redis: all quiet once the workers beat again.
         def api_settled() -> bool:

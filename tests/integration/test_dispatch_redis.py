@@ -37,7 +37,7 @@ def test_racing_schedulers_take_each_run_once(bench: Bench, redis_url: str) -> N
             if not runs:
                 return
             with lock:
-                taken.update(run_id for run_id, _ in runs)
+                taken.update(d.run_id for d in runs)
 
     threads = [threading.Thread(target=scheduler) for _ in range(4)]
     for thread in threads:

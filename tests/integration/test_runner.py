@@ -19,6 +19,7 @@ from dispatcher.submit import Submitter
 from tests.integration.conftest import ContextFactory
 from tests.support import FakeComfy
 from worker.context import WorkerContext
+from worker.keeper import LeaseKeeper
 from worker.runner import RunExecution
 
 
@@ -95,16 +96,8 @@ def test_a_node_that_raises_fails_the_run(ctx: WorkerContext, fake_comfyui: Fake
     assert error is not None and error["node_type"] == "ImageInvert" and "bad pixels" in error["message"]
 
 
-@pytest.mark.parametrize(
-    "faults",
-    [
-        {"fail_node_type": "ImageInvert", "exception_type": "torch.OutOfMemoryError", "exception_message": "OOM"},
-        {"drop_ws": True, "hang": True},  # hang: else the 1 ms prompt is done by the time we ask /history
-    ],
-    ids=["out-of-memory", "websocket-dropped"],
-)
-def test_transient_failures_are_retried(ctx: WorkerContext, fake_comfyui: FakeComfy, faults: dict[str, Any]) -> None:
-    fake_comfyui.control(**faults)
+def test_transient_failures_are_retried(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    fake_comfyui.control(fail_node_type="ImageInvert", exception_type="torch.OutOfMemoryError", exception_message="OOM")
     run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
     assert execute(ctx, run.id) == "retrying"
     queued = final(ctx, run.id)
@@ -114,6 +107,26 @@ def test_transient_failures_are_retried(ctx: WorkerContext, fake_comfyui: FakeCo
     redispatch(ctx)
     assert execute(ctx, run.id) == "succeeded"
     assert final(ctx, run.id).attempts == 2
+
+
+def test_a_dropped_websocket_is_opened_again_and_the_run_goes_on(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
+    """ComfyUI closes the worker's socket mid-run but still runs the prompt: the worker listens again, finds the
+    prompt in /queue and follows it to its end; nothing is retried and the prompt executes once."""
+    fake_comfyui.control(drop_ws=True, hang=True)  # hang: the prompt is still running when the socket is gone
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8, "color": 0x0000FF}})
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(execute(ctx, run.id)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while fake_comfyui.stats()["started"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the drop and the reconnection
+    fake_comfyui.control(hang=False)
+    thread.join(15)
+    assert result == ["succeeded"]
+    done = final(ctx, run.id)
+    assert done.attempts == 1 and pixel(ctx, done.outputs[0].key) == (255, 255, 0)
+    assert fake_comfyui.stats()["executed"] == 1 and fake_comfyui.stats()["posted"] == 1
 
 
 def test_a_retry_takes_a_finished_prompt_from_history(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
@@ -138,18 +151,23 @@ def test_a_retry_takes_a_finished_prompt_from_history(ctx: WorkerContext, fake_c
 def test_a_worker_that_loses_its_lease_stops_and_writes_nothing(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:
     fake_comfyui.control(hang=True)
     run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    keeper = LeaseKeeper(ctx.leases, ctx.pipeline, ttl_seconds=0.3)  # renews (and notices a loss) every 0.1 s
+    keeper.start()
     result: list[str] = []
     thread = threading.Thread(target=lambda: result.append(RunExecution(ctx, run.id, run.dispatches).execute()))
     thread.start()
-    deadline = time.monotonic() + 10
-    while fake_comfyui.stats()["started"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    ctx.conns.text.set(keys.run_lease(run.id), "other-worker|2")  # someone else took over
-    thread.join(15)
+    try:
+        deadline = time.monotonic() + 10
+        while fake_comfyui.stats()["started"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ctx.conns.text.set(keys.run_lease(run.id), "other-worker|2")  # someone else took over
+        thread.join(15)
+    finally:
+        keeper.stopped.set()
     assert result == ["lease-lost"]
     run_now = final(ctx, run.id)
     assert run_now.status is RunStatus.RUNNING and run_now.outputs == []
-    assert fake_comfyui.stats()["executed"] == 0
+    assert fake_comfyui.stats()["executed"] == 0 and fake_comfyui.stats()["interrupted"] == 1
 
 
 def test_a_run_past_its_timeout_is_interrupted_and_fails(ctx: WorkerContext, fake_comfyui: FakeComfy) -> None:

@@ -53,7 +53,6 @@ def test_a_failing_second_output_requeues_the_run(
     assert "503" in queued.error["message"]
     second = [k for k in store.attempts if "second" in k]
     assert len(second) == storing.STORE_ATTEMPTS and len(set(second)) == 1  # retried before giving up
-    assert [k for k in store.files if k.startswith(f"{run.id}/1/")] != []  # the first one was stored, unused
 
     store.failing = False  # S3 is back: the retry takes the prompt from ComfyUI's history and stores both
     time.sleep(0.01)  # the (tiny) backoff

@@ -42,8 +42,9 @@ class Bench:
         body = {"params": {"width": 8, "height": 8, **params}, "priority": priority}
         return self.submitter.submit("invert", body, tenant=tenant)
 
-    def take(self, workers: int) -> list[tuple[str, int]]:
-        return self.dispatcher.take(workers).runs
+    def take(self, slots: int) -> list[tuple[str, int]]:
+        """(run id, dispatch number) of each run taken, given ``slots`` free pipeline slots in all."""
+        return [(d.run_id, d.dispatch) for d in self.dispatcher.take(slots).runs]
 
     def run(self, run_id: str) -> Run:
         run = self.runs.get(run_id)

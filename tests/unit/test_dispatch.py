@@ -56,7 +56,7 @@ def test_dispatch_rate_is_a_leaky_bucket(bench: Bench) -> None:
     bench.tenants.set("slow", dispatch_rate=0.5)  # one run every 2 s, burst of one
     slow = [bench.submit(tenant="slow").id for _ in range(3)]
     taken = bench.dispatcher.take(10)
-    assert [r for r, _ in taken.runs] == slow[:1]
+    assert [d.run_id for d in taken.runs] == slow[:1]
     assert taken.wait is not None and 1.5 < taken.wait <= 2.0
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.comfyui.events import Outcome, Tracker
+from dispatcher.comfyui.events import Outcome, Tracker, execution_seconds, history_gpu_seconds
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "transcripts"
 
@@ -86,3 +86,65 @@ def test_progress_of_a_node_with_a_bar(value: float, maximum: float, expected: f
     tracker.feed({"type": "executing", "data": {"node": "2", "prompt_id": "p"}})
     tracker.feed({"type": "progress", "data": {"value": value, "max": maximum, "node": "2", "prompt_id": "p"}})
     assert tracker.progress == pytest.approx(expected)
+
+
+def _history_entry(name: str) -> dict[str, Any]:
+    data = json.loads((TRANSCRIPTS / name).read_text())
+    entry: dict[str, Any] = next(iter(data["history"].values()))
+    return entry
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["success_invert.json", "cached_rerun.json", "progress_sleep.json", "runtime_error.json", "slow_interrupted.json"],
+)
+def test_gpu_seconds_from_the_socket_are_those_of_the_history(name: str) -> None:
+    """The timestamps the websocket carries are the ones /history keeps: either gives the same GPU time."""
+    prompt_id, messages, nodes = _recording(name)
+    tracker = Tracker(prompt_id, total_nodes=nodes)
+    for message in messages:
+        tracker.feed(message)
+    expected = history_gpu_seconds(_history_entry(name))
+    assert expected is not None and expected >= 0
+    assert tracker.gpu_seconds == expected
+
+
+def test_the_recorded_sleep_took_its_seconds_of_gpu() -> None:
+    # TestSleep of 0.3 s in the recorded graph, plus a few milliseconds of the other nodes
+    assert history_gpu_seconds(_history_entry("progress_sleep.json")) == pytest.approx(0.3, abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["success_invert.json", "cached_rerun.json", "progress_sleep.json"])
+def test_outputs_from_executed_events_are_the_history_outputs(name: str) -> None:
+    prompt_id, messages, nodes = _recording(name)
+    tracker = Tracker(prompt_id, total_nodes=nodes)
+    for message in messages + ([] if name == "progress_sleep.json" else _end(prompt_id)):
+        tracker.feed(message)
+    assert tracker.outputs_complete
+    assert tracker.outputs == _history_entry(name)["outputs"]
+
+
+def test_outputs_are_incomplete_when_nodes_came_from_the_cache() -> None:
+    tracker = Tracker("p", total_nodes=3)
+    for message in [
+        {"type": "execution_start", "data": {"prompt_id": "p", "timestamp": 1000}},
+        {"type": "execution_cached", "data": {"nodes": ["1", "3"], "prompt_id": "p", "timestamp": 1001}},
+        {"type": "execution_success", "data": {"prompt_id": "p", "timestamp": 1010}},
+        {"type": "executing", "data": {"node": None, "prompt_id": "p"}},
+    ]:
+        tracker.feed(message)
+    assert tracker.finished and tracker.gpu_seconds == 0.01
+    assert not tracker.outputs_complete, "a cached output node may send nothing: ask /history"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [(1000, 1250, 0.25), (1000, 1000, 0.0), (None, 1000, None), (1000, None, None), (2000, 1000, None)],
+)
+def test_execution_seconds(start: int | None, end: int | None, expected: float | None) -> None:
+    assert execution_seconds(start, end) == expected
+
+
+def test_history_without_timestamps_has_no_gpu_time() -> None:
+    assert history_gpu_seconds({"status": {"messages": [["execution_start", {"prompt_id": "p"}]]}}) is None
+    assert history_gpu_seconds({}) is None

@@ -127,7 +127,7 @@ def test_reaper_retries_a_run_whose_worker_died(bench: Bench) -> None:
     queued = bench.run(run.id)
     assert queued.status is RunStatus.QUEUED and queued.error and queued.error["type"] == "worker_died"
     time.sleep(0.01)  # its (tiny) backoff
-    ((again, dispatch),) = bench.dispatcher.take(1).runs or [(None, 0)]
+    ((again, dispatch),) = bench.take(1) or [(None, 0)]
     assert again == run.id and dispatch == 2
     assert bench.leases.claim(run.id, "w2", dispatch).lease == Lease(run.id, "w2", 2)
 

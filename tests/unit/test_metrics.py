@@ -54,11 +54,11 @@ def queue_run(redis: Redis, tenant: str, priority: str, created: float) -> str:
     return run_id
 
 
-def add_worker(redis: Redis, name: str, state: str | None, healthy: bool = True) -> None:
+def add_worker(redis: Redis, name: str, state: str | None, healthy: bool = True, slots: int = 2) -> None:
     redis.zadd(keys.WORKERS, {name: NOW - 1})
     if state is not None:  # None: its heartbeat hash expired, it is offline
         fields = {"name": name, "state": state, "comfyui_healthy": "1" if healthy else "0", "last_seen": repr(NOW - 1)}
-        redis.hset(keys.worker(name), mapping=fields)
+        redis.hset(keys.worker(name), mapping=fields | {"slots": str(slots)})
 
 
 @pytest.fixture
@@ -69,7 +69,8 @@ def settings() -> Settings:
 @pytest.fixture
 def prepared(fake_conns: Connections, settings: Settings) -> Redis:
     """Runs queued at high (two, acme) and normal (one, default), a retry waiting at low, two in flight, one dead;
-    four workers, one per state; acme's keys and buckets; webhook deliveries at every stage."""
+    five workers, one per state (pipelines of 2 but gpu1's 3); acme's keys and buckets; webhook deliveries at
+    every stage."""
     redis = fake_conns.text
     TenantStore(redis, settings).set("acme", submit_rate=1, dispatch_rate=2)
     queue_run(redis, "acme", "high", NOW - 30)
@@ -81,9 +82,10 @@ def prepared(fake_conns: Connections, settings: Settings) -> Redis:
     redis.zadd(keys.INFLIGHT, {new_run_id(): NOW - 2, new_run_id(): NOW - 1})
     redis.zadd(keys.DEAD_LETTER, {new_run_id(): NOW - 50})
     add_worker(redis, "gpu0", "idle")
-    add_worker(redis, "gpu1", "busy")
+    add_worker(redis, "gpu1", "busy", slots=3)
     add_worker(redis, "gpu2", "paused", healthy=False)
     add_worker(redis, "gpu3", None)
+    add_worker(redis, "gpu4", "draining")
     store = ApiKeyStore(redis)
     first, _ = store.create("acme")
     second, _ = store.create("acme")
@@ -131,10 +133,12 @@ def test_workers_by_state_and_comfyui_up(prepared: Redis, settings: Settings) ->
         "idle": 1,
         "busy": 1,
         "paused": 1,
+        "draining": 1,
         "offline": 1,
     }
     up = {w: value(samples, "comfy_dispatch_comfyui_up", worker=w) for w in ("gpu0", "gpu1", "gpu2", "gpu3")}
     assert up == {"gpu0": 1, "gpu1": 1, "gpu2": 0, "gpu3": 0}
+    assert value(samples, "comfy_dispatch_ready_slots") == 2 + 3  # idle and busy workers: paused, draining not
 
 
 def test_bucket_levels_leak_since_their_last_update(prepared: Redis, settings: Settings) -> None:

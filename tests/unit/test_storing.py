@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import pytest
-import requests
+from urllib3.exceptions import ProtocolError
 
 from dispatcher.comfyui.client import ComfyClient
 from dispatcher.errors import ComfyUIError, OutputNotStored, StorageError
@@ -23,10 +23,10 @@ class Response:
         self.data = data
         self.broken = broken
 
-    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+    def chunks(self) -> Iterator[bytes]:
         yield self.data[:2]
         if self.broken:
-            raise requests.ConnectionError("reset mid-file")
+            raise ProtocolError("reset mid-file")
         yield self.data[2:]
 
 
@@ -38,9 +38,9 @@ class Client:
         self.views = 0
 
     @contextmanager
-    def view(self, filename: str, subfolder: str, folder_type: str) -> Iterator[Response]:
+    def view(self, filename: str, subfolder: str, folder_type: str) -> Iterator[Iterator[bytes]]:
         self.views += 1
-        yield self.responses.pop(0)
+        yield self.responses.pop(0).chunks()
 
 
 class FlakyStore(MemoryStore):
@@ -88,10 +88,10 @@ def test_what_keeps_failing_is_transient() -> None:
 def test_comfyui_refusing_the_file_is_not_retried() -> None:
     class Refusing(Client):
         @contextmanager
-        def view(self, filename: str, subfolder: str, folder_type: str) -> Iterator[Response]:
+        def view(self, filename: str, subfolder: str, folder_type: str) -> Iterator[Iterator[bytes]]:
             self.views += 1
             raise ComfyUIError("GET /view: HTTP 404")
-            yield Response(b"")  # pragma: no cover
+            yield iter(())  # pragma: no cover
 
     client = Refusing()
     sleeps: list[float] = []

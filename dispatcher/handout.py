@@ -1,0 +1,78 @@
+"""Handing queued runs to RQ: one dispatch pass takes what fits in the free pipeline slots and enqueues its jobs.
+
+The scheduler runs a pass on every event (``dispatcher.scheduler``); an API process runs one right after
+storing a run, so a run submitted to a fleet with room starts without waiting for the scheduler to wake.
+Taking is one atomic script (``dispatcher.dispatch``), so any number of processes may run passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rq import Queue
+
+from dispatcher import metrics
+from dispatcher.connections import Connections
+from dispatcher.dispatch import Dispatched, Dispatcher, Taken
+from dispatcher.fleet import read_workers
+from dispatcher.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JOB_FUNC = "worker.runner.execute_run"
+# The fleet's slots are read again at most this often, and at once when a worker comes or goes: a pass
+# that follows a submission then costs two round trips (take, enqueue), not four.
+SLOTS_MAX_AGE = 0.5
+
+
+class Handout:
+    """Dispatch passes of one process, with its cached view of the fleet's slots."""
+
+    def __init__(self, settings: Settings, conns: Connections) -> None:
+        self.settings = settings
+        self.conns = conns
+        self.queue = Queue(settings.queue_name, connection=conns.raw)
+        self.dispatcher = Dispatcher(conns.text, dispatch_rate=settings.dispatch_rate, max_running=settings.max_running)
+        self._slots = 0
+        self._slots_read = -SLOTS_MAX_AGE
+
+    def ready_slots(self, *, fresh: bool = False) -> int:
+        """Runs the ready workers can hold in all (the sum of their pipeline depths), read at most every
+        SLOTS_MAX_AGE seconds unless ``fresh``."""
+        now = time.monotonic()
+        if fresh or now - self._slots_read >= SLOTS_MAX_AGE:
+            since = time.time() - 3 * self.settings.worker_heartbeat
+            self._slots = sum(w.slots for w in read_workers(self.conns.text, since=since) if w.ready)
+            self._slots_read = now
+        return self._slots
+
+    def dispatch(self, *, fresh: bool = False) -> Taken:
+        """Hand what may go now to RQ: what went, and seconds until something blocked may move by itself."""
+        taken = self.dispatcher.take(self.ready_slots(fresh=fresh))
+        if taken.runs:
+            self.enqueue(taken.runs)
+        return taken
+
+    def enqueue(self, runs: list[Dispatched]) -> None:
+        """Put the RQ jobs of runs just taken on the queue, in one round trip."""
+        jobs = [
+            self.queue.prepare_data(
+                JOB_FUNC,
+                args=(run.run_id, run.dispatch),
+                job_id=f"{run.run_id}-d{run.dispatch}",  # RQ ids: letters, digits, _ and - only
+                # The job only claims its run and hands it to the worker's pipeline; our own limit times the run.
+                timeout=int(run.timeout or self.settings.run_timeout) + 120,
+                result_ttl=0,  # the run record is the truth; RQ's copy of the outcome is not needed
+                failure_ttl=3600,
+                description=f"run {run.run_id} dispatch {run.dispatch}",
+            )
+            for run in runs
+        ]
+        # If we die between take and this, the reaper dispatches the runs again after dispatch_timeout.
+        with self.conns.raw.pipeline(transaction=True) as rq_pipe:
+            self.queue.enqueue_many(jobs, pipeline=rq_pipe)
+            rq_pipe.execute()
+        for run in runs:
+            metrics.RUNS_DISPATCHED.labels(run.priority).inc()
+        log.debug("dispatched %d run(s)", len(runs))

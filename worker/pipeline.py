@@ -1,0 +1,81 @@
+"""The runs a worker holds at once, up to its pipeline depth.
+
+ComfyUI executes one prompt at a time, from its own queue. A worker holding more than one run keeps that
+queue non-empty: while one run executes, the next is posted already and starts the instant the first one
+ends, and the first one's outputs are fetched and stored while the next runs. Each held run keeps its
+own lease, fencing and dispatch number; the pipeline only counts them, so the RQ loop pops a job only
+while a slot is free (``COMFY_DISPATCH_PIPELINE_DEPTH``; 1 is one run at a time).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from dispatcher.lease import Lease
+
+
+@dataclass
+class Held:
+    """One run a worker holds: claimed, posted or executing on its ComfyUI, or being stored and ended."""
+
+    lease: Lease
+    prompt_id: str
+    canceled: threading.Event = field(default_factory=threading.Event)  # a cancel came for it
+    lost: threading.Event = field(default_factory=threading.Event)  # its lease was refused: stop, write nothing
+    release: threading.Event = field(default_factory=threading.Event)  # the worker stops: give it back if not started
+    executing: bool = False  # ComfyUI has started it (execution_start)
+
+    @property
+    def run_id(self) -> str:
+        return self.lease.run_id
+
+
+class Pipeline:
+    """The held runs, in the order they were taken; thread-safe."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self._held: dict[str, Held] = {}
+        self._changed = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @property
+    def free(self) -> int:
+        return max(0, self.depth - len(self._held))
+
+    def add(self, held: Held) -> None:
+        with self._changed:
+            self._held[held.run_id] = held
+            self._changed.notify_all()
+
+    def discard(self, run_id: str) -> None:
+        with self._changed:
+            self._held.pop(run_id, None)
+            self._changed.notify_all()
+
+    def get(self, run_id: str) -> Held | None:
+        return self._held.get(run_id)
+
+    def runs(self) -> list[Held]:
+        with self._changed:
+            return list(self._held.values())
+
+    def current(self) -> Held | None:
+        """The run ComfyUI executes now, else the first one held."""
+        held = self.runs()
+        return next((h for h in held if h.executing), held[0] if held else None)
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Block until a slot is free (True) or ``timeout`` seconds passed (False)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._held) < self.depth, timeout)
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Block until no run is held (True) or ``timeout`` seconds passed (False)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._held, max(0.0, deadline - time.monotonic()))
