@@ -75,10 +75,13 @@ async def principal(
     if not key:
         raise Unauthorized("an API key is required: send X-API-KEY: <key> or Authorization: Bearer <key>")
     key = key.strip()
-    match = KEY_RE.match(key)
-    # One read on the event loop's own client: no thread hop on the path of every request.
-    record: dict[str, str] = await svc.conns.aio.hgetall(keys.api_key(match.group(1))) if match else {}  # type: ignore[assignment]
-    found = principal_of(key, record) if match else None
+    found = svc.key_cache.get(key)
+    if found is None and (match := KEY_RE.match(key)) is not None:
+        # One read on the event loop's own client: no thread hop on the path of every request.
+        record: dict[str, str] = await svc.conns.aio.hgetall(keys.api_key(match.group(1)))  # type: ignore[assignment]
+        found = principal_of(key, record)
+        if found is not None:
+            svc.key_cache.put(key, found)
     if found is None:
         raise Unauthorized("the API key is unknown or revoked")
     return found

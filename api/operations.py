@@ -28,7 +28,9 @@ from dispatcher.addresses import AllowList
 from dispatcher.apikeys import Principal
 from dispatcher.errors import OutputNotFound, ParameterError, RateLimited, RunNotFound
 from dispatcher.runs import Output, Run, RunStatus, run_of
+from dispatcher.submit import Submission
 from dispatcher.uploads import Uploads, check_run_images
+from dispatcher.waiting import parse_done
 
 log = logging.getLogger(__name__)
 
@@ -108,25 +110,49 @@ def submit(
     key = idempotency.parse_key(idempotency_key)
     wants_stream(body)  # a malformed flag is a 422 before anything is stored
     check_images(svc, who, workflow_id, body)
-    done = svc.submitter.accept(workflow_id, body, tenant=who.tenant, idempotency_key=key)
+    # The script that stores the run also runs a dispatch pass (the scheduler's take): where a worker has
+    # room, the run is on its way without waiting for the scheduler to wake. Stored is stored: a Redis error
+    # reading the fleet must not turn this request away.
+    done = svc.submitter.accept(
+        workflow_id,
+        body,
+        tenant=who.tenant,
+        idempotency_key=key,
+        take_slots=ready_slots(svc),
+        enqueue_writes=svc.handout.enqueue_writes,
+    )
     if done.replayed:
         fields = {**fields, REPLAYED_HEADER: "true"}
     else:
         count_accepted(done.run)
         if done.run.status is RunStatus.QUEUED:
-            hand_out(svc, done.run)
+            hand_out(svc, done)
     return Accepted(run=done.run, headers=fields, replayed=done.replayed)
 
 
-def hand_out(svc: Services, run: Run) -> None:
-    """One dispatch pass right after storing ``run``: where a worker has room, the run is on its way without
-    waiting for the scheduler to wake. The scheduler is woken only if the pass left the run behind (no room,
-    a tenant limit): it then hands it out when a slot frees or the limit allows."""
+def ready_slots(svc: Services) -> int | None:
     try:
-        taken = svc.handout.dispatch()
-        if taken.wait is not None or all(d.run_id != run.id for d in taken.runs):
+        return svc.handout.ready_slots()
+    except RedisError:
+        return None  # then the scheduler hands the run out
+
+
+def hand_out(svc: Services, done: Submission) -> None:
+    """Enqueue what the submit script's dispatch pass took (but the new run's job, which the script wrote). The
+    scheduler is woken only if the pass left the run behind (no room, a tenant limit): it then hands it out
+    when a slot frees or the limit allows."""
+    run, taken = done.run, done.taken
+    try:
+        if taken is not None and taken.runs:
+            handed = [d for d in taken.runs if done.handed and d.run_id == run.id]
+            svc.handout.count(handed)
+            if others := [d for d in taken.runs if d not in handed]:
+                svc.handout.enqueue(others)
+        if taken is None or taken.wait is not None or all(d.run_id != run.id for d in taken.runs):
             svc.conns.text.publish(keys.SCHEDULER_WAKE, "submit")
-    except RedisError as exc:  # the run is stored; the scheduler's next pass (within a second) hands it out
+    except RedisError as exc:
+        # Stored, and maybe taken: the scheduler's next pass (within a second) hands it out, or the reaper
+        # dispatches a taken run again after dispatch_timeout.
         log.warning("could not dispatch after a submission: %s", exc)
 
 
@@ -181,8 +207,12 @@ async def find_run_async(svc: Services, run_id: str, who: Principal) -> Run | No
     return run if run is not None and run.tenant == who.tenant else None
 
 
-async def get_run_async(svc: Services, run_id: str, who: Principal) -> Run:
-    """:func:`get_run` on the event loop's own Redis client."""
+async def get_run_async(svc: Services, run_id: str, who: Principal, *, ended: bool = False) -> Run:
+    """:func:`get_run` on the event loop's own Redis client (``ended``: a run that just succeeded may be taken
+    from what this process was told when it ended)."""
+    recent = svc.ended.get(run_id) if ended else None
+    if recent is not None and recent.tenant == who.tenant:
+        return recent
     run = await find_run_async(svc, run_id, who)
     if run is None:
         raise RunNotFound(run_id)
@@ -203,8 +233,20 @@ async def wait(svc: Services, run_id: str, seconds: float, who: Principal) -> Ru
     A run of another tenant is not waited for. A client that goes away meanwhile changes nothing:
     the run was stored before the wait began.
     """
+
+    def told(message: str) -> Run | None:
+        run = parse_done(message)[1]
+        if run is None or run.tenant != who.tenant or not run.status.terminal:
+            return None
+        svc.ended.put(run)  # its outputs are fetched next, most likely
+        return run
+
     run = await svc.waits.wait(
-        run_id, seconds, lambda: find_run_async(svc, run_id, who), lambda run: run is None or run.status.terminal
+        run_id,
+        seconds,
+        lambda: find_run_async(svc, run_id, who),
+        lambda run: run is None or run.status.terminal,
+        parse=told,
     )
     if run is None:
         raise RunNotFound(run_id)

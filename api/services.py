@@ -8,7 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from api.body import read_json_object
-from api.waits import RunWaits
+from api.keycache import KeyCache
+from api.waits import Ended, RunWaits
+from dispatcher import keys
 from dispatcher.admission import Admission
 from dispatcher.apikeys import ApiKeyStore
 from dispatcher.cancel import Canceller
@@ -40,9 +42,15 @@ class Services:
     canceller: Canceller
     waits: RunWaits
     handout: Handout
+    key_cache: KeyCache
+    ended: Ended
 
     @classmethod
     def build(cls, settings: Settings, conns: Connections, registry: Registry, store: OutputStore) -> Services:
+        key_cache = KeyCache()
+        waits = RunWaits(
+            conns.aio, channels={keys.API_KEYS_CHANGED: key_cache.forget}, on_listening=key_cache.listening
+        )
         return cls(
             settings=settings,
             conns=conns,
@@ -54,8 +62,10 @@ class Services:
             tenants=TenantStore(conns.text, settings),
             admission=Admission(conns.text),
             canceller=Canceller(conns.text, run_ttl_seconds=settings.run_ttl_seconds),
-            waits=RunWaits(conns.aio),
+            waits=waits,
             handout=Handout(settings, conns),
+            key_cache=key_cache,
+            ended=Ended(),
         )
 
 

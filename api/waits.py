@@ -8,6 +8,9 @@ that ends at any moment is seen either in the record or as a message. A waiting 
 thread and no connection of its own: no per-wait SUBSCRIBE round trip or new connection either. When
 the subscription drops, every waiter reads its record again once it is back (a message may have been
 missed meanwhile).
+
+The same connection carries the process's other notices: channels given as ``channels`` (API key
+revocations for :mod:`api.keycache`), and ``on_listening`` hears when they can (not) be heard.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from dispatcher import keys
+from dispatcher.runs import Run, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +38,17 @@ RECONNECT_SECONDS = 1.0
 class RunWaits:
     """The process's waiting requests by run id, and the task that wakes them."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        channels: dict[str, Callable[[str], None]] | None = None,
+        on_listening: Callable[[bool], None] = lambda listening: None,
+    ) -> None:
         self.client = client
-        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self.channels = dict(channels or {})
+        self.on_listening = on_listening
+        self._waiting: dict[str, set[_Waiter]] = {}
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -45,6 +57,7 @@ class RunWaits:
             self._task = asyncio.create_task(self._listen(), name="run-waits")
 
     async def stop(self) -> None:
+        self.on_listening(False)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -52,32 +65,41 @@ class RunWaits:
 
     def __len__(self) -> int:
         """How many requests wait now."""
-        return sum(len(events) for events in self._waiting.values())
+        return sum(len(waiters) for waiters in self._waiting.values())
 
     async def wait(
-        self, run_id: str, seconds: float, read: Callable[[], Awaitable[T]], ended: Callable[[T], bool]
+        self,
+        run_id: str,
+        seconds: float,
+        read: Callable[[], Awaitable[T]],
+        ended: Callable[[T], bool],
+        parse: Callable[[str], T | None] = lambda message: None,
     ) -> T:
         """``read()`` once ``ended`` says so, or as it is when ``seconds`` have passed.
 
         ``read`` gives the run's record (whatever the caller makes of it, None for a missing run counts as
-        ended); it is read once at least, again after each wake-up.
+        ended); it is read once at least, again after each wake-up, unless ``parse`` finds the record in the
+        message that woke it (the done message carries it: one round trip less on every answer).
         """
         deadline = time.monotonic() + max(seconds, 0.0)
         self.start()  # the first wait of a process not started by its app's lifespan (tests) starts it
-        woken = asyncio.Event()
-        self._waiting.setdefault(run_id, set()).add(woken)
+        waiter = _Waiter()
+        self._waiting.setdefault(run_id, set()).add(waiter)
         try:
             await self._until(self._subscribed.wait(), deadline)
-            while True:
-                woken.clear()
-                record = await read()
-                if ended(record) or not await self._until(woken.wait(), deadline):
+            record = await read()  # a message meanwhile sets ``woken``: the loop below sees it
+            while not ended(record):
+                if not await self._until(waiter.woken.wait(), deadline):
                     return record
+                waiter.woken.clear()  # before reading: a message during the read is not lost
+                told = parse(waiter.message) if waiter.message is not None else None
+                record = told if told is not None else await read()
+            return record
         finally:
-            events = self._waiting.get(run_id)
-            if events is not None:
-                events.discard(woken)
-                if not events:
+            waiters = self._waiting.get(run_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
                     del self._waiting[run_id]
 
     @staticmethod
@@ -91,16 +113,28 @@ class RunWaits:
 
     async def _listen(self) -> None:
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
                 await pubsub.psubscribe(DONE_PATTERN)
-                self._subscribed.set()
-                self._wake_all()  # back after a drop: a message may have been missed, read again
+                if self.channels:
+                    await pubsub.subscribe(*self.channels)
+                confirmations = 1 + len(self.channels)
                 async for message in pubsub.listen():
-                    if message.get("type") == "pmessage":
-                        self._wake(str(message["channel"]).split(":")[2])
+                    kind = message.get("type")
+                    if kind in ("subscribe", "psubscribe"):
+                        # Only once Redis confirmed every subscription is a message sure to reach us.
+                        confirmations -= 1
+                        if confirmations == 0:
+                            self._subscribed.set()
+                            self.on_listening(True)
+                            self._wake_all()  # back after a drop: a message may have been missed, read again
+                    elif kind == "pmessage":
+                        self._wake(str(message["channel"]).split(":")[2], str(message["data"]))
+                    elif kind == "message" and (notice := self.channels.get(str(message["channel"]))) is not None:
+                        notice(str(message["data"]))
             except (RedisError, OSError) as exc:
                 self._subscribed.clear()
+                self.on_listening(False)
                 log.warning("run waits: Redis subscription lost (%s); again in %.0fs", exc, RECONNECT_SECONDS)
                 await asyncio.sleep(RECONNECT_SECONDS)
             finally:
@@ -109,11 +143,42 @@ class RunWaits:
                 except (RedisError, OSError):
                     pass  # closing a dead connection: nothing to save
 
-    def _wake(self, run_id: str) -> None:
-        for event in self._waiting.get(run_id, ()):
-            event.set()
+    def _wake(self, run_id: str, message: str) -> None:
+        for waiter in self._waiting.get(run_id, ()):
+            waiter.message = message
+            waiter.woken.set()
 
     def _wake_all(self) -> None:
-        for events in self._waiting.values():
-            for event in events:
-                event.set()
+        for waiters in self._waiting.values():
+            for waiter in waiters:
+                waiter.message = None  # no message: read the record
+                waiter.woken.set()
+
+
+class _Waiter:
+    __slots__ = ("woken", "message")
+
+    def __init__(self) -> None:
+        self.woken = asyncio.Event()
+        self.message: str | None = None
+
+
+class Ended:
+    """Runs that just succeeded, as a waiter received them: the client that waited fetches the outputs next, and
+    the output route then needs no read of the record (a succeeded run's outputs never change)."""
+
+    def __init__(self, *, seconds: float = 60.0, size: int = 1000) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._runs: dict[str, tuple[Run, float]] = {}
+
+    def put(self, run: Run) -> None:
+        if run.status is not RunStatus.SUCCEEDED:
+            return
+        if len(self._runs) >= self.size:
+            self._runs.pop(next(iter(self._runs)))  # the oldest: dicts keep insertion order
+        self._runs[run.id] = (run, time.monotonic() + self.seconds)
+
+    def get(self, run_id: str) -> Run | None:
+        found = self._runs.get(run_id)
+        return found[0] if found is not None and found[1] > time.monotonic() else None

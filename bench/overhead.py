@@ -246,6 +246,9 @@ def main() -> None:
     parser.add_argument("--comfyui-url", help="a running ComfyUI to measure on (default: a fake one)")
     parser.add_argument("--latency-runs", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--jobs", default="0,0.05,0.25", help="fake job lengths (s) to measure throughput at; empty: latency only"
+    )
     parser.add_argument("--fleet", type=int, default=6, help="workers (and fakes) of the fleet measure; 0 skips it")
     parser.add_argument("--fleet-runs", type=int, default=240)
     parser.add_argument("--fleet-exec", type=float, default=0.3)
@@ -295,7 +298,8 @@ def measure_one(stack: LocalStack, server: RedisServer, args: argparse.Namespace
     finally:
         direct.close()
         through.close()
-    jobs = JOBS if fake else ((0.0, JOBS[0][1]),)
+    wanted = [float(j) for j in args.jobs.split(",") if j.strip()]
+    jobs = [(s, runs) for s, runs in JOBS if s in wanted] if fake else ([(0.0, JOBS[0][1])] if wanted else [])
     for seconds, runs in jobs:
         if fake:
             set_exec([comfyui], seconds)
@@ -324,7 +328,7 @@ def measure_one(stack: LocalStack, server: RedisServer, args: argparse.Namespace
                 f"{quantile(gaps['direct'], 0.5):.0f} / {quantile(gaps['direct'], 0.95):.0f} ms | "
                 f"{quantile(gaps['stack'], 0.5):.0f} / {quantile(gaps['stack'], 0.95):.0f} ms | |"
             )
-    if fake:
+    if fake and BACKLOG_EXEC in wanted:
         set_exec([comfyui], BACKLOG_EXEC)
         through = StackClient(stack.api, key)
         run_ids, _ = backlog(through, BACKLOG_RUNS)

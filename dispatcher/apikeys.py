@@ -46,6 +46,7 @@ return 1
 _REVOKE = """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'revoked_at') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'revoked_at', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])  -- API processes forget the key at once (api.keycache)
 return 1
 """
 
@@ -161,7 +162,9 @@ class ApiKeyStore:
         """Revoke a key at once (its record stays, marked, for ``keys list``); False if unknown or already revoked."""
         if not KEY_ID_RE.match(key_id):
             return False
-        done = bool(int(self._revoke(keys=[keys.api_key(key_id)], args=[repr(time.time())])))
+        done = bool(
+            int(self._revoke(keys=[keys.api_key(key_id)], args=[repr(time.time()), keys.API_KEYS_CHANGED, key_id]))
+        )
         if done:
             log.info("revoked API key %s", key_id)
         return done

@@ -67,7 +67,7 @@ for _, output in ipairs(cjson.decode(ARGV[10])) do emit(ARGV[1], 'output', outpu
 emit(ARGV[1], 'done', ARGV[7])
 seal(ARGV[1], ARGV[3])
 idem_keep(KEYS[4], ARGV[8], ARGV[1], ARGV[9])
-redis.call('PUBLISH', ARGV[5], 'succeeded')
+announce(ARGV[1], ARGV[5], 'succeeded')
 return {1, ARGV[1]}
 """
 )

@@ -9,12 +9,14 @@ from enum import StrEnum
 from redis import Redis
 
 from dispatcher import keys
+from dispatcher.dispatch import LUA_WAITING
 from dispatcher.errors import Conflict, RunNotFound
 from dispatcher.events import LUA_EMIT
 from dispatcher.runs import Run
 
 _CANCEL = (
     LUA_EMIT
+    + LUA_WAITING
     + """
 -- KEYS: run, graph, backlog, DELAYED, INFLIGHT, tenant inflight
 -- ARGV: run_id, now, ttl, error, done channel, cancel channel, wake channel
@@ -35,8 +37,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 emit(ARGV[1], 'canceled', '{"status":"canceled","error":' .. ARGV[4] .. '}')
 seal(ARGV[1], ARGV[3])
-redis.call('PUBLISH', ARGV[5], 'canceled')
-redis.call('PUBLISH', ARGV[7], 'free')
+announce(ARGV[1], ARGV[5], 'canceled')
+if runs_waiting() then redis.call('PUBLISH', ARGV[7], 'free') end
 return 'canceled'
 """
 )

@@ -19,93 +19,122 @@ from redis import Redis
 from dispatcher import keys
 from dispatcher.runs import PRIORITIES
 
-_TAKE = """
--- KEYS: INFLIGHT, DELAYED. ARGV: ns, slots of ready workers, default dispatch rate, default max running,
--- priorities... Returns {taken: run id, dispatch, priority, timeout per run; wait}.
-local ns = ARGV[1]
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local room = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-local taken = {}
-local wait = -1
-local function later(seconds)
-  if seconds > 0 and (wait < 0 or seconds < wait) then wait = seconds end
-end
--- retries whose backoff ended go back into their backlog at their original place (creation time)
-for _, run_id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
-  redis.call('ZREM', KEYS[2], run_id)
-  local run = redis.call('HMGET', ns .. ':run:' .. run_id, 'tenant', 'priority', 'created_at', 'status')
-  if run[4] == 'queued' then
-    local backlog = ns .. ':backlog:' .. run[1] .. ':' .. run[2]
-    local rotation = ns .. ':rr:' .. run[2]
-    if redis.call('ZCARD', backlog) == 0 then
-      redis.call('LREM', rotation, 0, run[1])
-      redis.call('RPUSH', rotation, run[1])
-    end
-    redis.call('ZADD', backlog, run[3], run_id)
+LUA_TAKE = (
+    f"local NS = '{keys.NS}'\n"
+    + "local PRIORITIES = {"
+    + ", ".join(f"'{p.value}'" for p in PRIORITIES)
+    + "}\n"
+    + """
+-- take(INFLIGHT, DELAYED, slots of ready workers, default dispatch rate, default max running):
+-- {run id, dispatch, priority, timeout per run taken}, wait (seconds until a blocked backlog may move; -1: none)
+local function take(inflight_key, delayed_key, slots, default_rate, default_max_running)
+  local ns = NS
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  local room = tonumber(slots) - redis.call('ZCARD', inflight_key)
+  local taken = {}
+  local wait = -1
+  local function later(seconds)
+    if seconds > 0 and (wait < 0 or seconds < wait) then wait = seconds end
   end
-end
-local next_retry = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if #next_retry > 0 then later(tonumber(next_retry[2]) - now) end
-for p = 5, #ARGV do
-  local rotation = ns .. ':rr:' .. ARGV[p]
-  local tenants = redis.call('LLEN', rotation)
-  local misses = 0
-  while room > 0 and tenants > 0 and misses < tenants do
-    local tenant = redis.call('LMOVE', rotation, rotation, 'LEFT', 'RIGHT')
-    local backlog = ns .. ':backlog:' .. tenant .. ':' .. ARGV[p]
-    local head = redis.call('ZRANGE', backlog, 0, 0, 'WITHSCORES')
-    if #head == 0 then
-      redis.call('LREM', rotation, 0, tenant)
-      tenants = tenants - 1
-    else
-      local ok = true
-      local limits = redis.call('HMGET', ns .. ':tenant:' .. tenant, 'dispatch_rate', 'max_running')
-      local rate = tonumber(limits[1] or ARGV[3])
-      local max_running = tonumber(limits[2] or ARGV[4])
-      local inflight = ns .. ':tenant:' .. tenant .. ':inflight'
-      if ok and max_running > 0 and redis.call('SCARD', inflight) >= max_running then ok = false end
-      local bucket, level = nil, 0
-      if ok and rate > 0 then
-        -- leaky bucket: drains at `rate` per second, holds one second's worth (at least one run)
-        bucket = ns .. ':bucket:dispatch:' .. tenant
-        local state = redis.call('HMGET', bucket, 'level', 'ts')
-        level = math.max(0, tonumber(state[1] or '0') - math.max(0, now - tonumber(state[2] or now)) * rate)
-        local burst = math.max(1, rate)
-        if level + 1 > burst then ok = false; later((level + 1 - burst) / rate) end
+  -- retries whose backoff ended go back into their backlog at their original place (creation time)
+  for _, run_id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now)) do
+    redis.call('ZREM', delayed_key, run_id)
+    local run = redis.call('HMGET', ns .. ':run:' .. run_id, 'tenant', 'priority', 'created_at', 'status')
+    if run[4] == 'queued' then
+      local backlog = ns .. ':backlog:' .. run[1] .. ':' .. run[2]
+      local rotation = ns .. ':rr:' .. run[2]
+      if redis.call('ZCARD', backlog) == 0 then
+        redis.call('LREM', rotation, 0, run[1])
+        redis.call('RPUSH', rotation, run[1])
       end
-      if ok then
-        local run_id = head[1]
-        local run = ns .. ':run:' .. run_id
-        redis.call('ZREM', backlog, run_id)
-        local dispatch = redis.call('HINCRBY', run, 'dispatches', 1)
-        redis.call('HSET', run, 'dispatched_at', string.format('%.6f', now))
-        redis.call('ZADD', KEYS[1], string.format('%.6f', now), run_id)
-        redis.call('SADD', inflight, run_id)
-        redis.call('ZREM', KEYS[2], run_id)
-        if bucket then
-          redis.call('HSET', bucket, 'level', string.format('%.9f', level + 1), 'ts', string.format('%.6f', now))
-          redis.call('EXPIRE', bucket, 3600)
-        end
-        taken[#taken + 1] = run_id
-        taken[#taken + 1] = tostring(dispatch)
-        taken[#taken + 1] = ARGV[p]
-        taken[#taken + 1] = redis.call('HGET', run, 'timeout') or ''
-
-        room = room - 1
-        misses = 0
-        if redis.call('ZCARD', backlog) == 0 then
-          redis.call('LREM', rotation, 0, tenant)
-          tenants = tenants - 1
-        end
+      redis.call('ZADD', backlog, run[3], run_id)
+    end
+  end
+  local next_retry = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
+  if #next_retry > 0 then later(tonumber(next_retry[2]) - now) end
+  for _, priority in ipairs(PRIORITIES) do
+    local rotation = ns .. ':rr:' .. priority
+    local tenants = redis.call('LLEN', rotation)
+    local misses = 0
+    while room > 0 and tenants > 0 and misses < tenants do
+      local tenant = redis.call('LMOVE', rotation, rotation, 'LEFT', 'RIGHT')
+      local backlog = ns .. ':backlog:' .. tenant .. ':' .. priority
+      local head = redis.call('ZRANGE', backlog, 0, 0, 'WITHSCORES')
+      if #head == 0 then
+        redis.call('LREM', rotation, 0, tenant)
+        tenants = tenants - 1
       else
-        misses = misses + 1
+        local ok = true
+        local limits = redis.call('HMGET', ns .. ':tenant:' .. tenant, 'dispatch_rate', 'max_running')
+        local rate = tonumber(limits[1] or default_rate)
+        local max_running = tonumber(limits[2] or default_max_running)
+        local inflight = ns .. ':tenant:' .. tenant .. ':inflight'
+        if ok and max_running > 0 and redis.call('SCARD', inflight) >= max_running then ok = false end
+        local bucket, level = nil, 0
+        if ok and rate > 0 then
+          -- leaky bucket: drains at `rate` per second, holds one second's worth (at least one run)
+          bucket = ns .. ':bucket:dispatch:' .. tenant
+          local state = redis.call('HMGET', bucket, 'level', 'ts')
+          level = math.max(0, tonumber(state[1] or '0') - math.max(0, now - tonumber(state[2] or now)) * rate)
+          local burst = math.max(1, rate)
+          if level + 1 > burst then ok = false; later((level + 1 - burst) / rate) end
+        end
+        if ok then
+          local run_id = head[1]
+          local run = ns .. ':run:' .. run_id
+          redis.call('ZREM', backlog, run_id)
+          local dispatch = redis.call('HINCRBY', run, 'dispatches', 1)
+          redis.call('HSET', run, 'dispatched_at', string.format('%.6f', now))
+          redis.call('ZADD', inflight_key, string.format('%.6f', now), run_id)
+          redis.call('SADD', inflight, run_id)
+          redis.call('ZREM', delayed_key, run_id)
+          if bucket then
+            redis.call('HSET', bucket, 'level', string.format('%.9f', level + 1), 'ts', string.format('%.6f', now))
+            redis.call('EXPIRE', bucket, 3600)
+          end
+          taken[#taken + 1] = run_id
+          taken[#taken + 1] = tostring(dispatch)
+          taken[#taken + 1] = priority
+          taken[#taken + 1] = redis.call('HGET', run, 'timeout') or ''
+
+          room = room - 1
+          misses = 0
+          if redis.call('ZCARD', backlog) == 0 then
+            redis.call('LREM', rotation, 0, tenant)
+            tenants = tenants - 1
+          end
+        else
+          misses = misses + 1
+        end
       end
     end
   end
+  return taken, wait
 end
+"""
+)
+"""The Lua function ``take``, shared by the dispatch script and the API's submit-and-take (dispatcher.submit)."""
+
+LUA_WAITING = (
+    "local function runs_waiting()\n"
+    + "  return "
+    + " + ".join(f"redis.call('LLEN', '{keys.rotation(p.value)}')" for p in PRIORITIES)
+    + f" + redis.call('ZCARD', '{keys.DELAYED}') > 0\n"
+    + "end\n"
+)
+"""The Lua function ``runs_waiting()``: whether any run waits for a slot (a backlog or a retry's backoff). A run
+that ends wakes the scheduler only then: on an idle fleet its wake-up would cost CPU at the moment a client
+is being answered, for nothing."""
+
+_TAKE = (
+    LUA_TAKE
+    + """
+-- KEYS: INFLIGHT, DELAYED. ARGV: slots of ready workers, default dispatch rate, default max running.
+local taken, wait = take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 return {taken, tostring(wait)}
 """
+)
 
 
 @dataclass(frozen=True)
@@ -131,17 +160,19 @@ class Dispatcher:
 
     def take(self, slots: int) -> Taken:
         """Take the runs that go to RQ now, given how many runs the ready workers can hold in all."""
-        raw = self._take(
-            keys=[keys.INFLIGHT, keys.DELAYED],
-            args=[keys.NS, slots, self.dispatch_rate, self.max_running, *PRIORITIES],
-        )
-        flat = [_s(v) for v in raw[0]]
-        wait = float(_s(raw[1]))
-        runs = [
-            Dispatched(flat[i], int(flat[i + 1]), flat[i + 2], float(flat[i + 3]) if flat[i + 3] else None)
-            for i in range(0, len(flat), 4)
-        ]
-        return Taken(runs, wait if wait >= 0 else None)
+        raw = self._take(keys=[keys.INFLIGHT, keys.DELAYED], args=[slots, self.dispatch_rate, self.max_running])
+        return parse_taken(raw[0], raw[1])
+
+
+def parse_taken(taken: list[bytes | str], wait: bytes | str) -> Taken:
+    """What ``take`` returned (the dispatch script's, or the submit script's answer)."""
+    flat = [_s(v) for v in taken]
+    seconds = float(_s(wait))
+    runs = [
+        Dispatched(flat[i], int(flat[i + 1]), flat[i + 2], float(flat[i + 3]) if flat[i + 3] else None)
+        for i in range(0, len(flat), 4)
+    ]
+    return Taken(runs, seconds if seconds >= 0 else None)
 
 
 def _s(value: bytes | str) -> str:

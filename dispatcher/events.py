@@ -34,8 +34,16 @@ end
 local function seal(run_id, ttl)
   redis.call('EXPIRE', '{keys.NS}:run:' .. run_id .. ':events', ttl)
 end
+local function announce(run_id, channel, status)
+  local flat = redis.call('HGETALL', '{keys.NS}:run:' .. run_id)
+  local record = {{}}
+  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+  redis.call('PUBLISH', channel, cjson.encode({{status = status, run = record}}))
+end
 """
-"""Lua functions ``emit(run_id, type, data)`` and ``seal(run_id, ttl)`` to prepend to a script."""
+"""Lua functions ``emit(run_id, type, data)``, ``seal(run_id, ttl)`` and ``announce(run_id, done channel, status)``
+to prepend to a script. ``announce`` publishes a run's end with its whole record (``dispatcher.waiting.parse_done``
+reads it), so a waiter has the run without reading it again."""
 
 
 @dataclass(frozen=True)

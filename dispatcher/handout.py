@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from rq import Queue
+from rq.queue import EnqueueData
 
 from dispatcher import metrics
 from dispatcher.connections import Connections
@@ -56,23 +58,36 @@ class Handout:
 
     def enqueue(self, runs: list[Dispatched]) -> None:
         """Put the RQ jobs of runs just taken on the queue, in one round trip."""
-        jobs = [
-            self.queue.prepare_data(
-                JOB_FUNC,
-                args=(run.run_id, run.dispatch),
-                job_id=f"{run.run_id}-d{run.dispatch}",  # RQ ids: letters, digits, _ and - only
-                # The job only claims its run and hands it to the worker's pipeline; our own limit times the run.
-                timeout=int(run.timeout or self.settings.run_timeout) + 120,
-                result_ttl=0,  # the run record is the truth; RQ's copy of the outcome is not needed
-                failure_ttl=3600,
-                description=f"run {run.run_id} dispatch {run.dispatch}",
-            )
-            for run in runs
-        ]
         # If we die between take and this, the reaper dispatches the runs again after dispatch_timeout.
         with self.conns.raw.pipeline(transaction=True) as rq_pipe:
-            self.queue.enqueue_many(jobs, pipeline=rq_pipe)
+            self.queue.enqueue_many([self._job(run) for run in runs], pipeline=rq_pipe)
             rq_pipe.execute()
+        self.count(runs)
+
+    def count(self, runs: list[Dispatched]) -> None:
         for run in runs:
             metrics.RUNS_DISPATCHED.labels(run.priority).inc()
         log.debug("dispatched %d run(s)", len(runs))
+
+    def enqueue_writes(self, run: Dispatched) -> list[list[Any]]:
+        """The writes RQ's own enqueue of ``run``'s job makes (job hash, status, queue push), recorded instead
+        of sent: a script that takes the run can make them in the same step (``dispatcher.submit``), so the
+        job is on the queue the moment the run is taken, with no round trip of its own, and never one without
+        the other."""
+        pipe = self.conns.raw.pipeline(transaction=False)
+        self.queue.enqueue_many([self._job(run)], pipeline=pipe)
+        writes = [list(args) for args, _options in pipe.command_stack]
+        pipe.reset()
+        return writes
+
+    def _job(self, run: Dispatched) -> EnqueueData:
+        return self.queue.prepare_data(
+            JOB_FUNC,
+            args=(run.run_id, run.dispatch),
+            job_id=f"{run.run_id}-d{run.dispatch}",  # RQ ids: letters, digits, _ and - only
+            # The job only claims its run and hands it to the worker's pipeline; our own limit times the run.
+            timeout=int(run.timeout or self.settings.run_timeout) + 120,
+            result_ttl=0,  # the run record is the truth; RQ's copy of the outcome is not needed
+            failure_ttl=3600,
+            description=f"run {run.run_id} dispatch {run.dispatch}",
+        )

@@ -74,6 +74,9 @@ def api_key(key_id: str) -> str:
 API_KEYS = f"{NS}:apikeys"
 """Set: API key ids."""
 
+API_KEYS_CHANGED = f"{NS}:apikeys:changed"
+"""Pub/sub channel: the id of an API key just revoked (API processes drop what they remember of it)."""
+
 
 def bucket(kind: str, ident: str) -> str:
     """Hash: a leaky bucket's level and last update (kind: submit per API key, dispatch per tenant)."""

@@ -21,6 +21,7 @@ from typing import Any
 from redis import Redis
 
 from dispatcher import keys
+from dispatcher.dispatch import LUA_WAITING
 from dispatcher.events import LUA_EMIT
 from dispatcher.runs import Output, Run
 from dispatcher.usage import USAGE_TTL_SECONDS, usage_day
@@ -76,6 +77,7 @@ return 1
 # the tenant's day; ``finish`` counts the run in the day once it ends (if it ever reached a worker).
 _END = (
     LUA_EMIT
+    + LUA_WAITING
     + """
 local function spent(a)
   local gpu = tonumber(ARGV[a + 9])
@@ -113,8 +115,8 @@ local function finish(a)
     emit(run_id, 'canceled', '{"status":"canceled","error":' .. err .. '}')
   end
   seal(run_id, ARGV[a + 4])
-  redis.call('PUBLISH', ARGV[a + 6], ARGV[a])
-  redis.call('PUBLISH', ARGV[a + 7], 'free')
+  announce(run_id, ARGV[a + 6], ARGV[a])
+  if runs_waiting() then redis.call('PUBLISH', ARGV[a + 7], 'free') end
 end
 """
 )

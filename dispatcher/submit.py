@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from dispatcher import keys
 from dispatcher.addresses import AddressNotAllowed, AllowList, Resolver, check_url, system_resolver
 from dispatcher.binding import bind
 from dispatcher.cache import ResultCache
+from dispatcher.dispatch import LUA_TAKE, Dispatched, Taken, parse_taken
 from dispatcher.errors import ParameterError, QueueFull, RunNotFound
 from dispatcher.events import LUA_EMIT
 from dispatcher.idempotency import CONFLICT, LUA_IDEMPOTENCY, REPLAYED, IdempotencyClaim
@@ -39,11 +40,18 @@ MAX_RUN_TIMEOUT = 7 * 86400.0
 _SUBMIT = (
     LUA_EMIT
     + LUA_IDEMPOTENCY
+    + LUA_TAKE
     + """
 -- KEYS: run, graph, backlog(tenant, priority), rotation(priority), recent, tenant, backlog x3 (all priorities),
---       idempotency, cache pointer
+--       idempotency, cache pointer, INFLIGHT, DELAYED
 -- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel ('': none), event,
---       idempotency fingerprint, idempotency ttl, pointer ttl (0: do not record), field, value, ...
+--       idempotency fingerprint, idempotency ttl, pointer ttl (0: do not record),
+--       slots of ready workers (-1: take nothing), default dispatch rate, default max running,
+--       k, then k items: the RQ writes that enqueue this run's first job ([n, command, args...] each), then
+--       field, value, ...
+-- Stored, it answers {1, max_queued}; with slots, a dispatch pass follows in the same step (the same take as
+-- the scheduler's) and the answer adds what it took and its wait: {1, max_queued, taken, wait, handed}.
+-- When the pass took this very run (its first dispatch), its RQ job is written here too (handed = 1).
 -- A replayed key answers before the queue limit: the first run was accepted, whatever the queue holds now.
 local seen = idem_seen(KEYS[10], ARGV[9])
 if seen then return seen end
@@ -52,7 +60,8 @@ if max_queued > 0 then
   local queued = redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]) + redis.call('ZCARD', KEYS[9])
   if queued >= max_queued then return {0, max_queued} end
 end
-for i = 12, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local writes = tonumber(ARGV[15])
+for i = 16 + writes, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SET', KEYS[2], ARGV[4])
 if redis.call('ZCARD', KEYS[3]) == 0 then
   redis.call('LREM', KEYS[4], 0, ARGV[2])
@@ -65,6 +74,22 @@ emit(ARGV[1], 'queued', ARGV[8])
 idem_keep(KEYS[10], ARGV[9], ARGV[1], ARGV[10])
 if ARGV[11] ~= '0' then redis.call('SET', KEYS[11], ARGV[1], 'EX', ARGV[11]) end
 if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], 'submit') end
+if tonumber(ARGV[12]) >= 0 then
+  local taken, wait = take(KEYS[12], KEYS[13], ARGV[12], ARGV[13], ARGV[14])
+  local handed = 0
+  for i = 1, #taken, 4 do
+    if writes > 0 and taken[i] == ARGV[1] and taken[i + 1] == '1' then
+      local j = 16
+      while j < 16 + writes do
+        local n = tonumber(ARGV[j])
+        redis.call(unpack(ARGV, j + 1, j + n))
+        j = j + n + 1
+      end
+      handed = 1
+    end
+  end
+  return {1, max_queued, taken, tostring(wait), handed}
+end
 return {1, max_queued}
 """
 )
@@ -137,6 +162,8 @@ class Submission:
 
     run: Run
     replayed: bool = False  # nothing was stored: the key had been used with the same request
+    taken: Taken | None = None  # with ``take_slots``: what the dispatch pass that followed took (to enqueue)
+    handed: bool = False  # the pass took this run, and its RQ job is on the queue already
 
 
 class Submitter:
@@ -172,11 +199,16 @@ class Submitter:
         *,
         tenant: str = DEFAULT_TENANT,
         idempotency_key: str | None = None,
+        take_slots: int | None = None,
+        enqueue_writes: Callable[[Dispatched], list[list[Any]]] | None = None,
     ) -> Submission:
         """As :meth:`submit`, with an optional idempotency key, and the result cache where the run asks for it.
 
         The key seen before with the same workflow and body gives the first run (``replayed``, nothing
         stored); with another, Conflict (409). A cache hit is stored already succeeded and never queued.
+        ``take_slots`` (the slots of the ready workers): a queued run is followed, in the same script, by a
+        dispatch pass; the Submission's ``taken`` says what it took, for the caller to enqueue. With
+        ``enqueue_writes`` (``Handout.enqueue_writes``), the script enqueues this run's job itself if it takes it.
         """
         workflow = self.registry.get(workflow_id)
         priority = parse_priority(body.get("priority"))
@@ -204,10 +236,16 @@ class Submitter:
             ttl=self.idempotency_ttl,
         )
         plan = self.cache.plan(workflow, body, bound, tenant=tenant, timeout=timeout)
+        taken: Taken | None = None
         if plan.source is not None:
             code, value = self.cache.serve(run, plan.source, bound.graph, claim)
         else:
-            code, value = self._store(run, bound.graph, claim, plan.pointer, plan.pointer_ttl)
+            writes = []
+            if take_slots is not None and enqueue_writes is not None:
+                writes = enqueue_writes(Dispatched(run.id, 1, run.priority.value, run.timeout))
+            code, value, taken, handed = self._store(
+                run, bound.graph, claim, plan.pointer, plan.pointer_ttl, take_slots, writes
+            )
         if code == REPLAYED:
             first = self.runs.get(value)
             if first is None:  # expired between the script and this read: as good as never existing
@@ -221,16 +259,27 @@ class Submitter:
         if code == 0:
             raise QueueFull(tenant, int(value))
         log.info("accepted run %s of %s for %s (priority %s)", run.id, workflow.id, tenant, run.priority)
-        return Submission(run)
+        return Submission(run, taken=taken, handed=handed)
 
     def _store(
-        self, run: Run, graph: dict[str, Any], claim: IdempotencyClaim, pointer: str, pointer_ttl: int
-    ) -> tuple[int, str]:
-        """Run the submit script; its (code, value): 1 or 0 (queue full) with the limit, or an idempotency code."""
+        self,
+        run: Run,
+        graph: dict[str, Any],
+        claim: IdempotencyClaim,
+        pointer: str,
+        pointer_ttl: int,
+        take_slots: int | None = None,
+        writes: list[list[Any]] | None = None,
+    ) -> tuple[int, str, Taken | None, bool]:
+        """Run the submit script; its (code, value): 1 or 0 (queue full) with the limit, or an idempotency code;
+        what its dispatch pass took (with ``take_slots``), and whether it enqueued this run's job (``writes``)."""
+        encoded: list[Any] = []
+        for command in writes or []:
+            encoded += [len(command), *command]
         flat: list[str] = []
         for name, value in run.to_redis().items():
             flat += [name, value]
-        code, value = self._script(
+        reply = self._script(
             keys=[
                 keys.run(run.id),
                 keys.run_graph(run.id),
@@ -241,6 +290,8 @@ class Submitter:
                 *(keys.backlog(run.tenant, p) for p in PRIORITIES),
                 claim.redis_key,
                 pointer,
+                keys.INFLIGHT,
+                keys.DELAYED,
             ],
             args=[
                 run.id,
@@ -254,7 +305,14 @@ class Submitter:
                 claim.fingerprint,
                 claim.ttl,
                 pointer_ttl,
+                -1 if take_slots is None else take_slots,
+                self.settings.dispatch_rate,
+                self.settings.max_running,
+                len(encoded),
+                *encoded,
                 *flat,
             ],
         )
-        return int(code), str(value)
+        if len(reply) == 5:
+            return int(reply[0]), str(reply[1]), parse_taken(reply[2], reply[3]), bool(int(reply[4]))
+        return int(reply[0]), str(reply[1]), None, False

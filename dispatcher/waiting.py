@@ -1,12 +1,14 @@
 """Waiting for a run to end, woken by the run's done channel instead of polling its record.
 
 Whoever ends a run (``dispatcher.lease``) writes the terminal record and PUBLISHes on
-``keys.run_done_channel(run_id)`` in one script. A waiter subscribes first and reads the
+``keys.run_done_channel(run_id)`` in one script: ``{"status", "run"}``, the status and the whole
+record as that script left it (:func:`parse_done`). A waiter subscribes first and reads the
 record second, so a run that ends at any moment is seen either in the record or as a message.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -14,9 +16,23 @@ from redis import Redis
 from redis.client import PubSub
 
 from dispatcher import keys
-from dispatcher.runs import Run, RunStore
+from dispatcher.runs import Run, RunStore, run_of
 
 log = logging.getLogger(__name__)
+
+
+def parse_done(data: str) -> tuple[str, Run | None]:
+    """A done message: the run's final status, and its record when the message carries it (a bare status,
+    as older versions sent, carries none)."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return data, None
+    if not isinstance(message, dict) or not isinstance(message.get("status"), str):
+        return data, None
+    record = message.get("run")
+    return message["status"], run_of(record) if isinstance(record, dict) and record else None
+
 
 # How long to wait for Redis to confirm the SUBSCRIBE; only a dead or frozen Redis takes this long.
 SUBSCRIBE_CONFIRM_SECONDS = 5.0

@@ -21,7 +21,7 @@ from dispatcher.recovery import Reaper
 from dispatcher.runs import RunStore
 from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore, make_store
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, Runners
 
 
 @dataclass
@@ -47,6 +47,7 @@ class WorkerContext:
     reaper: Reaper
     hub: EventHub
     pipeline: Pipeline
+    runners: Runners  # one thread per run held: the pipeline's depth
     state: WorkerState = field(default_factory=WorkerState)
 
     @classmethod
@@ -62,6 +63,7 @@ class WorkerContext:
             # The same client id across restarts of a worker: prompts its last life posted report here too.
             hub=EventHub(client.ws_url, f"comfy-dispatch-worker-{name}", connect_timeout=settings.comfyui_timeout),
             pipeline=Pipeline(settings.pipeline_depth),
+            runners=Runners(settings.pipeline_depth),
             store=store or make_store(settings),
             leases=leases,
             runs=RunStore(conns.text),
@@ -76,6 +78,7 @@ class WorkerContext:
         )
 
     def close(self) -> None:
+        self.runners.shutdown()
         self.hub.close()
         self.client.close()
         self.conns.close()

@@ -12,7 +12,6 @@ ComfyUI refusing the upload: that is the GPU node's trouble, not the input's.
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 from typing import Any
@@ -48,12 +47,12 @@ _SAFE_RE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def resolve_images(ctx: WorkerContext, run: Run, graph: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``graph`` with every marked image input uploaded to ``ctx.client`` and bound by name.
+    """Bind, in ``graph`` itself (the attempt's own copy), every marked image input, uploaded to ``ctx.client``
+    and named as ComfyUI named it; returns ``graph``.
 
     Raises InputImageError (permanent, naming the parameter), InputImageUnavailable (the source, for now)
     or ComfyUIUnavailable (this worker's ComfyUI would not take the upload).
     """
-    graph = copy.deepcopy(graph)
     done: dict[str, str] = {}  # parameter -> the name ComfyUI gave it (one parameter may feed several nodes)
     for node in graph.values():
         for input_name, param in take_marks(node).items():

@@ -9,11 +9,16 @@ while a slot is free (``COMFY_DISPATCH_PIPELINE_DEPTH``; 1 is one run at a time)
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dispatcher.lease import Lease
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,3 +84,31 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         with self._changed:
             return self._changed.wait_for(lambda: not self._held, max(0.0, deadline - time.monotonic()))
+
+
+class Runners:
+    """The threads that execute held runs, one per slot, started once (a thread per run costs more).
+
+    Daemon threads: a worker told to stop twice (a cold shutdown) exits without waiting on them, and the
+    reaper retries what they held.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._work: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._loop, name=f"run-{i}", daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, work: Callable[[], object]) -> None:
+        self._work.put(work)
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._work.put(None)
+
+    def _loop(self) -> None:
+        while (work := self._work.get()) is not None:
+            try:
+                work()
+            except Exception:  # loop boundary: the thread must outlive a bug in one run
+                log.exception("a run's thread failed")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,11 +45,12 @@ T = TypeVar("T")
 
 def execute_run(run_id: str, dispatch: int) -> str:
     """RQ's entry point: claim ``run_id`` and execute it in the pipeline. Returns what happened to the claim."""
-    execution = RunExecution(context.current(), run_id, dispatch)
+    ctx = context.current()
+    execution = RunExecution(ctx, run_id, dispatch)
     refused = execution.claim()
     if refused is not None:
         return refused
-    threading.Thread(target=execution.run, name=f"run-{run_id}", daemon=True).start()
+    ctx.runners.submit(execution.run)  # a slot was free (the RQ loop waits for one), so is a thread
     return "accepted"
 
 

@@ -34,7 +34,7 @@ WHOLE_BYTES = 1024 * 1024  # up to this size a file is read whole and sent in on
 )
 async def get_output(run_id: str, filename: str, svc: ServicesDep, who: CanRead) -> Response:
     """Download one output file of a run, as listed in the run's ``outputs``; 404 otherwise."""
-    output = operations.find_output(await operations.get_run_async(svc, run_id, who), filename)
+    output = operations.find_output(await operations.get_run_async(svc, run_id, who, ended=True), filename)
     headers = {
         # RFC 6266/5987 form: any file name fits, with no quoting or latin-1 trouble in the header.
         "Content-Disposition": f"inline; filename*=UTF-8''{quote(output.filename, safe='')}",

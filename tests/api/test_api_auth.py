@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -267,3 +269,29 @@ def test_auth_disabled_is_refused_off_loopback() -> None:
     with pytest.raises(ConfigError) as caught:
         serve(disabled, "0.0.0.0", 8000)  # refused before building anything
     assert caught.value.setting == "COMFY_DISPATCH_AUTH"
+
+
+def test_a_key_is_read_once_then_remembered_until_revoked(
+    app: FastAPI, client: TestClient, fake_conns: Connections, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = app.state.services.key_cache
+    deadline = time.monotonic() + 5
+    while not cache.enabled and time.monotonic() < deadline:  # the app's subscription to revocations is up
+        time.sleep(0.01)
+    assert cache.enabled
+    reads: list[str] = []
+    original = fake_conns.aio.hgetall
+
+    async def counting(name: str) -> Any:
+        reads.append(name)
+        return await original(name)
+
+    monkeypatch.setattr(fake_conns.aio, "hgetall", counting)
+    for _ in range(3):
+        assert client.get("/v1/workflows", headers=h(key)).status_code == 200
+    assert [r for r in reads if r.startswith("cd:apikey:")] == [f"cd:apikey:{key.split('_')[1]}"]
+    assert ApiKeyStore(fake_conns.text).revoke(key.split("_")[1])  # published: every API process forgets it
+    deadline = time.monotonic() + 5
+    while cache.get(key) is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert_problem(client.get("/v1/workflows", headers=h(key)), 401)

@@ -15,6 +15,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
+from dispatcher.waiting import parse_done
 from tests.support_stack import LocalStack, submit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -82,7 +83,7 @@ def test_counts_of_real_runs_on_every_process(redis_url: str, tmp_path: Path) ->
         while len(ended) < RUNS and time.monotonic() < deadline:
             message = events.get_message(timeout=5)
             if message:
-                ended[message["channel"].split(":")[2]] = message["data"]
+                ended[message["channel"].split(":")[2]] = parse_done(message["data"])[0]
         assert set(ended) == runs and set(ended.values()) == {"succeeded"}, stack.logs()
 
         def workers_total(name: str, **labels: str) -> float:

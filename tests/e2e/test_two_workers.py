@@ -11,6 +11,7 @@ from redis import Redis
 
 from dispatcher.fake_comfyui.values import inverted_rgb8
 from dispatcher.runs import RunStore
+from dispatcher.waiting import parse_done
 from tests.support_stack import LocalStack, first_pixel, submit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -35,7 +36,7 @@ def test_300_runs_through_two_workers_each_execute_once_with_their_own_output(re
         while len(ended) < RUNS and time.monotonic() < deadline:
             message = events.get_message(timeout=5)
             if message:
-                ended[message["channel"].split(":")[2]] = message["data"]
+                ended[message["channel"].split(":")[2]] = parse_done(message["data"])[0]
         assert len(ended) == RUNS, stack.logs()
         assert set(ended) == set(colours)
         assert set(ended.values()) == {"succeeded"}, stack.logs()

@@ -7,6 +7,8 @@ from collections import Counter
 
 from redis import Redis
 
+from dispatcher.waiting import parse_done
+
 
 class Completions:
     """Subscribes to every run's done channel before anything is submitted, and counts."""
@@ -29,7 +31,7 @@ class Completions:
         if message is not None and message["type"] == "pmessage":
             run_id = message["channel"].split(":")[2]
             self.ended[run_id] += 1
-            self.status[run_id] = message["data"]
+            self.status[run_id] = parse_done(message["data"])[0]
             self.order.append(run_id)
 
     def settle(self, seconds: float) -> None:

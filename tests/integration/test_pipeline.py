@@ -123,6 +123,7 @@ def test_cancel_of_a_run_waiting_in_comfyuis_queue_removes_it_there(
     try:
         held = Held(ctx)
         held.take(slow)
+        queue_of(fake_comfyui, ctx, {"running": 1, "pending": 0})  # in this order: the slow one runs first
         held.take(waiting)
         queue_of(fake_comfyui, ctx, {"running": 1, "pending": 1})
         time.sleep(0.2)  # the watcher's subscription settles
@@ -147,6 +148,7 @@ def test_a_stopping_worker_hands_back_the_runs_waiting_in_comfyuis_queue(
     waiting = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
     held = Held(ctx)
     held.take(slow)
+    queue_of(fake_comfyui, ctx, {"running": 1, "pending": 0})
     held.take(waiting)
     queue_of(fake_comfyui, ctx, {"running": 1, "pending": 1})
     for run in ctx.pipeline.runs():
