@@ -48,6 +48,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install redis-server
+	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/sse.py

@@ -233,8 +233,20 @@ def stack_env(extra: list[str]) -> dict[str, str]:
 def started(server: RedisServer, tmp: Path, name: str, **kwargs: object) -> Iterator[LocalStack]:
     Redis.from_url(server.url).flushall()
     with LocalStack(server.url, tmp / name, **kwargs) as stack:  # type: ignore[arg-type]
-        time.sleep(1.0)  # let the workers' first heartbeats land
+        listening(Redis.from_url(server.url, decode_responses=True), stack)
         yield stack
+
+
+def listening(redis: Redis, stack: LocalStack, timeout: float = 60.0) -> None:
+    """Wait until every worker waits on RQ's queue (its RQ record says idle): on a loaded 2-core machine a worker
+    process takes seconds to start, which is not what is measured here."""
+    names = [f"rq:worker:{stack.worker_name(i)}" for i in range(len(stack.comfyui_urls))]
+    deadline = time.monotonic() + timeout
+    while any(redis.hget(name, "state") != "idle" for name in names):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers not listening: {stack.logs()}")
+        time.sleep(0.05)  # start-up only
+    time.sleep(0.5)  # and their first heartbeats land
 
 
 def spread(values: list[float]) -> str:

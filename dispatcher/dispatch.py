@@ -19,14 +19,27 @@ from redis import Redis
 from dispatcher import keys
 from dispatcher.runs import PRIORITIES
 
+LUA_WAITING = (
+    "local function runs_waiting()\n"
+    + "  return "
+    + " + ".join(f"redis.call('LLEN', '{keys.rotation(p.value)}')" for p in PRIORITIES)
+    + f" + redis.call('ZCARD', '{keys.DELAYED}') > 0\n"
+    + "end\n"
+)
+"""The Lua function ``runs_waiting()``: whether any run waits for a slot (a backlog or a retry's backoff). A run
+that ends wakes the scheduler only then: on an idle fleet its wake-up would cost CPU at the moment a client
+is being answered, for nothing."""
+
 LUA_TAKE = (
-    f"local NS = '{keys.NS}'\n"
+    LUA_WAITING
+    + f"local NS = '{keys.NS}'\n"
     + "local PRIORITIES = {"
     + ", ".join(f"'{p.value}'" for p in PRIORITIES)
     + "}\n"
     + """
 -- take(INFLIGHT, DELAYED, slots of ready workers, default dispatch rate, default max running):
--- {run id, dispatch, priority, timeout per run taken}, wait (seconds until a blocked backlog may move; -1: none)
+-- {run id, dispatch, priority, timeout per run taken}, wait (seconds until a blocked backlog may move; -1: none),
+-- and whether runs still wait (1) or not (0)
 local function take(inflight_key, delayed_key, slots, default_rate, default_max_running)
   local ns = NS
   local clock = redis.call('TIME')
@@ -110,29 +123,18 @@ local function take(inflight_key, delayed_key, slots, default_rate, default_max_
       end
     end
   end
-  return taken, wait
+  return taken, wait, runs_waiting() and 1 or 0
 end
 """
 )
 """The Lua function ``take``, shared by the dispatch script and the API's submit-and-take (dispatcher.submit)."""
 
-LUA_WAITING = (
-    "local function runs_waiting()\n"
-    + "  return "
-    + " + ".join(f"redis.call('LLEN', '{keys.rotation(p.value)}')" for p in PRIORITIES)
-    + f" + redis.call('ZCARD', '{keys.DELAYED}') > 0\n"
-    + "end\n"
-)
-"""The Lua function ``runs_waiting()``: whether any run waits for a slot (a backlog or a retry's backoff). A run
-that ends wakes the scheduler only then: on an idle fleet its wake-up would cost CPU at the moment a client
-is being answered, for nothing."""
-
 _TAKE = (
     LUA_TAKE
     + """
 -- KEYS: INFLIGHT, DELAYED. ARGV: slots of ready workers, default dispatch rate, default max running.
-local taken, wait = take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
-return {taken, tostring(wait)}
+local taken, wait, waiting = take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+return {taken, tostring(wait), waiting}
 """
 )
 
@@ -149,6 +151,7 @@ class Dispatched:
 class Taken:
     runs: list[Dispatched]  # in dispatch order
     wait: float | None  # seconds until a blocked backlog may move by itself (backoff ends, bucket drains)
+    waiting: bool = True  # runs still wait in a backlog (or a backoff) after this pass
 
 
 class Dispatcher:
@@ -161,10 +164,10 @@ class Dispatcher:
     def take(self, slots: int) -> Taken:
         """Take the runs that go to RQ now, given how many runs the ready workers can hold in all."""
         raw = self._take(keys=[keys.INFLIGHT, keys.DELAYED], args=[slots, self.dispatch_rate, self.max_running])
-        return parse_taken(raw[0], raw[1])
+        return parse_taken(raw[0], raw[1], raw[2])
 
 
-def parse_taken(taken: list[bytes | str], wait: bytes | str) -> Taken:
+def parse_taken(taken: list[bytes | str], wait: bytes | str, waiting: int | str = 1) -> Taken:
     """What ``take`` returned (the dispatch script's, or the submit script's answer)."""
     flat = [_s(v) for v in taken]
     seconds = float(_s(wait))
@@ -172,7 +175,7 @@ def parse_taken(taken: list[bytes | str], wait: bytes | str) -> Taken:
         Dispatched(flat[i], int(flat[i + 1]), flat[i + 2], float(flat[i + 3]) if flat[i + 3] else None)
         for i in range(0, len(flat), 4)
     ]
-    return Taken(runs, seconds if seconds >= 0 else None)
+    return Taken(runs, seconds if seconds >= 0 else None, bool(int(waiting)))
 
 
 def _s(value: bytes | str) -> str:

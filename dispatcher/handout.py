@@ -17,7 +17,7 @@ from rq.queue import EnqueueData
 from dispatcher import metrics
 from dispatcher.connections import Connections
 from dispatcher.dispatch import Dispatched, Dispatcher, Taken
-from dispatcher.fleet import read_workers
+from dispatcher.fleet import WorkerInfo, read_workers
 from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,20 @@ class Handout:
         self.conns = conns
         self.queue = Queue(settings.queue_name, connection=conns.raw)
         self.dispatcher = Dispatcher(conns.text, dispatch_rate=settings.dispatch_rate, max_running=settings.max_running)
-        self._slots = 0
-        self._slots_read = -SLOTS_MAX_AGE
+        self._workers: list[WorkerInfo] = []
+        self._workers_read = -SLOTS_MAX_AGE
+
+    def workers(self, *, fresh: bool = False) -> list[WorkerInfo]:
+        """The workers alive, as their heartbeats say, read at most every SLOTS_MAX_AGE seconds unless ``fresh``."""
+        now = time.monotonic()
+        if fresh or now - self._workers_read >= SLOTS_MAX_AGE:
+            self._workers = read_workers(self.conns.text, since=time.time() - 3 * self.settings.worker_heartbeat)
+            self._workers_read = now
+        return self._workers
 
     def ready_slots(self, *, fresh: bool = False) -> int:
-        """Runs the ready workers can hold in all (the sum of their pipeline depths), read at most every
-        SLOTS_MAX_AGE seconds unless ``fresh``."""
-        now = time.monotonic()
-        if fresh or now - self._slots_read >= SLOTS_MAX_AGE:
-            since = time.time() - 3 * self.settings.worker_heartbeat
-            self._slots = sum(w.slots for w in read_workers(self.conns.text, since=since) if w.ready)
-            self._slots_read = now
-        return self._slots
+        """Runs the ready workers can hold in all (the sum of their pipeline depths)."""
+        return sum(w.slots for w in self.workers(fresh=fresh) if w.ready)
 
     def dispatch(self, *, fresh: bool = False) -> Taken:
         """Hand what may go now to RQ: what went, and seconds until something blocked may move by itself."""

@@ -56,6 +56,10 @@ SCHEDULER_WAKE = f"{NS}:scheduler:wake"
 CANCEL = f"{NS}:cancel"
 """Pub/sub channel: the id of a running run someone canceled; its worker interrupts ComfyUI."""
 
+RELEASE = f"{NS}:release"
+"""Pub/sub channel: the id of a run that waits in one ComfyUI's queue while another worker idles; its worker
+hands it back unless ComfyUI has started it (dispatcher.rebalance)."""
+
 
 def tenant(name: str) -> str:
     """Hash: a tenant's limits (fields absent: the defaults from settings)."""

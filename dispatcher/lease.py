@@ -172,26 +172,49 @@ return 1
 )
 
 
+LUA_BACK_IN_LINE = """
+-- back_in_line(run_id, tenant): out of flight, back into its backlog at its old place (its creation time).
+-- KEYS (see back_in_line_keys): run, lease, INFLIGHT, tenant inflight, backlog, rotation
+local function back_in_line(run_id, tenant)
+  redis.call('ZREM', KEYS[3], run_id)
+  redis.call('SREM', KEYS[4], run_id)
+  if redis.call('ZCARD', KEYS[5]) == 0 then
+    redis.call('LREM', KEYS[6], 0, tenant)
+    redis.call('RPUSH', KEYS[6], tenant)
+  end
+  redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[1], 'created_at'), run_id)
+end
+"""
+"""The Lua function ``back_in_line``, shared by the worker's release and the reaper's redispatch."""
+
+
+def back_in_line_keys(run: Run) -> list[str]:
+    """The KEYS of a script using ``back_in_line``."""
+    return [
+        keys.run(run.id),
+        keys.run_lease(run.id),
+        keys.INFLIGHT,
+        keys.tenant_inflight(run.tenant),
+        keys.backlog(run.tenant, run.priority),
+        keys.rotation(run.priority),
+    ]
+
+
 # A stopping worker hands back a run that never started on its ComfyUI: queued again at its old place, the
-# attempt not counted. KEYS: run, lease, INFLIGHT, tenant inflight, backlog, rotation.
-# ARGV: token, run_id, tenant, wake channel. Returns 1 released, 0 lease lost, 2 a cancel is pending.
+# attempt not counted. KEYS: back_in_line's. ARGV: token, run_id, tenant, wake channel.
+# Returns 1 released, 0 lease lost, 2 a cancel is pending.
 _RELEASE = (
     LUA_EMIT
+    + LUA_BACK_IN_LINE
     + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 2 end
 redis.call('DEL', KEYS[2])
 redis.call('HINCRBY', KEYS[1], 'attempts', -1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'node', '', 'progress', '0')
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('SREM', KEYS[4], ARGV[2])
-if redis.call('ZCARD', KEYS[5]) == 0 then
-  redis.call('LREM', KEYS[6], 0, ARGV[3])
-  redis.call('RPUSH', KEYS[6], ARGV[3])
-end
-local run = redis.call('HMGET', KEYS[1], 'created_at', 'workflow', 'priority')
-redis.call('ZADD', KEYS[5], run[1], ARGV[2])
-emit(ARGV[2], 'queued', {workflow = run[2], priority = run[3], tenant = ARGV[3], reason = 'worker_stopping'})
+back_in_line(ARGV[2], ARGV[3])
+local run = redis.call('HMGET', KEYS[1], 'workflow', 'priority')
+emit(ARGV[2], 'queued', {workflow = run[1], priority = run[2], tenant = ARGV[3], reason = 'handed_back'})
 redis.call('PUBLISH', ARGV[4], 'redispatch')
 return 1
 """
@@ -322,19 +345,8 @@ class Leases:
 
     def release(self, lease: Lease, run: Run) -> ReleaseResult:
         """Give back a run its prompt never started: queued again at its old place, the attempt not counted."""
-        result = int(
-            self._release(
-                keys=[
-                    keys.run(run.id),
-                    keys.run_lease(run.id),
-                    keys.INFLIGHT,
-                    keys.tenant_inflight(run.tenant),
-                    keys.backlog(run.tenant, run.priority),
-                    keys.rotation(run.priority),
-                ],
-                args=[lease.token, run.id, run.tenant, keys.SCHEDULER_WAKE],
-            )
-        )
+        args = [lease.token, run.id, run.tenant, keys.SCHEDULER_WAKE]
+        result = int(self._release(keys=back_in_line_keys(run), args=args))
         return [ReleaseResult.LOST, ReleaseResult.RELEASED, ReleaseResult.CANCELING][result]
 
     def _end_keys(self, run: Run) -> list[str]:

@@ -19,26 +19,24 @@ from redis import Redis
 
 from dispatcher import keys, metrics
 from dispatcher.backoff import full_jitter
-from dispatcher.lease import Leases, RequeueResult
+from dispatcher.lease import LUA_BACK_IN_LINE, Leases, RequeueResult, back_in_line_keys
 from dispatcher.runs import Run, RunStore
 
 log = logging.getLogger(__name__)
 
-_REDISPATCH = """
--- KEYS: run, lease, INFLIGHT, tenant inflight, backlog, rotation. ARGV: run_id, tenant, dispatch, wake
+_REDISPATCH = (
+    LUA_BACK_IN_LINE
+    + """
+-- KEYS: back_in_line's. ARGV: run_id, tenant, dispatch, wake
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
 if redis.call('HGET', KEYS[1], 'dispatches') ~= ARGV[3] then return 0 end
-if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then return 0 end
-redis.call('SREM', KEYS[4], ARGV[1])
-if redis.call('ZCARD', KEYS[5]) == 0 then
-  redis.call('LREM', KEYS[6], 0, ARGV[2])
-  redis.call('RPUSH', KEYS[6], ARGV[2])
-end
-redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[1], 'created_at'), ARGV[1])
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) == false then return 0 end
+back_in_line(ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[4], 'redispatch')
 return 1
 """
+)
 
 _FORGET = """
 -- a run that ended (or expired) but is still listed in flight. KEYS: run, INFLIGHT, tenant inflight
@@ -118,16 +116,5 @@ class Reaper:
         return self._redispatch_run(run)
 
     def _redispatch_run(self, run: Run) -> bool:
-        return bool(
-            self._redispatch(
-                keys=[
-                    keys.run(run.id),
-                    keys.run_lease(run.id),
-                    keys.INFLIGHT,
-                    keys.tenant_inflight(run.tenant),
-                    keys.backlog(run.tenant, run.priority),
-                    keys.rotation(run.priority),
-                ],
-                args=[run.id, run.tenant, str(run.dispatches), keys.SCHEDULER_WAKE],
-            )
-        )
+        args = [run.id, run.tenant, str(run.dispatches), keys.SCHEDULER_WAKE]
+        return bool(self._redispatch(keys=back_in_line_keys(run), args=args))

@@ -1,12 +1,14 @@
 """``comfy-dispatch scheduler``: moves runs from tenants' backlogs onto the one shallow RQ queue.
 
-Woken by events on ``keys.SCHEDULER_WAKE`` (a submission, a run ending, a
-worker coming back) rather than a timer; it also wakes when a backoff or a
-dispatch bucket it is waiting on runs out, and once a second to reap. The
-RQ queue holds only as many runs as ready workers have free pipeline slots
-(each holds up to its ``pipeline_depth`` runs), so the order is decided here,
-at the last moment: a run waits behind at most the runs already posted to
-its ComfyUI. Each worker keeps its one-queue ``BLMOVE`` safety (RQ-NOTES).
+Woken by events on ``keys.SCHEDULER_WAKE`` (a submission left behind, a run
+ending while others wait, a worker coming, going or running out of work)
+rather than a timer; it also wakes when a backoff or a dispatch bucket it is
+waiting on runs out, and once a second to reap. With nothing left to hand out,
+it moves a run waiting behind another on one GPU to a worker that idles
+(``dispatcher.rebalance``). The RQ queue holds only as many runs as ready
+workers have free pipeline slots (each holds up to its ``pipeline_depth``
+runs), so the order is decided here, at the last moment: a run waits behind
+at most the runs already posted to its ComfyUI. Each worker keeps its one-queue ``BLMOVE`` safety (RQ-NOTES).
 Any number of schedulers may run: taking runs is one atomic script.
 """
 
@@ -22,6 +24,7 @@ from dispatcher import keys
 from dispatcher.connections import Connections
 from dispatcher.handout import Handout
 from dispatcher.lease import Leases
+from dispatcher.rebalance import Rebalancer
 from dispatcher.recovery import Reaper
 from dispatcher.settings import Settings
 
@@ -43,11 +46,18 @@ class Scheduler:
             retry_base=settings.retry_base,
             retry_cap=settings.retry_cap,
         )
+        self.rebalancer = Rebalancer(conns.text)
         self.stopping = threading.Event()
 
     def dispatch(self, *, fresh: bool = False) -> float | None:
-        """Hand what may go now to RQ; returns seconds until something blocked may move by itself."""
-        return self.handout.dispatch(fresh=fresh).wait
+        """Hand what may go now to RQ; returns seconds until something blocked may move by itself.
+
+        With nothing left to hand out, a run waiting behind another on one GPU while a worker idles is asked
+        back, to go to that worker (``dispatcher.rebalance``)."""
+        taken = self.handout.dispatch(fresh=fresh)
+        if not taken.runs and not taken.waiting:
+            self.rebalancer.rebalance(self.handout.workers())
+        return taken.wait
 
     def run(self) -> None:
         """Serve until ``stopping`` is set (SIGINT/SIGTERM in the CLI)."""
@@ -73,7 +83,7 @@ class Scheduler:
                     fleet_changed = False
                     message = pubsub.get_message(timeout=max(timeout, 0.0))
                     while message is not None:
-                        fleet_changed = fleet_changed or message.get("data") == "worker"
+                        fleet_changed = fleet_changed or message.get("data") in ("worker", "idle")
                         message = pubsub.get_message(timeout=0)
                 except RedisError as exc:  # Redis restarting: keep the process, try again shortly
                     log.warning("scheduler: Redis error (%s); retrying in 1s", exc)

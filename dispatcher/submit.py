@@ -75,7 +75,7 @@ idem_keep(KEYS[10], ARGV[9], ARGV[1], ARGV[10])
 if ARGV[11] ~= '0' then redis.call('SET', KEYS[11], ARGV[1], 'EX', ARGV[11]) end
 if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], 'submit') end
 if tonumber(ARGV[12]) >= 0 then
-  local taken, wait = take(KEYS[12], KEYS[13], ARGV[12], ARGV[13], ARGV[14])
+  local taken, wait, waiting = take(KEYS[12], KEYS[13], ARGV[12], ARGV[13], ARGV[14])
   local handed = 0
   for i = 1, #taken, 4 do
     if writes > 0 and taken[i] == ARGV[1] and taken[i + 1] == '1' then
@@ -88,7 +88,7 @@ if tonumber(ARGV[12]) >= 0 then
       handed = 1
     end
   end
-  return {1, max_queued, taken, tostring(wait), handed}
+  return {1, max_queued, taken, tostring(wait), handed, waiting}
 end
 return {1, max_queued}
 """
@@ -313,6 +313,6 @@ class Submitter:
                 *flat,
             ],
         )
-        if len(reply) == 5:
-            return int(reply[0]), str(reply[1]), parse_taken(reply[2], reply[3]), bool(int(reply[4]))
+        if len(reply) == 6:
+            return int(reply[0]), str(reply[1]), parse_taken(reply[2], reply[3], reply[5]), bool(int(reply[4]))
         return int(reply[0]), str(reply[1]), None, False

@@ -1,4 +1,5 @@
-"""Listens for cancels (``keys.CANCEL``) and stops the canceled run on ComfyUI when this worker holds it.
+"""Listens for cancels (``keys.CANCEL``) and stops the canceled run on ComfyUI when this worker holds it; and for
+runs the scheduler asks back (``keys.RELEASE``: another worker idles), which are handed back if not started.
 
 A held run may wait in ComfyUI's queue behind the one executing: deleting it there (``POST /queue
 {"delete"}``) means it never executes. One executing is interrupted (``POST /interrupt {"prompt_id"}``
@@ -31,10 +32,14 @@ class CancelWatcher(threading.Thread):
         while not self.stopped.is_set():
             pubsub = self.ctx.conns.text.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
-                pubsub.subscribe(keys.CANCEL)
+                pubsub.subscribe(keys.CANCEL, keys.RELEASE)
                 while not self.stopped.is_set():
                     message = pubsub.get_message(timeout=1.0)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    if message["channel"] == keys.RELEASE:
+                        self.on_release(str(message["data"]))
+                    else:
                         self.on_cancel(str(message["data"]))
             except RedisError:
                 log.warning("cancel watcher lost Redis; resubscribing")
@@ -44,6 +49,13 @@ class CancelWatcher(threading.Thread):
                 self.stopped.wait(1.0)
             finally:
                 pubsub.close()
+
+    def on_release(self, run_id: str) -> None:
+        """The scheduler asks for a run back (another worker idles): handed back unless its ComfyUI started it."""
+        held = self.ctx.pipeline.get(run_id)
+        if held is not None and not held.executing:
+            log.info("run %s asked back for an idle worker", run_id)
+            held.release.set()
 
     def on_cancel(self, run_id: str) -> None:
         held = self.ctx.pipeline.get(run_id)

@@ -255,10 +255,10 @@ class PromptFollower:
         prompt_id = self.prompt.prompt_id
         self.client.delete_pending(prompt_id)
         queue = self.client.queue()
-        if prompt_id in queue.running:
-            self._begin()  # it started just before the delete: finish it
+        if prompt_id in queue.running or (prompt_id not in queue and self.client.history(prompt_id) is not None):
+            self._begin()  # it started (or even ended) before the delete, its frames not read yet: finish it
         elif prompt_id not in queue:
-            raise RunReleased(f"prompt {prompt_id} taken out of ComfyUI's queue: the worker stops")
+            raise RunReleased(f"prompt {prompt_id} taken out of ComfyUI's queue before it started")
 
     def _stop(self) -> None:
         """Stop our prompt whether it still waits in ComfyUI's queue or runs.

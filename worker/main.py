@@ -25,7 +25,7 @@ from rq.job import Job
 
 from dispatcher import metrics
 from dispatcher.settings import Settings
-from worker import context, heartbeat
+from worker import context, heartbeat  # runner: RQ's job function, imported now, not by the first job
 from worker.cancel_watch import CancelWatcher
 from worker.context import WorkerContext
 from worker.keeper import LeaseKeeper

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from dispatcher import metrics
+from dispatcher import keys, metrics
 from dispatcher.backoff import full_jitter
 from dispatcher.cancel import CANCELED_ERROR
 from dispatcher.errors import (
@@ -101,6 +102,15 @@ class RunExecution:
             return "crashed"
         finally:
             self.ctx.pipeline.discard(self.run_id)
+            if not len(self.ctx.pipeline):
+                self._idle()
+
+    def _idle(self) -> None:
+        """Nothing held any more: tell the scheduler, which may move here a run waiting behind another."""
+        try:
+            self.ctx.conns.text.publish(keys.SCHEDULER_WAKE, "idle")
+        except RedisError as exc:
+            log.warning("could not tell the scheduler this worker is idle: %s", exc)
 
     def _execute(self, run: Run, held: Held) -> str:
         ctx = self.ctx
