@@ -77,11 +77,12 @@ async def principal(
     key = key.strip()
     found = svc.key_cache.get(key)
     if found is None and (match := KEY_RE.match(key)) is not None:
+        generation = svc.key_cache.generation
         # One read on the event loop's own client: no thread hop on the path of every request.
         record: dict[str, str] = await svc.conns.aio.hgetall(keys.api_key(match.group(1)))  # type: ignore[assignment]
         found = principal_of(key, record)
         if found is not None:
-            svc.key_cache.put(key, found)
+            svc.key_cache.put(key, found, generation)
     if found is None:
         raise Unauthorized("the API key is unknown or revoked")
     return found

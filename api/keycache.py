@@ -25,6 +25,7 @@ class KeyCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self.enabled = False  # only while revocations can reach us
+        self.generation = 0  # moves on at every revocation: a read that began before one is not remembered
         self._entries: dict[str, tuple[Principal, float]] = {}
 
     @staticmethod
@@ -38,8 +39,10 @@ class KeyCache:
             return None
         return found[0]
 
-    def put(self, key: str, principal: Principal) -> None:
-        if not self.enabled:
+    def put(self, key: str, principal: Principal, generation: int) -> None:
+        """Remember ``principal``, read from Redis when :attr:`generation` was ``generation``: unless a key was
+        revoked since (the read may predate the revocation of this very key)."""
+        if not self.enabled or generation != self.generation:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # rare and harmless: the next requests read their keys again
@@ -47,10 +50,12 @@ class KeyCache:
 
     def forget(self, key_id: str) -> None:
         """A key was revoked: drop it (its entries, under any secret)."""
+        self.generation += 1
         for ident in [i for i, (p, _) in self._entries.items() if p.key_id == key_id]:
             self._entries.pop(ident, None)
 
     def listening(self, yes: bool) -> None:
         """The revocation channel is (again) subscribed, or lost: either way, start from nothing."""
+        self.generation += 1
         self._entries.clear()
         self.enabled = yes

@@ -15,9 +15,9 @@ from dispatcher.admission import Admission
 from dispatcher.apikeys import ApiKeyStore
 from dispatcher.cancel import Canceller
 from dispatcher.connections import Connections
-from dispatcher.handout import Handout
 from dispatcher.registry import Registry
 from dispatcher.runs import RunStore
+from dispatcher.scheduling.handout import Handout
 from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore
 from dispatcher.submit import Submitter

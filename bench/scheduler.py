@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dispatcher import keys  # noqa: E402
 from dispatcher.admission import Admission  # noqa: E402
 from dispatcher.connections import Connections  # noqa: E402
-from dispatcher.dispatch import Dispatcher  # noqa: E402
 from dispatcher.redis_server import RedisServer, find_redis_binary  # noqa: E402
 from dispatcher.registry import Registry  # noqa: E402
 from dispatcher.runs import PRIORITIES, new_run  # noqa: E402
-from dispatcher.scheduler import Scheduler  # noqa: E402
+from dispatcher.scheduling.dispatch import Dispatcher  # noqa: E402
+from dispatcher.scheduling.scheduler import Scheduler  # noqa: E402
 from dispatcher.settings import load_settings  # noqa: E402
 from dispatcher.submit import Submitter  # noqa: E402
 

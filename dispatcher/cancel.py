@@ -9,10 +9,10 @@ from enum import StrEnum
 from redis import Redis
 
 from dispatcher import keys
-from dispatcher.dispatch import LUA_WAITING
 from dispatcher.errors import Conflict, RunNotFound
 from dispatcher.events import LUA_EMIT
 from dispatcher.runs import Run
+from dispatcher.scheduling.dispatch import LUA_WAITING
 
 _CANCEL = (
     LUA_EMIT

@@ -125,7 +125,7 @@ def scheduler(
     import signal
 
     from dispatcher.connections import Connections
-    from dispatcher.scheduler import Scheduler
+    from dispatcher.scheduling.scheduler import Scheduler
 
     conns = Connections.from_url(settings.redis_url)
     sched = Scheduler(settings, conns)

@@ -20,7 +20,7 @@ def run_lease(run_id: str) -> str:
     return f"{NS}:run:{run_id}:lease"
 
 
-# The Lua scripts of dispatcher/dispatch.py build these same names from NS (they visit tenants they
+# The Lua scripts of dispatcher/scheduling/dispatch.py build these same names from NS (they visit tenants they
 # cannot know in advance): change a name here and there together.
 
 
@@ -58,7 +58,7 @@ CANCEL = f"{NS}:cancel"
 
 RELEASE = f"{NS}:release"
 """Pub/sub channel: the id of a run that waits in one ComfyUI's queue while another worker idles; its worker
-hands it back unless ComfyUI has started it (dispatcher.rebalance)."""
+hands it back unless ComfyUI has started it (dispatcher.scheduling.rebalance)."""
 
 
 def tenant(name: str) -> str:

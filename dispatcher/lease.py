@@ -21,9 +21,9 @@ from typing import Any
 from redis import Redis
 
 from dispatcher import keys
-from dispatcher.dispatch import LUA_WAITING
 from dispatcher.events import LUA_EMIT
 from dispatcher.runs import Output, Run
+from dispatcher.scheduling.dispatch import LUA_WAITING
 from dispatcher.usage import USAGE_TTL_SECONDS, usage_day
 
 _CLAIM = (

@@ -1,6 +1,6 @@
 """Accepting a run: bind its parameters, then store it in its tenant's backlog, all or nothing.
 
-The scheduler (``dispatcher.scheduler``) later hands it to RQ; nothing here
+The scheduler (``dispatcher.scheduling.scheduler``) later hands it to RQ; nothing here
 talks to RQ. One Lua script checks the tenant's ``max_queued`` and writes the
 record, the graph, the backlog entry and the round-robin membership, so two
 API processes can never both squeeze past a full queue.
@@ -24,12 +24,12 @@ from dispatcher import keys
 from dispatcher.addresses import AddressNotAllowed, AllowList, Resolver, check_url, system_resolver
 from dispatcher.binding import bind
 from dispatcher.cache import ResultCache
-from dispatcher.dispatch import LUA_TAKE, Dispatched, Taken, parse_taken
 from dispatcher.errors import ParameterError, QueueFull, RunNotFound
 from dispatcher.events import LUA_EMIT
 from dispatcher.idempotency import CONFLICT, LUA_IDEMPOTENCY, REPLAYED, IdempotencyClaim
 from dispatcher.registry import Registry
 from dispatcher.runs import PRIORITIES, Priority, Run, RunStore, new_run, new_run_id
+from dispatcher.scheduling.dispatch import LUA_TAKE, Dispatched, Taken, parse_taken
 from dispatcher.settings import Settings
 from dispatcher.tenants import DEFAULT_TENANT
 

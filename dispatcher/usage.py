@@ -48,7 +48,10 @@ def day_range(start: str | None, end: str | None, *, today: date) -> list[date]:
     or one longer than :data:`MAX_DAYS`.
     """
     last = parse_day(end, "to") if end is not None else today
-    first = parse_day(start, "from") if start is not None else last - timedelta(days=DEFAULT_DAYS - 1)
+    try:
+        first = parse_day(start, "from") if start is not None else last - timedelta(days=DEFAULT_DAYS - 1)
+    except OverflowError:  # a default range that would start before year 1
+        raise ParameterError("to", "is too early: give from as well") from None
     if first > last:
         raise ParameterError("from", "must not be after to")
     if (last - first).days >= MAX_DAYS:

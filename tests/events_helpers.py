@@ -19,10 +19,10 @@ import uvicorn
 from fastapi import FastAPI
 from redis import Redis
 
-from dispatcher.dispatch import Dispatcher
 from dispatcher.lease import Lease, Leases
 from dispatcher.redis_server import free_port
 from dispatcher.runs import Output, Run, RunStatus, RunStore
+from dispatcher.scheduling.dispatch import Dispatcher
 
 
 class Life:

@@ -58,10 +58,10 @@ class CancelWatcher(threading.Thread):
             held.release.set()
 
     def on_cancel(self, run_id: str) -> None:
-        held = self.ctx.pipeline.get(run_id)
-        if held is None:
-            return
-        held.canceled.set()
+        # Remembered a while when not held: it may be a run being claimed here this very moment.
+        held = self.ctx.pipeline.cancel(run_id)
+        if held is None or not held.posted:
+            return  # its thread sees the cancel before it posts the prompt
         log.info("run %s canceled: stopping it on ComfyUI", run_id)
         try:
             stop_prompt(self.ctx.client, held.prompt_id)

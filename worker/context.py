@@ -17,8 +17,8 @@ from dispatcher.comfyui.client import ComfyClient
 from dispatcher.comfyui.stream import EventHub
 from dispatcher.connections import Connections
 from dispatcher.lease import Leases
-from dispatcher.recovery import Reaper
 from dispatcher.runs import RunStore
+from dispatcher.scheduling.recovery import Reaper
 from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore, make_store
 from worker.pipeline import Pipeline, Runners

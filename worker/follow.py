@@ -41,6 +41,7 @@ ProgressCallback = Callable[[float, str | None], None]
 StopCheck = Callable[[], str | None]  # returns a reason to stop (STOP_CANCELED, STOP_RELEASE, or another) or None
 STOP_CANCELED = "canceled"
 STOP_RELEASE = "release"  # the worker stops: give the run back if ComfyUI has not started it
+STOP_SUPERSEDED = "superseded"  # a newer attempt follows this same prompt: leave it alone
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class PromptFollower:
         on_progress: ProgressCallback,
         should_stop: StopCheck,
         on_start: Callable[[], None] = lambda: None,
+        on_posted: Callable[[], None] = lambda: None,
         on_output: Callable[[str, dict[str, Any]], None] = lambda node, output: None,
     ) -> None:
         self.client = client
@@ -86,12 +88,14 @@ class PromptFollower:
         self.on_progress = on_progress
         self.should_stop = should_stop
         self.on_start = on_start
+        self.on_posted = on_posted
         self.on_output = on_output
         self.tracker = Tracker(prompt.prompt_id, total_nodes=len(prompt.graph))
         self.started_at: float | None = None  # monotonic time the prompt began executing (our limit's origin)
         self.deaf = False  # its events go to another client: /history is asked when the queue changes
         self.missed = False  # frames may have been lost (socket dropped): take the outputs from /history
         self.finished: Finished | None = None
+        self.posted = False  # in ComfyUI's queue: posted by us, or found there
         self._last_write = 0.0  # monotonic time progress was last written
 
     def run(self) -> Finished:
@@ -116,6 +120,8 @@ class PromptFollower:
                 return found
             if not found:
                 self.client.post_prompt(self.prompt.graph, prompt_id=prompt_id, client_id=self.hub.client_id)
+            self.posted = True
+            self.on_posted()
             return self._follow(sub)
 
     def _find(self) -> Finished | bool:
@@ -133,7 +139,11 @@ class PromptFollower:
         entry = self.client.history(prompt_id)
         if entry is not None and entry.get("status", {}).get("completed"):
             return Finished.from_history(entry)
-        return False  # unknown, or an earlier attempt that failed there: run it again
+        if entry is not None:
+            # An earlier attempt that failed there: its entry goes, or it would pass for this one's end (or
+            # start) under the same prompt id.
+            self.client.delete_history(prompt_id)
+        return False  # run it again
 
     def _begin(self) -> None:
         if self.started_at is None:
@@ -148,7 +158,8 @@ class PromptFollower:
             if reason == STOP_RELEASE:
                 self._release()
             elif reason is not None:
-                self._stop()
+                if reason != STOP_SUPERSEDED:
+                    self._stop()
                 raise RunCanceled("canceled by request") if reason == STOP_CANCELED else LeaseLost(reason)
             now = time.monotonic()
             wait = STOP_CHECK_SECONDS
@@ -159,7 +170,11 @@ class PromptFollower:
                     raise RunTimeout("the run exceeded its time limit; ComfyUI was interrupted")
                 wait = min(wait, left)
             message = sub.get(timeout=wait)
-            if message is None:
+            if message is None or message.get("type") == "status":
+                if message is not None and self.deaf and (done := self._look()) is not None:
+                    return done
+                # Status frames (other prompts' queue changes) say nothing of ours: silence is counted
+                # from our own last frame, or a prompt ComfyUI lost goes unnoticed on a busy worker.
                 if time.monotonic() - last_frame >= SILENCE_CHECK_SECONDS:
                     if (done := self._look()) is not None:
                         return done
@@ -168,10 +183,6 @@ class PromptFollower:
             last_frame = time.monotonic()
             if message is DISCONNECTED:
                 if (done := self._after_drop(sub)) is not None:
-                    return done
-                continue
-            if message.get("type") == "status":
-                if self.deaf and (done := self._look()) is not None:
                     return done
                 continue
             changed = tracker.feed(message)

@@ -20,12 +20,15 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from dispatcher import metrics
+from dispatcher.errors import ComfyUIError
 from dispatcher.settings import Settings
-from worker import context, heartbeat  # runner: RQ's job function, imported now, not by the first job
+from worker import context, heartbeat
+from worker import runner as runner  # RQ's job function: imported now, not by the first job it pops
 from worker.cancel_watch import CancelWatcher
 from worker.context import WorkerContext
 from worker.keeper import LeaseKeeper
@@ -44,6 +47,7 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
 
     _beat_at = 0.0
     _suspension_checked_at = 0.0
+    _in_job = False
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         now = time.monotonic()
@@ -74,15 +78,29 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
         reaper finds a worker that died holding a run. RQ still moves the job: BLMOVE into its
         intermediate list, which keeps a job popped by a worker that dies before this point.
         """
+        self._in_job = True
         try:
             job.func(*job.args, **job.kwargs)
         except Exception:  # loop boundary: a bug in one claim must not stop the worker taking runs
             log.exception("job %s failed", job.id)
         finally:
-            with self.connection.pipeline() as pipe:
-                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-                pipe.delete(job.key)
-                pipe.execute()
+            self._in_job = False
+            try:
+                with self.connection.pipeline() as pipe:
+                    pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                    pipe.delete(job.key)
+                    pipe.execute()
+            except RedisError as exc:  # RQ's own clean-up of its intermediate list removes it later
+                log.warning("job %s not cleared from RQ's lists: %s", job.id, exc)
+
+    def _shutdown(self) -> None:
+        # RQ raises StopRequested from its signal handler unless the worker is busy. We never mark the worker
+        # busy (execute_job), so a stop during a claim would cut it in half (claimed, never held or run):
+        # then it only takes note, and the loop stops once the claim is done.
+        if self._in_job:
+            self._stop_requested = True
+            return
+        super()._shutdown()  # type: ignore[no-untyped-call]
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         ctx = context.current()
@@ -108,6 +126,23 @@ def default_name(comfyui_url: str) -> str:
     return f"{socket.gethostname()}-{parts.hostname}-{parts.port or 80}"
 
 
+def _clear_orphans(ctx: WorkerContext) -> None:
+    """Take out of ComfyUI's queue the prompts an earlier life of this worker (same name, so same client id)
+    posted and never started: their runs are retried once their leases lapse, maybe on another ComfyUI, and
+    a retry here finds its prompt gone and posts it again. One already running is left to finish: a retry
+    here takes it over."""
+    try:
+        queue = ctx.client.queue()
+        orphans = [p for p in queue.pending if queue.clients.get(p) == ctx.hub.client_id]
+        for prompt_id in orphans:
+            ctx.client.delete_pending(prompt_id)
+    except ComfyUIError as exc:
+        log.warning("could not look for prompts left in ComfyUI's queue by an earlier run of this worker: %s", exc)
+        return
+    if orphans:
+        log.warning("took %d prompt(s) left by an earlier run of this worker out of ComfyUI's queue", len(orphans))
+
+
 def run_worker(settings: Settings, name: str | None = None, *, burst: bool = False) -> None:
     """Serve runs until SIGINT/SIGTERM (the current run finishes first)."""
     worker_name = name or default_name(settings.comfyui_url)
@@ -115,6 +150,7 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
     context.install(ctx)
     metrics.expose_worker_state(lambda: ctx.state.comfyui_healthy, lambda: len(ctx.pipeline))
     heartbeat.beat(ctx)
+    _clear_orphans(ctx)
     threads: list[heartbeat.Heartbeat | CancelWatcher | LeaseKeeper] = [
         heartbeat.Heartbeat(ctx),
         CancelWatcher(ctx),

@@ -30,11 +30,19 @@ class Held:
     canceled: threading.Event = field(default_factory=threading.Event)  # a cancel came for it
     lost: threading.Event = field(default_factory=threading.Event)  # its lease was refused: stop, write nothing
     release: threading.Event = field(default_factory=threading.Event)  # the worker stops: give it back if not started
+    # A newer attempt of the run is held here now (this one's lease lapsed): it follows the same prompt, so
+    # this one leaves without stopping it.
+    superseded: threading.Event = field(default_factory=threading.Event)
     executing: bool = False  # ComfyUI has started it (execution_start)
+    posted: bool = False  # its prompt is in ComfyUI's queue (or was found there): the next one may be posted
 
     @property
     def run_id(self) -> str:
         return self.lease.run_id
+
+
+# A cancel for a run not held (yet) is remembered this long: it may come between the claim and the hold.
+CANCEL_MEMORY_SECONDS = 60.0
 
 
 class Pipeline:
@@ -44,6 +52,7 @@ class Pipeline:
         self.depth = depth
         self._held: dict[str, Held] = {}
         self._changed = threading.Condition()
+        self._canceled: dict[str, float] = {}  # run id -> monotonic time a cancel came while it was not held
 
     def __len__(self) -> int:
         return len(self._held)
@@ -53,14 +62,60 @@ class Pipeline:
         return max(0, self.depth - len(self._held))
 
     def add(self, held: Held) -> None:
+        """Hold a run just claimed. An older attempt of it still held here is superseded; a cancel that came
+        since the claim read the record applies to it."""
         with self._changed:
+            older = self._held.pop(held.run_id, None)
+            if older is not None:
+                older.superseded.set()
+                older.lost.set()
+            if self._canceled.pop(held.run_id, None) is not None:
+                held.canceled.set()
             self._held[held.run_id] = held
             self._changed.notify_all()
 
-    def discard(self, run_id: str) -> None:
+    def discard(self, held: Held) -> None:
+        """``held`` leaves the pipeline (not a newer attempt of its run that took its place)."""
         with self._changed:
-            self._held.pop(run_id, None)
+            if self._held.get(held.run_id) is held:
+                del self._held[held.run_id]
             self._changed.notify_all()
+
+    def cancel(self, run_id: str) -> Held | None:
+        """Mark ``run_id`` canceled: its held run (returned), or the one it will be if claimed just now."""
+        with self._changed:
+            held = self._held.get(run_id)
+            if held is not None:
+                held.canceled.set()
+                return held
+            now = time.monotonic()
+            self._canceled = {r: at for r, at in self._canceled.items() if now - at < CANCEL_MEMORY_SECONDS}
+            self._canceled[run_id] = now
+            return None
+
+    def posted(self, held: Held) -> None:
+        """``held``'s prompt is in ComfyUI's queue: the run held after it may post its own."""
+        with self._changed:
+            held.posted = True
+            self._changed.notify_all()
+
+    def wait_turn(self, held: Held, timeout: float) -> bool:
+        """Block until every run held before ``held`` has posted its prompt or left (True), or ``timeout``
+        seconds passed (False). Runs are posted in the order they were taken, as RQ handed them out in
+        priority order: threads racing to post could put a later run first in ComfyUI's queue."""
+
+        def turn() -> bool:
+            if self._held.get(held.run_id) is not held:
+                return True  # not held (superseded): nothing to wait for
+            for other in self._held.values():
+                if other is held:
+                    return True
+                if not other.posted:
+                    return False
+            return True
+
+        with self._changed:
+            return self._changed.wait_for(turn, timeout)
 
     def get(self, run_id: str) -> Held | None:
         return self._held.get(run_id)

@@ -35,10 +35,18 @@ from dispatcher.outputs import OutputFile, content_type, files_from_outputs, uni
 from dispatcher.runs import Output, Run, RunStatus
 from worker import context, heartbeat
 from worker.context import WorkerContext
-from worker.follow import STOP_CANCELED, STOP_RELEASE, Prompt, PromptFollower
+from worker.follow import (
+    STOP_CANCELED,
+    STOP_CHECK_SECONDS,
+    STOP_RELEASE,
+    STOP_SUPERSEDED,
+    Prompt,
+    PromptFollower,
+    stop_prompt,
+)
 from worker.inputs import resolve_images
 from worker.pipeline import Held
-from worker.storing import store_output
+from worker.storing import STORE_ATTEMPTS, store_output
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,9 +107,10 @@ class RunExecution:
             return self._execute(self.record, self.held)
         except Exception:  # the run's own thread: log it; the lease expires and the reaper retries the run
             log.exception("run %s: unexpected error; its lease will expire and the run be retried", self.run_id)
+            self._abandon()
             return "crashed"
         finally:
-            self.ctx.pipeline.discard(self.run_id)
+            self.ctx.pipeline.discard(self.held)
             if not len(self.ctx.pipeline):
                 self._idle()
 
@@ -118,34 +127,32 @@ class RunExecution:
         log.info("run %s attempt %s: executing %s on %s", run.id, lease.attempt, run.workflow, ctx.client.base_url)
 
         def on_progress(progress: float, node: str | None) -> None:
-            if not ctx.leases.update(lease, progress=repr(round(progress, 4)), node=node or ""):
-                held.lost.set()
-
-        def should_stop() -> str | None:
-            if held.lost.is_set():
-                return "lease lost"
-            if held.canceled.is_set():
-                return STOP_CANCELED
-            return STOP_RELEASE if held.release.is_set() and not held.executing else None
+            try:
+                if not ctx.leases.update(lease, progress=repr(round(progress, 4)), node=node or ""):
+                    held.lost.set()
+            except RedisError as exc:  # progress is a courtesy: the run goes on, the keeper guards the lease
+                log.warning("run %s: progress not written: %s", run.id, exc)
 
         def on_start() -> None:
             held.executing = True
 
         try:
-            if run.cancel_requested or held.canceled.is_set():
-                raise RunCanceled("canceled before it started")
-            if held.release.is_set():
-                raise RunReleased("the worker stops before the run was posted")
+            if run.cancel_requested:
+                held.canceled.set()
             # Input images become files of this worker's ComfyUI first (worker.inputs); a no-op for most graphs.
             graph = resolve_images(ctx, run, self.graph)
+            while not ctx.pipeline.wait_turn(held, STOP_CHECK_SECONDS):
+                _raise_stop(held)
+            _raise_stop(held)
             prompt = Prompt(run.prompt_id, graph, run.timeout, recover=lease.attempt > 1)
             self.follower = PromptFollower(
                 ctx.client,
                 ctx.hub,
                 prompt,
                 on_progress=on_progress,
-                should_stop=should_stop,
+                should_stop=lambda: _stop_reason(held),
                 on_start=on_start,
+                on_posted=lambda: ctx.pipeline.posted(held),
                 on_output=lambda node, ui: self._store_early(run, lease, node, ui),
             )
             finished = self.follower.run()
@@ -153,7 +160,7 @@ class RunExecution:
             outputs = self._store_outputs(run, lease, finished.outputs)
         except LeaseLost as exc:
             log.warning("run %s attempt %s abandoned: %s", run.id, lease.attempt, exc)
-            return "lease-lost"
+            return "superseded" if held.superseded.is_set() else "lease-lost"
         except RunCanceled:
             return self._end(run, lease, RunStatus.CANCELED, error=CANCELED_ERROR)
         except RunReleased:
@@ -173,6 +180,23 @@ class RunExecution:
 
     def _gpu_seconds(self) -> float:
         return self.follower.gpu_seconds if self.follower is not None else 0.0
+
+    def _prompt_left_behind(self) -> bool:
+        """Posted (or found) on ComfyUI, and its end not seen: it may still be queued or running there."""
+        follower = self.follower
+        return follower is not None and follower.posted and not follower.tracker.ended and follower.finished is None
+
+    def _abandon(self) -> None:
+        """Take our prompt off ComfyUI (best effort) before the run goes to another attempt, which may run on
+        another ComfyUI: left there, it would execute for nothing."""
+        if self.follower is None or not self._prompt_left_behind():
+            return
+        if self.held is not None and self.held.superseded.is_set():
+            return  # the newer attempt here follows this very prompt
+        try:
+            stop_prompt(self.ctx.client, self.follower.prompt.prompt_id)
+        except ComfyUIError as exc:
+            log.warning("run %s: could not take its prompt off ComfyUI: %s", self.run_id, exc)
 
     def _end(
         self,
@@ -197,12 +221,18 @@ class RunExecution:
 
     def _store_early(self, run: Run, lease: Lease, node: str, ui: dict[str, Any]) -> None:
         """Store the files an output node saved as soon as ComfyUI says so (``executed``), while the rest of the
-        graph runs. A name that clashes with one stored already waits for the end, where every name is known.
+        graph runs. A name that clashes with one stored already waits for the end, where every name is known;
+        so does a file that could not be stored at the first try (the end tries again, with retries: the
+        prompt meanwhile goes on).
         Should the prompt fail later, these files are left unreferenced under the attempt's own keys."""
         taken = {output.filename for output in self.early.values()}
         for file in files_from_outputs({node: ui}):
             if file.type == "output" and file.filename not in taken and file not in self.early:
-                self.early[file] = self._store(run, lease, file, file.filename)
+                try:
+                    self.early[file] = self._store(run, lease, file, file.filename, attempts=1)
+                except ComfyUIError as exc:
+                    log.warning("run %s: output %s not stored early (%s); trying at the end", run.id, file, exc)
+                    continue
                 taken.add(file.filename)
 
     def _store_outputs(self, run: Run, lease: Lease, ui_outputs: dict[str, Any]) -> list[Output]:
@@ -217,11 +247,12 @@ class RunExecution:
         metrics.OUTPUT_UPLOAD.observe(self.store_seconds)
         return outputs
 
-    def _store(self, run: Run, lease: Lease, file: OutputFile, name: str) -> Output:
+    def _store(self, run: Run, lease: Lease, file: OutputFile, name: str, attempts: int = STORE_ATTEMPTS) -> Output:
         started = time.monotonic()
         key = f"{run.id}/{lease.attempt}/{name}"
         ctype = content_type(name)
-        size = store_output(self.ctx.client, self.ctx.store, file, key, ctype)  # retried; else OutputNotStored
+        # Retried up to ``attempts`` times; else OutputNotStored.
+        size = store_output(self.ctx.client, self.ctx.store, file, key, ctype, attempts=attempts)
         metrics.OUTPUT_BYTES.inc(size)
         self.store_seconds += time.monotonic() - started
         return Output(file.node, name, ctype, size, key, file.subfolder, file.type)
@@ -231,11 +262,17 @@ class RunExecution:
         error = exc.to_dict()
         if not exc.transient or isinstance(exc, ComfyUIValidationError):
             return self._end(run, lease, RunStatus.FAILED, error=error)
+        gpu = self._gpu_seconds()
         if isinstance(exc, ComfyUIUnavailable):
             # Look again now, not at the next heartbeat: a ComfyUI that is down must not get the retry.
             heartbeat.beat(ctx)
+            if self._prompt_left_behind():
+                # It may still run there and a retry on that ComfyUI takes it over (``worker.follow``), charged
+                # from then on: what ran before is not charged twice (nor, should it be lost, at all).
+                gpu = 0.0
+        elif self._prompt_left_behind():
+            self._abandon()  # ComfyUI answers, our prompt may still be there: the retry must not race it
         delay = full_jitter(lease.attempt, base=ctx.settings.retry_base, cap=ctx.settings.retry_cap)
-        gpu = self._gpu_seconds()
         result = _through_redis_blips(ctx.leases.requeue, lease, run, error=error, delay=delay, gpu_seconds=gpu)
         if result is not RequeueResult.LOST:
             metrics.GPU_SECONDS.labels(run.tenant).inc(gpu)
@@ -270,3 +307,25 @@ def _through_redis_blips(write: Callable[..., T], *args: Any, **kwargs: Any) -> 
             log.warning("Redis unreachable while ending a run; trying again in %.1fs", delay)
             time.sleep(delay)  # waiting for Redis to come back: there is no event to wait on
             delay = min(delay * 2, 2.0)
+
+
+def _stop_reason(held: Held) -> str | None:
+    """Why the run's thread must stop following its prompt now (``worker.follow``'s stop reasons), or None."""
+    if held.superseded.is_set():
+        return STOP_SUPERSEDED
+    if held.lost.is_set():
+        return "lease lost"
+    if held.canceled.is_set():
+        return STOP_CANCELED
+    return STOP_RELEASE if held.release.is_set() and not held.executing else None
+
+
+def _raise_stop(held: Held) -> None:
+    """Before the prompt is posted: stop as :func:`_stop_reason` says (nothing to take off ComfyUI yet)."""
+    reason = _stop_reason(held)
+    if reason == STOP_CANCELED:
+        raise RunCanceled("canceled before it started")
+    if reason == STOP_RELEASE:
+        raise RunReleased("the worker stops before the run was posted")
+    if reason is not None:
+        raise LeaseLost(reason)

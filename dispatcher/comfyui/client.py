@@ -154,6 +154,9 @@ class ComfyClient:
     def delete_pending(self, prompt_id: str) -> None:
         self._request("POST", "/queue", json_body={"delete": [prompt_id]})
 
+    def delete_history(self, prompt_id: str) -> None:
+        self._request("POST", "/history", json_body={"delete": [prompt_id]})
+
     def system_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self._json("GET", "/system_stats")
         return stats

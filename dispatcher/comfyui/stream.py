@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 DISCONNECTED: dict[str, Any] = {"type": "comfy-dispatch:disconnected", "data": {}}
 """What a subscription receives when the socket it listened on closed."""
 
-# The reader blocks this long at most per frame; silence is normal (a long node), so a timeout only loops.
+# Silence is normal (one long node), so a read that waits this long sends a ping; when the next one waits as
+# long again, without even the pong, the connection is dead (half-open: a peer gone without a reset).
 READ_TIMEOUT_SECONDS = 30.0
 # ComfyUI sends the whole table of node states (progress_state) around every node: the largest and most
 # frequent frames, telling nothing executing/progress/executed do not. Left unparsed (a third of the CPU
@@ -71,10 +72,13 @@ class Subscription:
 class EventHub:
     """One websocket to one ComfyUI, shared by every run a worker holds."""
 
-    def __init__(self, ws_url: str, client_id: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, ws_url: str, client_id: str, *, connect_timeout: float = 10.0, read_timeout: float = READ_TIMEOUT_SECONDS
+    ) -> None:
         self.client_id = client_id
         self.url = f"{ws_url}?clientId={quote(client_id)}"
         self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self._subs: dict[str, Subscription] = {}
         self._lock = threading.Lock()  # guards _subs and _ws
         self._connecting = threading.Lock()  # one handshake at a time
@@ -113,7 +117,7 @@ class EventHub:
                 )
             except (OSError, websocket.WebSocketException) as exc:
                 raise ComfyUIUnavailable(f"websocket {self.url}: {exc}") from exc
-            ws.settimeout(READ_TIMEOUT_SECONDS)
+            ws.settimeout(self.read_timeout)
             with self._lock:
                 self._ws = ws
             threading.Thread(target=self._read, args=(ws,), name="comfyui-ws", daemon=True).start()
@@ -125,20 +129,29 @@ class EventHub:
             _close(ws)
 
     def _read(self, ws: websocket.WebSocket) -> None:
+        pinged = False  # a ping is out, unanswered
         try:
             while True:
                 try:
-                    frame = ws.recv()
+                    opcode, data = ws.recv_data(control_frame=True)
                 except websocket.WebSocketTimeoutException:
-                    continue  # a quiet ComfyUI (one long node): nothing to route
+                    if pinged:
+                        log.warning(
+                            "ComfyUI websocket silent, not even a pong, for %.0fs: reconnecting", self.read_timeout
+                        )
+                        break
+                    ws.ping()
+                    pinged = True
+                    continue
+                pinged = False  # any frame, the pong included, says the connection lives
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    break  # closed by ComfyUI
+                if opcode != websocket.ABNF.OPCODE_TEXT:
+                    continue  # a preview image (only final outputs are stored), a ping or a pong
+                try:
+                    self._route(data if isinstance(data, str) else data.decode("utf-8"))
                 except UnicodeDecodeError:
                     log.warning("ignoring a websocket text frame that is not UTF-8")
-                    continue
-                if isinstance(frame, bytes):
-                    continue  # a preview image; only final outputs are stored
-                if not frame:
-                    break  # closed by ComfyUI
-                self._route(frame)
         except (OSError, websocket.WebSocketException) as exc:
             log.info("ComfyUI websocket closed: %s: %s", exc.__class__.__name__, exc)
         finally:

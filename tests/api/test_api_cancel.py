@@ -7,7 +7,7 @@ import time
 
 from dispatcher import keys
 from dispatcher.connections import Connections
-from dispatcher.dispatch import Dispatcher
+from dispatcher.scheduling.dispatch import Dispatcher
 from tests.api.helpers import TestClient, assert_problem, finish_run
 
 BODY = {"params": {"width": 8, "height": 8}}

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from dispatcher import keys
-from dispatcher.dispatch import Dispatcher
 from dispatcher.registry import Registry
 from dispatcher.runs import Run, RunStatus
+from dispatcher.scheduling.dispatch import Dispatcher
 from dispatcher.submit import Submitter
 from tests.integration.conftest import ContextFactory
 from tests.support import FakeComfy

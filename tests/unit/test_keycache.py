@@ -21,24 +21,31 @@ def cache() -> KeyCache:
 
 def test_a_valid_key_is_remembered_under_its_whole_secret(cache: KeyCache) -> None:
     assert cache.get(KEY) is None
-    cache.put(KEY, ACME)
+    cache.put(KEY, ACME, cache.generation)
     assert cache.get(KEY) == ACME
     assert cache.get(KEY[:-1] + "t") is None  # same key id, another secret: not this entry
 
 
 def test_a_revocation_forgets_the_key(cache: KeyCache) -> None:
-    cache.put(KEY, ACME)
+    cache.put(KEY, ACME, cache.generation)
     cache.forget("ffffffffffff")
     assert cache.get(KEY) == ACME
     cache.forget(ACME.key_id)
     assert cache.get(KEY) is None
 
 
+def test_a_read_that_began_before_a_revocation_is_not_remembered(cache: KeyCache) -> None:
+    generation = cache.generation  # the request reads the key's record...
+    cache.forget(ACME.key_id)  # ...the key is revoked meanwhile (the record read may predate it)
+    cache.put(KEY, ACME, generation)
+    assert cache.get(KEY) is None
+
+
 def test_nothing_is_remembered_while_revocations_could_be_missed(cache: KeyCache) -> None:
-    cache.put(KEY, ACME)
+    cache.put(KEY, ACME, cache.generation)
     cache.listening(False)  # the subscription dropped
     assert cache.get(KEY) is None
-    cache.put(KEY, ACME)
+    cache.put(KEY, ACME, cache.generation)
     cache.listening(True)  # back: it starts from nothing
     assert cache.get(KEY) is None
 
@@ -46,7 +53,7 @@ def test_nothing_is_remembered_while_revocations_could_be_missed(cache: KeyCache
 def test_entries_expire() -> None:
     cache = KeyCache(ttl=-1)
     cache.listening(True)
-    cache.put(KEY, ACME)
+    cache.put(KEY, ACME, cache.generation)
     assert cache.get(KEY) is None
 
 
@@ -54,7 +61,7 @@ def test_it_is_bounded() -> None:
     cache = KeyCache(ttl=60, max_entries=2)
     cache.listening(True)
     for i in range(3):
-        cache.put(f"{KEY}{i}", ACME)
+        cache.put(f"{KEY}{i}", ACME, cache.generation)
     assert sum(cache.get(f"{KEY}{i}") is not None for i in range(3)) <= 2
 
 

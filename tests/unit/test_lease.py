@@ -12,8 +12,8 @@ from dispatcher.connections import Connections
 from dispatcher.deadletter import DeadLetters
 from dispatcher.errors import Conflict
 from dispatcher.lease import ClaimResult, Lease, RequeueResult
-from dispatcher.recovery import Reaper
 from dispatcher.runs import Output, Run, RunStatus
+from dispatcher.scheduling.recovery import Reaper
 from tests.unit.dispatch_helpers import Bench
 
 

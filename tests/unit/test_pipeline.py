@@ -23,18 +23,20 @@ def held(run_id: str) -> Held:
 @pytest.mark.parametrize("depth", [1, 2, 4])
 def test_a_pipeline_holds_up_to_its_depth(depth: int) -> None:
     pipeline = Pipeline(depth)
-    for i in range(depth):
+    runs = [held(str(i)) for i in range(depth)]
+    for run in runs:
         assert pipeline.wait_for_room(0)
-        pipeline.add(held(str(i)))
+        pipeline.add(run)
     assert pipeline.free == 0 and not pipeline.wait_for_room(0.01)
-    pipeline.discard("0")
+    pipeline.discard(runs[0])
     assert pipeline.free == 1 and pipeline.wait_for_room(0)
 
 
 def test_a_run_ending_wakes_the_loop_waiting_for_room() -> None:
     pipeline = Pipeline(1)
-    pipeline.add(held("a"))
-    timer = threading.Timer(0.05, pipeline.discard, ("a",))
+    run = held("a")
+    pipeline.add(run)
+    timer = threading.Timer(0.05, pipeline.discard, (run,))
     timer.start()
     started = time.monotonic()
     assert pipeline.wait_for_room(5)
@@ -57,11 +59,59 @@ def test_the_current_run_is_the_one_executing() -> None:
 def test_wait_empty() -> None:
     pipeline = Pipeline(2)
     assert pipeline.wait_empty(0)
-    pipeline.add(held("a"))
+    run = held("a")
+    pipeline.add(run)
     assert not pipeline.wait_empty(0.01)
-    pipeline.discard("a")
-    pipeline.discard("a")  # twice: harmless
+    pipeline.discard(run)
+    pipeline.discard(run)  # twice: harmless
     assert pipeline.wait_empty(0)
+
+
+def test_runs_post_in_the_order_they_were_taken() -> None:
+    pipeline = Pipeline(3)
+    a, b, c = held("a"), held("b"), held("c")
+    for run in (a, b, c):
+        pipeline.add(run)
+    assert pipeline.wait_turn(a, 0)
+    assert not pipeline.wait_turn(b, 0) and not pipeline.wait_turn(c, 0)
+    pipeline.posted(a)
+    assert pipeline.wait_turn(b, 0) and not pipeline.wait_turn(c, 0)
+    pipeline.discard(b)  # failed before posting: the next one goes
+    assert pipeline.wait_turn(c, 0)
+
+
+def test_a_run_waiting_its_turn_is_woken_by_the_post_before_it() -> None:
+    pipeline = Pipeline(2)
+    a, b = held("a"), held("b")
+    pipeline.add(a)
+    pipeline.add(b)
+    timer = threading.Timer(0.05, pipeline.posted, (a,))
+    timer.start()
+    assert pipeline.wait_turn(b, 5)
+    timer.join()
+
+
+def test_a_newer_attempt_of_a_run_supersedes_the_one_held() -> None:
+    pipeline = Pipeline(2)
+    old, new = held("a"), Held(Lease("a", "w", 2), prompt_id="p-a")
+    pipeline.add(old)
+    pipeline.add(new)
+    assert old.superseded.is_set() and old.lost.is_set() and not new.lost.is_set()
+    assert pipeline.get("a") is new and len(pipeline) == 1
+    pipeline.discard(old)  # the old attempt's thread leaves: the new one stays held
+    assert pipeline.get("a") is new
+    assert pipeline.wait_turn(old, 0)  # and never waits on anything
+
+
+def test_a_cancel_that_comes_between_claim_and_hold_is_not_lost() -> None:
+    pipeline = Pipeline(2)
+    assert pipeline.cancel("a") is None  # the claim read the record before the cancel
+    run = held("a")
+    pipeline.add(run)
+    assert run.canceled.is_set()
+    other = held("b")
+    pipeline.add(other)
+    assert pipeline.cancel("b") is other and other.canceled.is_set()
 
 
 def test_queue_state_of_the_recorded_empty_queue() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.rebalance import ASK_AGAIN_SECONDS, InFlight, pick
+from dispatcher.scheduling.rebalance import ASK_AGAIN_SECONDS, InFlight, pick
 
 
 def held(worker: str, *claims: tuple[str, float]) -> list[InFlight]:

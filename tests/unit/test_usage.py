@@ -12,8 +12,8 @@ from dispatcher.cancel import Canceller
 from dispatcher.connections import Connections
 from dispatcher.errors import ParameterError
 from dispatcher.lease import Lease, RequeueResult
-from dispatcher.recovery import Reaper
 from dispatcher.runs import Run
+from dispatcher.scheduling.recovery import Reaper
 from dispatcher.usage import MAX_DAYS, day_range, read_usage, usage_day
 from tests.unit.dispatch_helpers import Bench
 
@@ -50,6 +50,7 @@ def test_day_range(start: str | None, end: str | None, first: str, last: str, da
         (None, "2026-12-01T00:00", "to"),
         ("2026-12-02", "2026-12-01", "from"),
         ("2024-01-01", "2026-01-01", "from"),
+        (None, "0001-01-05", "to"),  # the default 30 days would start before year 1
     ],
 )
 def test_bad_ranges_name_the_parameter(start: str | None, end: str | None, param: str) -> None:

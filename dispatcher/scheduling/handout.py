@@ -1,8 +1,8 @@
 """Handing queued runs to RQ: one dispatch pass takes what fits in the free pipeline slots and enqueues its jobs.
 
-The scheduler runs a pass on every event (``dispatcher.scheduler``); an API process runs one right after
+The scheduler runs a pass on every event (``dispatcher.scheduling.scheduler``); an API process runs one right after
 storing a run, so a run submitted to a fleet with room starts without waiting for the scheduler to wake.
-Taking is one atomic script (``dispatcher.dispatch``), so any number of processes may run passes.
+Taking is one atomic script (``dispatcher.scheduling.dispatch``), so any number of processes may run passes.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from rq.queue import EnqueueData
 
 from dispatcher import metrics
 from dispatcher.connections import Connections
-from dispatcher.dispatch import Dispatched, Dispatcher, Taken
 from dispatcher.fleet import WorkerInfo, read_workers
+from dispatcher.scheduling.dispatch import Dispatched, Dispatcher, Taken
 from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)

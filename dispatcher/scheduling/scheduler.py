@@ -5,7 +5,7 @@ ending while others wait, a worker coming, going or running out of work)
 rather than a timer; it also wakes when a backoff or a dispatch bucket it is
 waiting on runs out, and once a second to reap. With nothing left to hand out,
 it moves a run waiting behind another on one GPU to a worker that idles
-(``dispatcher.rebalance``). The RQ queue holds only as many runs as ready
+(``dispatcher.scheduling.rebalance``). The RQ queue holds only as many runs as ready
 workers have free pipeline slots (each holds up to its ``pipeline_depth``
 runs), so the order is decided here, at the last moment: a run waits behind
 at most the runs already posted to its ComfyUI. Each worker keeps its one-queue ``BLMOVE`` safety (RQ-NOTES).
@@ -22,10 +22,10 @@ from redis.exceptions import RedisError
 
 from dispatcher import keys
 from dispatcher.connections import Connections
-from dispatcher.handout import Handout
 from dispatcher.lease import Leases
-from dispatcher.rebalance import Rebalancer
-from dispatcher.recovery import Reaper
+from dispatcher.scheduling.handout import Handout
+from dispatcher.scheduling.rebalance import Rebalancer
+from dispatcher.scheduling.recovery import Reaper
 from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Scheduler:
         """Hand what may go now to RQ; returns seconds until something blocked may move by itself.
 
         With nothing left to hand out, a run waiting behind another on one GPU while a worker idles is asked
-        back, to go to that worker (``dispatcher.rebalance``)."""
+        back, to go to that worker (``dispatcher.scheduling.rebalance``)."""
         taken = self.handout.dispatch(fresh=fresh)
         if not taken.runs and not taken.waiting:
             self.rebalancer.rebalance(self.handout.workers())
