@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 
 import dispatcher
-from api import problems
+from api import docs, problems
 from api.auth import check_auth_binding
 from api.compat import comflowy, flask_seed, flowai
 from api.routes import deliveries, events, health, metrics, outputs, queues, runs, uploads, usage, workers, workflows
@@ -77,11 +77,13 @@ def create_app(
         title="Comfy Dispatch",
         version=dispatcher.__version__,
         description=DESCRIPTION,
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's pages load their files from a CDN: api/docs.py serves them from here
+        redoc_url=None,
         lifespan=lifespan,
         responses=problems.openapi_responses(),
     )
     app.state.services = services
+    docs.install(app)
     problems.install(app)
     for router in (workflows.router, runs.router, outputs.router, queues.router, workers.router, health.router):
         app.include_router(router)

@@ -1,7 +1,8 @@
 """Who is asking, and may they: the request's :class:`Principal` and the scope each route needs.
 
 A request carries its API key as ``X-API-KEY: <key>`` or ``Authorization: Bearer <key>`` (every
-route takes both, so each compatible product's client sends what it always sent). No key, or an
+route takes both, so each compatible product's client sends what it always sent), or, in either place,
+an access token minted from a key (:mod:`dispatcher.tokens`, Comflowy's ``/auth/token``). No key, or an
 unknown or revoked one, is a 401; a key without the route's scope a 403. With
 ``COMFY_DISPATCH_AUTH=disabled`` every request is :data:`ANONYMOUS`: the default tenant with every
 scope (``api.app.serve`` allows that only on a loopback address).
@@ -13,6 +14,7 @@ security schemes declared here are what /docs shows.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -25,6 +27,7 @@ from dispatcher.apikeys import KEY_RE, SCOPES, Principal, principal_of
 from dispatcher.errors import ConfigError, Unauthorized
 from dispatcher.settings import PREFIX, Settings
 from dispatcher.tenants import DEFAULT_TENANT
+from dispatcher.tokens import TOKEN_RE, principal_of_token, seconds_left
 
 ANONYMOUS = Principal(tenant=DEFAULT_TENANT, scopes=frozenset(SCOPES), key_id="anonymous")
 """Everyone, when auth is disabled: the default tenant, every scope, one admission bucket."""
@@ -37,7 +40,7 @@ API_KEY_HEADER = APIKeyHeader(
 )
 BEARER = HTTPBearer(
     scheme_name="Bearer",
-    description="the same API key as a bearer token (Comflowy's clients send the token of /api/open/v0/auth/token)",
+    description="the API key as a bearer token, or an access token from /api/open/v0/auth/token (Comflowy's clients)",
     auto_error=False,
 )
 
@@ -76,16 +79,31 @@ async def principal(
         raise Unauthorized("an API key is required: send X-API-KEY: <key> or Authorization: Bearer <key>")
     key = key.strip()
     found = svc.key_cache.get(key)
-    if found is None and (match := KEY_RE.match(key)) is not None:
-        generation = svc.key_cache.generation
-        # One read on the event loop's own client: no thread hop on the path of every request.
-        record: dict[str, str] = await svc.conns.aio.hgetall(keys.api_key(match.group(1)))  # type: ignore[assignment]
-        found = principal_of(key, record)
-        if found is not None:
-            svc.key_cache.put(key, found, generation)
     if found is None:
-        raise Unauthorized("the API key is unknown or revoked")
+        generation = svc.key_cache.generation
+        found, lifetime = await _look_up(svc, key)
+        if found is not None:
+            svc.key_cache.put(key, found, generation, lifetime=lifetime)
+    if found is None:
+        raise Unauthorized("the API key or access token is unknown, expired or revoked")
     return found
+
+
+async def _look_up(svc: ServicesDep, credential: str) -> tuple[Principal | None, float | None]:
+    """Whom an API key or access token stands for, and for how long at most (None: until revoked)."""
+    # Reads on the event loop's own client: no thread hop on the path of every request.
+    aio = svc.conns.aio
+    if (match := KEY_RE.match(credential)) is not None:
+        record: dict[str, str] = await aio.hgetall(keys.api_key(match.group(1)))  # type: ignore[assignment]
+        return principal_of(credential, record), None
+    if (match := TOKEN_RE.match(credential)) is not None:
+        token: dict[str, str] = await aio.hgetall(keys.access_token(match.group(1)))  # type: ignore[assignment]
+        if not token.get("key_id"):
+            return None, None
+        key: dict[str, str] = await aio.hgetall(keys.api_key(token["key_id"]))  # type: ignore[assignment]
+        now = time.time()
+        return principal_of_token(credential, token, key, now=now), seconds_left(token, now=now)
+    return None, None
 
 
 def needs(scope: str) -> Callable[[Principal], Awaitable[Principal]]:

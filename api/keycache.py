@@ -1,4 +1,5 @@
-"""API keys an API process checked recently, so a request does not read its key's record each time.
+"""API keys (and access tokens) an API process checked recently, so a request does not read its key's record
+each time.
 
 Every request names its key, and reading the key's record was a Redis round trip on the path of each
 one. A key found valid is remembered for :data:`TTL_SECONDS`, by the SHA-256 of the whole key (a key
@@ -39,14 +40,16 @@ class KeyCache:
             return None
         return found[0]
 
-    def put(self, key: str, principal: Principal, generation: int) -> None:
+    def put(self, key: str, principal: Principal, generation: int, *, lifetime: float | None = None) -> None:
         """Remember ``principal``, read from Redis when :attr:`generation` was ``generation``: unless a key was
-        revoked since (the read may predate the revocation of this very key)."""
+        revoked since (the read may predate the revocation of this very key). ``lifetime``: seconds the
+        credential stays good at most (an access token's), which the memory never outlasts."""
         if not self.enabled or generation != self.generation:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # rare and harmless: the next requests read their keys again
-        self._entries[self._ident(key)] = (principal, time.monotonic() + self.ttl)
+        ttl = self.ttl if lifetime is None else min(self.ttl, lifetime)
+        self._entries[self._ident(key)] = (principal, time.monotonic() + ttl)
 
     def forget(self, key_id: str) -> None:
         """A key was revoked: drop it (its entries, under any secret)."""

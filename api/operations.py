@@ -26,7 +26,8 @@ from api.views import Links, run_view
 from dispatcher import idempotency, keys, metrics, ratelimit
 from dispatcher.addresses import AllowList
 from dispatcher.apikeys import Principal
-from dispatcher.errors import OutputNotFound, ParameterError, RateLimited, RunNotFound
+from dispatcher.binding import refuse_options
+from dispatcher.errors import OutputNotFound, ParameterError, RateLimited, RunNotFound, TooManyWaits
 from dispatcher.runs import Output, Run, RunStatus, run_of
 from dispatcher.submit import Submission
 from dispatcher.uploads import Uploads, check_run_images
@@ -98,16 +99,21 @@ def submit(
     body: Mapping[str, Any],
     *,
     idempotency_key: str | None = None,
+    options: frozenset[str] | None = None,
 ) -> Accepted:
     """Admit, bind and store a run for ``who``'s tenant (all or nothing).
 
     Raises RateLimited before anything else, then WorkflowNotFound or ParameterError (a bad
     ``Idempotency-Key``, ``stream`` or ``cache`` included), then Conflict (the idempotency key was
     used with another body), then QueueFull (the tenant's --max-queued); nothing is stored in any
-    of these cases. A replayed key stores nothing either and gives the first run.
+    of these cases. A replayed key stores nothing either and gives the first run. With ``options``
+    (the native route's), a run option of the body outside them is a ParameterError too; without,
+    every product's options are taken (and those we do not use, ignored).
     """
     fields = admit(svc, who)
     key = idempotency.parse_key(idempotency_key)
+    if options is not None:
+        refuse_options(body, options)
     wants_stream(body)  # a malformed flag is a 422 before anything is stored
     check_images(svc, who, workflow_id, body)
     # The script that stores the run also runs a dispatch pass (the scheduler's take): where a worker has
@@ -227,12 +233,24 @@ def find_output(run: Run, filename: str) -> Output:
     raise OutputNotFound(f"run {run.id} has no output {filename!r}")
 
 
-async def wait(svc: Services, run_id: str, seconds: float, who: Principal) -> Run:
+async def wait(svc: Services, run_id: str, seconds: float, who: Principal, *, or_now: bool = False) -> Run:
     """The run once it has ended, or as it is after ``seconds``; raises RunNotFound.
 
     A run of another tenant is not waited for. A client that goes away meanwhile changes nothing:
-    the run was stored before the wait began.
+    the run was stored before the wait began. Over the tenant's quota of waiting requests
+    (:class:`api.waits.WaitQuota`): TooManyWaits (429), or with ``or_now`` (the request stored or
+    changed the run already, so it must not answer an error) the run as it is now.
     """
+    try:
+        with svc.wait_quota.slot(who.tenant):
+            return await _wait(svc, run_id, seconds, who)
+    except TooManyWaits:
+        if not or_now:
+            raise
+    return await get_run_async(svc, run_id, who)
+
+
+async def _wait(svc: Services, run_id: str, seconds: float, who: Principal) -> Run:
 
     def told(message: str) -> Run | None:
         run = parse_done(message)[1]

@@ -11,7 +11,9 @@ so a seed client reading its usual field keeps working while the body stays a va
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -23,6 +25,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from api.services import json_object_body
 from dispatcher import metrics
@@ -38,9 +41,12 @@ from dispatcher.errors import (
     QueueFull,
     RateLimited,
     RunFailed,
+    RunNotDone,
     RunNotFound,
-    RunStillGoing,
+    RunRejected,
+    RunWasCanceled,
     StorageError,
+    TooManyWaits,
     Unauthorized,
     WorkflowNotFound,
 )
@@ -55,8 +61,21 @@ Flavor = Callable[[int, str], dict[str, Any]]
 """Extension members a compatibility API adds to its problems, from (status, detail)."""
 
 
+# A lone UTF-16 surrogate cannot be encoded as UTF-8 (api.body refuses them in bodies, but a detail may echo one).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        # As JSONResponse renders, but an error answer must never fail in turn: a value it echoes that holds
+        # a lone surrogate is shown with U+FFFD in its place.
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATE.sub("\N{REPLACEMENT CHARACTER}", text).encode("utf-8")
 
 
 # How problems look in /docs. Written out (not a model) because FastAPI would file a model's
@@ -84,12 +103,25 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {"type": "integer", "minimum": 1}}
+
+
 def openapi_responses() -> dict[int | str, dict[str, Any]]:
     """The error responses every route may give, for /docs (422 replaces FastAPI's own validation shape)."""
     content = {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}
     return {
         422: {"description": "a parameter is invalid (named in detail and errors)", "content": content},
+        429: {
+            "description": "over the key's submission rate, the tenant's queue limit or its waiting requests",
+            "content": content,
+            "headers": {"Retry-After": {**RETRY_AFTER, "required": True}},
+        },
         "4XX": {"description": "the request cannot be served (problem details)", "content": content},
+        503: {
+            "description": "Redis, the output store or the workers cannot serve it now (Retry-After when known)",
+            "content": content,
+            "headers": {"Retry-After": RETRY_AFTER},
+        },
         "5XX": {"description": "the service cannot serve it now (problem details)", "content": content},
     }
 
@@ -116,13 +148,16 @@ KINDS: dict[type[DispatchError], Kind] = {
     PayloadTooLarge: Kind(413, "payload-too-large", "Request body too large"),
     BadRequest: Kind(400, "malformed-request", "Malformed request"),
     RunFailed: Kind(502, "run-failed", "Run failed"),
-    RunStillGoing: Kind(504, "run-still-going", "Run did not finish in time"),
+    RunRejected: Kind(422, "run-rejected", "The run failed on what was asked"),
+    RunNotDone: Kind(503, "run-not-done", "The run could not be done for now"),
+    RunWasCanceled: Kind(409, "run-canceled", "The run was canceled"),
     NotAvailableYet: Kind(501, "not-available-yet", "Not available yet"),
     StorageError: Kind(503, "storage-unavailable", "Output storage unavailable"),
     Unauthorized: Kind(401, "unauthorized", "Unauthorized"),
     Forbidden: Kind(403, "forbidden", "Forbidden"),
     RateLimited: Kind(429, "rate-limited", "Too many requests"),
     QueueFull: Kind(429, "queue-full", "Too many queued runs"),
+    TooManyWaits: Kind(429, "too-many-waits", "Too many requests waiting for runs"),
     Conflict: Kind(409, "conflict", "Conflict with the resource's state"),
 }
 UNEXPECTED = Kind(500, "internal-error", "Internal error")
@@ -185,8 +220,6 @@ def extensions_of(exc: DispatchError) -> dict[str, Any]:
         return {"max_body_bytes": exc.limit}
     if isinstance(exc, RunFailed):
         return {"run_id": exc.run_id, "run_status": exc.status, "run_error": exc.error}
-    if isinstance(exc, RunStillGoing):
-        return {"run_id": exc.run_id, "run_url": f"/v1/runs/{exc.run_id}"}
     if isinstance(exc, Forbidden):
         return {"required_scope": exc.scope}
     if isinstance(exc, QueueFull):
@@ -207,6 +240,8 @@ def headers_of(exc: DispatchError) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, RateLimited):
         return {**exc.headers, "Retry-After": str(retry_after(exc))}
+    if isinstance(exc, RunNotDone):
+        return {"Retry-After": str(RunNotDone.RETRY_AFTER_SECONDS)}
     return {}
 
 
@@ -275,10 +310,27 @@ async def http_error(request: Request, exc: Exception) -> ProblemResponse:
     detail = str(exc.detail)
     if detail == phrase and exc.status_code == 404:
         detail = f"nothing is served at {request.url.path}"
-    elif detail == phrase and exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
-        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
-    return problem(request, status=exc.status_code, title=phrase, detail=detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route at the path only (/api/open/v0/check has two).
+        headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
+        if detail == phrase:
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+    return problem(request, status=exc.status_code, title=phrase, detail=detail, headers=headers)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
+def allowed_methods(request: Request, allow: str) -> str:
+    """The methods served at the request's path, as an ``Allow`` value: those in ``allow`` (what the route that
+    refused the method serves) and every one the API's document lists at that path (its other routes')."""
+    methods = {method.strip() for method in allow.split(",") if method.strip()}
+    path = _route_path(request)
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(path):
+            methods |= {method.upper() for method in item} & _METHODS
+    return ", ".join(sorted(methods))
 
 
 async def validation_error(request: Request, exc: Exception) -> ProblemResponse:

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from api.body import read_json_object
 from api.keycache import KeyCache
-from api.waits import Ended, RunWaits
+from api.waits import Ended, RunWaits, WaitQuota
 from dispatcher import keys
 from dispatcher.admission import Admission
 from dispatcher.apikeys import ApiKeyStore
@@ -22,13 +22,14 @@ from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore
 from dispatcher.submit import Submitter
 from dispatcher.tenants import TenantStore
+from dispatcher.tokens import TokenStore
 from dispatcher.uploads import run_body_limit
 
 
 @dataclass(frozen=True)
 class Services:
     """The app's settings and the clients of Redis, the workflow registry, the output store, the submitter,
-    the API keys, the tenants' limits, the admission buckets and the requests waiting for runs."""
+    the API keys and access tokens, the tenants' limits, the admission buckets and the requests waiting for runs."""
 
     settings: Settings
     conns: Connections
@@ -37,10 +38,12 @@ class Services:
     runs: RunStore
     submitter: Submitter
     apikeys: ApiKeyStore
+    tokens: TokenStore
     tenants: TenantStore
     admission: Admission
     canceller: Canceller
     waits: RunWaits
+    wait_quota: WaitQuota
     handout: Handout
     key_cache: KeyCache
     ended: Ended
@@ -59,10 +62,12 @@ class Services:
             runs=RunStore(conns.text),
             submitter=Submitter(conns.text, registry, settings, wake_scheduler=False),  # see operations.hand_out
             apikeys=ApiKeyStore(conns.text),
+            tokens=TokenStore(conns.text),
             tenants=TenantStore(conns.text, settings),
             admission=Admission(conns.text),
             canceller=Canceller(conns.text, run_ttl_seconds=settings.run_ttl_seconds),
             waits=waits,
+            wait_quota=WaitQuota(settings.max_waits_per_tenant),
             handout=Handout(settings, conns),
             key_cache=key_cache,
             ended=Ended(),

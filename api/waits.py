@@ -11,6 +11,10 @@ missed meanwhile).
 
 The same connection carries the process's other notices: channels given as ``channels`` (API key
 revocations for :mod:`api.keycache`), and ``on_listening`` hears when they can (not) be heard.
+
+:class:`WaitQuota` bounds how many requests of one tenant wait at once in a process (waits and event
+streams alike, ``COMFY_DISPATCH_MAX_WAITS_PER_TENANT``): beyond it a read answers 429, and a request
+that has already stored or changed a run answers at once instead of waiting (never an error).
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import redis.asyncio
 from redis.exceptions import RedisError
 
 from dispatcher import keys
+from dispatcher.errors import TooManyWaits
 from dispatcher.runs import Run, RunStatus
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,39 @@ T = TypeVar("T")
 
 DONE_PATTERN = keys.run_done_channel("*")
 RECONNECT_SECONDS = 1.0
+
+
+class WaitQuota:
+    """How many requests of each tenant wait in this process now; used from the event loop only (no lock)."""
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._held: dict[str, int] = {}
+
+    def held(self, tenant: str) -> int:
+        return self._held.get(tenant, 0)
+
+    def take(self, tenant: str) -> None:
+        """Count one more waiting request of ``tenant``; TooManyWaits (nothing counted) when it has its most."""
+        held = self._held.get(tenant, 0)
+        if held >= self.per_tenant:
+            raise TooManyWaits(tenant, self.per_tenant)
+        self._held[tenant] = held + 1
+
+    def give(self, tenant: str) -> None:
+        held = self._held.get(tenant, 0) - 1
+        if held > 0:
+            self._held[tenant] = held
+        else:
+            self._held.pop(tenant, None)
+
+    @contextmanager
+    def slot(self, tenant: str) -> Iterator[None]:
+        self.take(tenant)
+        try:
+            yield
+        finally:
+            self.give(tenant)
 
 
 class RunWaits:

@@ -180,10 +180,15 @@ def principal_of(key: str, record: dict[str, str]) -> Principal | None:
     # Constant time: how much of a guessed secret matched must not show in how long the answer takes.
     if match is None or not stored or not hmac.compare_digest(stored.encode(), digest(key).encode()):
         return None
-    if record.get("revoked_at") or not record.get("tenant"):
+    return principal_of_record(match.group(1), record)
+
+
+def principal_of_record(key_id: str, record: dict[str, str]) -> Principal | None:
+    """Whom key ``key_id`` stands for by its record alone (the secret checked already), None if revoked or gone."""
+    if record.get("revoked_at") or not record.get("tenant") or not KEY_ID_RE.match(key_id):
         return None
     scopes = frozenset(record.get("scopes", "").split(","))
-    return Principal(tenant=record["tenant"], scopes=scopes, key_id=match.group(1))
+    return Principal(tenant=record["tenant"], scopes=scopes, key_id=key_id)
 
 
 def _info(key_id: str, data: dict[str, str]) -> KeyInfo | None:

@@ -40,6 +40,15 @@ RUN_OPTION_KEYS = frozenset(
         "input",
     }
 )
+NATIVE_OPTION_KEYS = frozenset({"priority", "callback_urls", "stream", "cache", "timeout_seconds"})
+"""The run options the native API's body takes. The rest of :data:`RUN_OPTION_KEYS` are other products' fields,
+which their compatibility routes accept (and ignore): the native route refuses them (:func:`refuse_options`)."""
+# What a native client sending another product's field most likely meant.
+OPTION_HINTS = {
+    "wait": "use the ?wait= query parameter",
+    "workflow_id": "the workflow is the one named in the URL",
+    "max_attempts": "the workflow's manifest sets it",
+}
 PARAMS_KEYS = ("params", "input")
 SIMPLE_FORM_KEYS = ("prompt", "target_node")
 SEED_INPUTS = frozenset({"seed", "noise_seed"})
@@ -163,6 +172,19 @@ def bound_digest(workflow_id: str, bound: Bound) -> str:
         {"workflow_id": workflow_id, "graph": graph}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def refuse_options(body: Mapping[str, Any], accepted: frozenset[str] = NATIVE_OPTION_KEYS) -> None:
+    """Raise ParameterError naming the first top-level field of ``body`` that is a run option outside ``accepted``.
+
+    Any other unknown field is refused by :func:`bind` itself; this refuses those it lets through for the
+    compatibility routes, so a native client's ``max_attempts`` or ``metadata`` is not silently dropped.
+    """
+    for key in body:
+        if key in RUN_OPTION_KEYS and key not in accepted and key not in PARAMS_KEYS:
+            takes = ", ".join(["params (or input)", *sorted(accepted), "prompt, target_node and node ids"])
+            hint = f" ({OPTION_HINTS[key]})" if key in OPTION_HINTS else ""
+            raise ParameterError(key, f"unknown field{hint}; a run body takes: {takes}")
 
 
 def _collect(workflow: Workflow, body: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:

@@ -22,7 +22,8 @@ _CANCEL = (
 -- ARGV: run_id, now, ttl, error, done channel, cancel channel, wake channel
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
-if status == 'succeeded' or status == 'failed' or status == 'canceled' then return status end
+if status == 'canceled' then return 'already-canceled' end
+if status == 'succeeded' or status == 'failed' then return status end
 if status == 'running' then
   redis.call('HSET', KEYS[1], 'cancel_requested', '1')
   redis.call('PUBLISH', ARGV[6], ARGV[1])
@@ -49,6 +50,7 @@ CANCELED_ERROR = {"type": "canceled", "message": "canceled by request"}
 class CancelResult(StrEnum):
     CANCELED = "canceled"  # it was queued: it is canceled now
     CANCELING = "canceling"  # it is running: its worker interrupts ComfyUI and ends it as canceled
+    ALREADY_CANCELED = "already-canceled"  # a cancel sent again (a client retrying): nothing changes
 
 
 class Canceller:
@@ -58,7 +60,8 @@ class Canceller:
         self._cancel = redis.register_script(_CANCEL)
 
     def cancel(self, run: Run) -> CancelResult:
-        """Cancel ``run``; raises Conflict if it already ended, RunNotFound if it vanished."""
+        """Cancel ``run``; raises Conflict if it already succeeded or failed, RunNotFound if it vanished. A run
+        canceled already answers ALREADY_CANCELED (a cancel is idempotent: a client may send it again)."""
         result = self._cancel(
             keys=[
                 keys.run(run.id),
@@ -81,6 +84,6 @@ class Canceller:
         outcome = result.decode() if isinstance(result, bytes) else str(result)
         if outcome == "missing":
             raise RunNotFound(run.id)
-        if outcome in ("canceled", "canceling"):
+        if outcome in ("canceled", "canceling", "already-canceled"):
             return CancelResult(outcome)
         raise Conflict(f"run {run.id} already ended ({outcome})")

@@ -14,7 +14,7 @@ import typer
 from dispatcher.cli_admin import keys_app, tenants_app
 from dispatcher.cli_common import die, redis_reachable
 from dispatcher.cli_ops import dead_letter_app
-from dispatcher.errors import DispatchError
+from dispatcher.errors import DispatchError, WorkerNameTaken
 from dispatcher.logs import setup_logging
 from dispatcher.settings import Settings, load_settings
 
@@ -108,7 +108,10 @@ def worker(
     from worker.main import run_worker
 
     with redis_reachable(settings.redis_url):
-        run_worker(settings, name, burst=burst)
+        try:
+            run_worker(settings, name, burst=burst)
+        except WorkerNameTaken as exc:
+            raise die(str(exc)) from None
 
 
 @app.command()

@@ -1,12 +1,23 @@
 """Redis connections: one that decodes text (our records), one raw (RQ pickles its jobs), and an asyncio one
-for the API's event loop (waits, reads on the request path: no thread hop)."""
+for the API's event loop (waits, reads on the request path: no thread hop).
+
+Each client draws from a *blocking* pool: when every connection is busy, a call waits (up to
+:data:`POOL_WAIT_SECONDS`) for one to come back instead of failing. redis-py's plain pool caps at 100
+connections and raises "Too many connections" beyond, so a burst of concurrent requests answered errors
+(503) to whoever came last, stored runs included. A connection is held for one command or script, well
+under a millisecond, so waiting for one costs little; and nothing holds one for long (waits share one
+pub/sub connection per process, event streams open their own, counted per tenant).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import redis.asyncio
-from redis import Redis
+from redis import BlockingConnectionPool, Redis
+
+POOL_SIZE = 100
+POOL_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -19,13 +30,19 @@ class Connections:
     def from_url(cls, url: str) -> Connections:
         # A Redis that does not answer must fail calls, not hang them (readiness probes, API requests).
         # The raw client gets no read timeout: RQ blocks on BLMOVE for minutes by design.
+        common = {"health_check_interval": 30, "socket_connect_timeout": 5, "max_connections": POOL_SIZE}
         return cls(
-            text=Redis.from_url(
-                url, decode_responses=True, health_check_interval=30, socket_connect_timeout=5, socket_timeout=30
+            # from_pool: the client owns its pool, and closing it closes the pool's connections.
+            text=Redis.from_pool(
+                BlockingConnectionPool.from_url(
+                    url, decode_responses=True, socket_timeout=30, timeout=POOL_WAIT_SECONDS, **common
+                )
             ),
-            raw=Redis.from_url(url, health_check_interval=30, socket_connect_timeout=5),
-            aio=redis.asyncio.Redis.from_url(
-                url, decode_responses=True, health_check_interval=30, socket_connect_timeout=5, socket_timeout=30
+            raw=Redis.from_pool(BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_SECONDS, **common)),
+            aio=redis.asyncio.Redis.from_pool(
+                redis.asyncio.BlockingConnectionPool.from_url(
+                    url, decode_responses=True, socket_timeout=30, timeout=POOL_WAIT_SECONDS, **common
+                )
             ),
         )
 

@@ -63,7 +63,16 @@ class PayloadTooLarge(BadRequest):
 
 
 class RunFailed(DispatchError):
-    """Raised when a caller waited for a run (FlowAI's synchronous run) and it ended without success."""
+    """Raised when a caller waited for a run (FlowAI's synchronous run) and it ended without success.
+
+    Build it with :meth:`of`, which picks the subclass that says whose fault it was: the request's
+    (:class:`RunRejected`, a 4xx: the same request would fail again), nobody's but the infrastructure's
+    (:class:`RunNotDone`, a 5xx with Retry-After: worth trying again later), or a cancel (:class:`RunCanceled`
+    is the worker's signal, so :class:`RunWasCanceled`).
+    """
+
+    # The error types (``to_dict()["type"]`` of ComfyUIError subclasses) that the request itself caused.
+    REQUEST_FAULTS = frozenset({"validation_error", "input_error", "RunTimeout"})
 
     def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
         message = str((error or {}).get("message") or f"run ended with status {status}")
@@ -72,14 +81,34 @@ class RunFailed(DispatchError):
         self.status = status
         self.error = error
 
+    @classmethod
+    def of(cls, run_id: str, status: str, error: dict[str, Any] | None) -> RunFailed:
+        """The failure of a run that ended with ``status`` and ``error``, as the subclass its cause calls for."""
+        if status == "canceled":
+            return RunWasCanceled(run_id, status, error)
+        kind = str((error or {}).get("type") or "")
+        if kind in cls.REQUEST_FAULTS:
+            return RunRejected(run_id, status, error)
+        if (
+            kind == "execution_error"
+            and (error or {}).get("exception_type") not in ComfyUIExecutionError.TRANSIENT_TYPES
+        ):
+            return RunRejected(run_id, status, error)  # a node raised on this graph and these inputs
+        return RunNotDone(run_id, status, error)  # out of memory, ComfyUI or storage down: every attempt used
 
-class RunStillGoing(DispatchError):
-    """Raised when a synchronous caller's wait ended before the run did; the run itself goes on."""
 
-    def __init__(self, run_id: str, waited: float) -> None:
-        super().__init__(f"run {run_id} did not finish within {waited:g} seconds; it is still queued or running")
-        self.run_id = run_id
-        self.waited = waited
+class RunRejected(RunFailed):
+    """A run that failed because of what was asked (a node error, a missing model, a bad input, its time limit)."""
+
+
+class RunNotDone(RunFailed):
+    """A run that failed for reasons of the infrastructure, after every attempt: try again later."""
+
+    RETRY_AFTER_SECONDS = 30
+
+
+class RunWasCanceled(RunFailed):
+    """A run that was canceled (by its tenant, through the cancel route) before it finished."""
 
 
 class NotAvailableYet(DispatchError):
@@ -108,6 +137,17 @@ class RateLimited(DispatchError):
         super().__init__(detail)
         self.retry_after = retry_after
         self.headers = headers or {}
+
+
+class TooManyWaits(RateLimited):
+    """Raised when a tenant already has its most requests waiting at once (``?wait=``, event streams) on an API
+    process; nothing was changed. Waits hold no Redis connection, but streams do, and each holds the process's
+    memory: one tenant must not be able to take them all."""
+
+    def __init__(self, tenant: str, limit: int) -> None:
+        super().__init__(f"tenant {tenant!r} already has {limit} requests waiting for runs here", retry_after=1.0)
+        self.tenant = tenant
+        self.limit = limit
 
 
 class QueueFull(RateLimited):
@@ -154,6 +194,15 @@ class LeaseLost(DispatchError):
     Another attempt has taken over (or the run was ended); the stale worker must
     stop and write nothing more to the run.
     """
+
+
+class WorkerNameTaken(DispatchError):
+    """Raised when a worker starts under a name a live worker holds (see ``worker/names.py``)."""
+
+    def __init__(self, name: str, owner: str) -> None:
+        super().__init__(f"worker name {name!r} is held by a live worker ({owner}): stop it, or choose another name")
+        self.name = name
+        self.owner = owner
 
 
 class ComfyUIError(DispatchError):

@@ -78,6 +78,12 @@ def api_key(key_id: str) -> str:
 API_KEYS = f"{NS}:apikeys"
 """Set: API key ids."""
 
+
+def access_token(token_id: str) -> str:
+    """Hash, expiring with the token: an access token's key id, the sha256 of the token, when it expires."""
+    return f"{NS}:token:{token_id}"
+
+
 API_KEYS_CHANGED = f"{NS}:apikeys:changed"
 """Pub/sub channel: the id of an API key just revoked (API processes drop what they remember of it)."""
 

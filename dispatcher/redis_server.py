@@ -94,10 +94,13 @@ def _apt(args: list[str]) -> int:
 class RedisServer:
     """One redis-server child process on a loopback port."""
 
-    def __init__(self, port: int | None = None, *, data_dir: Path, appendonly: bool = True) -> None:
+    def __init__(
+        self, port: int | None = None, *, data_dir: Path, appendonly: bool = True, appendfsync: str = "everysec"
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = Path(data_dir)
         self.appendonly = appendonly
+        self.appendfsync = appendfsync  # always, everysec or no: see the README's "When things fail"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -113,11 +116,14 @@ class RedisServer:
             "--dir", str(self.data_dir),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         log_file = (self.data_dir / "redis.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
+        # Own session: a terminal's Ctrl-C goes to its whole foreground process group, and a Redis stopped by it
+        # before the processes using it leaves them unable to record their stop (RQ would still list a worker
+        # killed that way as active). Whoever started it stops it, after the others.
+        self.process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         log_file.close()
         self.wait_ready(timeout)
         return self

@@ -65,9 +65,12 @@ class Param:
         elif self.type == "float":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ParameterError(self.name, "must be a number")
+            try:
+                value = float(value)
+            except OverflowError:  # a JSON integer may have hundreds of digits; a float stops near 1.8e308
+                raise ParameterError(self.name, "must be a finite number; this one is too large for a float") from None
             if not math.isfinite(value):
                 raise ParameterError(self.name, "must be a finite number")
-            value = float(value)
         elif self.type == "string":
             if not isinstance(value, str):
                 raise ParameterError(self.name, "must be a string")

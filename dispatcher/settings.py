@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -48,6 +48,15 @@ class Settings(BaseModel):
     )
     log_level: str = Field("INFO", description="logging level")
     auth: str = Field("enabled", description="API keys required (enabled), or not at all (disabled: loopback only)")
+    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+        "everysec", description="when the Redis that `up` starts syncs its AOF to disk (always: before every reply)"
+    )
+    access_token_seconds: int = Field(
+        3600, ge=60, le=30 * 86400, description="lifetime of an access token minted from an API key (Comflowy's)"
+    )
+    max_waits_per_tenant: int = Field(
+        100, ge=1, description="requests of one tenant waiting at once on one API process (?wait=, event streams)"
+    )
     submit_rate: float = Field(10.0, gt=0, description="default admission rate per API key, runs per second")
     submit_burst: int = Field(100, ge=1, description="default admission burst per API key")
     dispatch_rate: float = Field(0.0, ge=0, description="default dispatch rate per tenant, runs/s (0: no limit)")

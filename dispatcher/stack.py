@@ -3,7 +3,7 @@
 Starts (or reuses) Redis, one ComfyUI per ``COMFYUI_URLS`` entry (the fake one
 where nothing answers), the API and one worker per ComfyUI, each a child
 process with its log under ``.state/logs``; then runs the demo and serves
-until Ctrl-C, which stops every process it started.
+until Ctrl-C, which stops every process it started, Redis last.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,16 +74,37 @@ class Stack:
         self.redis_url = settings.redis_url
         self.metrics_urls: dict[str, str] = {}
         self.stopping = threading.Event()
+        self.serving = False
+        self.holding = False
+        self.started_at = 0.0
 
     def _spawn(self, name: str, *args: str, env: dict[str, str]) -> Child:
-        child = Child(name, [sys.executable, "-m", "dispatcher", *args], env, self.log_dir)
-        self.children.append(child)
+        with self._held():
+            child = Child(name, [sys.executable, "-m", "dispatcher", *args], env, self.log_dir)
+            self.children.append(child)
         return child
+
+    def _on_signal(self, *_: object) -> None:
+        first = not self.stopping.is_set()
+        self.stopping.set()
+        if first and not self.serving and not self.holding:
+            raise KeyboardInterrupt  # during start-up or the demo: stop now, not once they are over
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """Starting a process: a Ctrl-C meanwhile interrupts once ``stop()`` knows the process (not in between)."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.stopping.is_set() and not self.serving:
+            raise KeyboardInterrupt
 
     def run(self, *, demo: bool = True, exit_after_demo: bool = False) -> int:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
         try:
             env = self._start()
             api_key = self._demo_key(env["COMFY_DISPATCH_REDIS_URL"])
@@ -89,6 +112,7 @@ class Stack:
                 return 1
             if exit_after_demo:
                 return 0
+            self.serving = True
             log.info("serving: API on http://127.0.0.1:%d (docs at /docs); Ctrl-C stops everything", self.api_port)
             while not self.stopping.wait(1.0):
                 for child in self.children:
@@ -96,10 +120,14 @@ class Stack:
                         log.error("%s exited with %s; see %s", child.name, child.process.returncode, child.log_path)
                         return 1
             return 0
+        except KeyboardInterrupt:
+            log.warning("interrupted before serving: stopping")
+            return 130
         finally:
             self.stop()
 
     def _start(self) -> dict[str, str]:
+        self.started_at = time.time()
         redis_url = self.redis_url = self._ensure_redis()
         env = dict(os.environ, COMFY_DISPATCH_REDIS_URL=redis_url, COMFY_DISPATCH_LOG_LEVEL=self.settings.log_level)
         env["COMFY_DISPATCH_OUTPUT_DIR"] = str(self.settings.output_dir.resolve())
@@ -144,7 +172,9 @@ class Stack:
             pass
         parts = urlsplit(url)
         port = (parts.port or 6379) if parts.hostname in LOOPBACK else free_port()
-        self.redis = RedisServer(port, data_dir=self.state_dir / "redis").start()
+        self.redis = RedisServer(port, data_dir=self.state_dir / "redis", appendfsync=self.settings.redis_appendfsync)
+        with self._held():
+            self.redis.start()
         log.info("started redis-server on port %d (AOF in %s)", port, self.redis.data_dir)
         return self.redis.url
 
@@ -166,7 +196,8 @@ class Stack:
         _wait_until(lambda: _answers(api + "/readyz"), 30, f"the API on {api}", self.children)
 
         def workers_healthy() -> bool:
-            since = time.time() - 10
+            # Beats from before this start are an earlier life's (killed, its entry not yet expired): not ours.
+            since = self.started_at
             with Redis.from_url(self.redis_url, decode_responses=True) as client:
                 return sum(1 for w in read_workers(client, since=since) if w.ready) >= workers
 
@@ -176,6 +207,7 @@ class Stack:
         log.info("Prometheus metrics: api %s/metrics, %s", api, scrape)
 
     def stop(self) -> None:
+        """Stop the children, then Redis: they record their stop in it (RQ's worker registry among others)."""
         for child in reversed(self.children):
             child.stop()
         for child in reversed(self.children):

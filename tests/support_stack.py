@@ -105,10 +105,13 @@ class LocalStack:
     ) -> None:
         self.stop()
 
-    def logs(self) -> str:
+    def procs(self) -> list[Proc]:
+        """Every process of the stack (the fakes included)."""
         others = (self.api_proc, self.scheduler, self.webhooks)
-        procs = [*self.workers, *self.fakes, *(p for p in others if p is not None)]
-        return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in procs)
+        return [*self.workers, *self.fakes, *(p for p in others if p is not None)]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in self.procs())
 
 
 def first_pixel(data: bytes) -> tuple[int, ...]:

@@ -41,11 +41,13 @@ class CancelWatcher(threading.Thread):
                         self.on_release(str(message["data"]))
                     else:
                         self.on_cancel(str(message["data"]))
-            except RedisError:
-                log.warning("cancel watcher lost Redis; resubscribing")
-                self.stopped.wait(1.0)
-            except Exception:  # a bug here must not end cancels for the worker's whole life: log, go on
-                log.exception("cancel watcher failed; resubscribing")
+            except Exception as exc:
+                if self.stopped.is_set():
+                    return  # the worker stops and closed its connections under us: nothing went wrong
+                if isinstance(exc, RedisError):
+                    log.warning("cancel watcher lost Redis; resubscribing")
+                else:  # a bug here must not end cancels for the worker's whole life: log, go on
+                    log.exception("cancel watcher failed; resubscribing")
                 self.stopped.wait(1.0)
             finally:
                 pubsub.close()

@@ -27,7 +27,7 @@ from rq.job import Job
 from dispatcher import metrics
 from dispatcher.errors import ComfyUIError
 from dispatcher.settings import Settings
-from worker import context, heartbeat
+from worker import context, heartbeat, names
 from worker import runner as runner  # RQ's job function: imported now, not by the first job it pops
 from worker.cancel_watch import CancelWatcher
 from worker.context import WorkerContext
@@ -55,6 +55,13 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
             return
         self._beat_at = now
         super().heartbeat(timeout, pipeline)
+
+    def serialize(self) -> dict[str, Any]:
+        record: dict[str, Any] = super().serialize()
+        identity = names.process_identity()
+        if identity:  # lets a later life of this worker prove this process dead (worker/names.py)
+            record[names.IDENTITY_FIELD] = identity
+        return record
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         if pipeline is None and state == getattr(self, "_state", None):
@@ -147,6 +154,13 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
     """Serve runs until SIGINT/SIGTERM (the current run finishes first)."""
     worker_name = name or default_name(settings.comfyui_url)
     ctx = WorkerContext.build(settings, worker_name)
+    try:
+        # Before the first heartbeat: a refused namesake must not write over the live worker's fleet entry,
+        # nor remove it as it stops.
+        names.claim(ctx.conns.text, worker_name, quiet_seconds=names.quiet_seconds(settings))
+    except BaseException:
+        ctx.close()
+        raise
     context.install(ctx)
     metrics.expose_worker_state(lambda: ctx.state.comfyui_healthy, lambda: len(ctx.pipeline))
     heartbeat.beat(ctx)

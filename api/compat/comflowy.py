@@ -16,13 +16,15 @@ Problems under ``/api/open/v0`` carry ``"success": false`` like Comflowy's own a
 ``callback_urls`` are delivered by the webhook sender (`dispatcher.webhooks`), signed per tenant.
 
 Auth as Comflowy does it: ``/auth/token?ppt=<API key>`` checks the key and hands back an access
-token, here the key itself; ``/run`` and ``/check`` then take ``Authorization: Bearer <token>``
-(or ``X-API-KEY``, like every route).
+token (:mod:`dispatcher.tokens`: opaque, good for ``COMFY_DISPATCH_ACCESS_TOKEN_SECONDS``, kept only
+hashed, dead with its key); ``/run`` and ``/check`` then take ``Authorization: Bearer <token>``, as
+every route does (or the key itself, as ``X-API-KEY`` or bearer).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
@@ -32,6 +34,7 @@ from api import operations, problems
 from api.auth import CanRead, CanSubmit
 from api.body import read_json_object
 from api.operations import IdempotencyKeyHeader
+from api.routes.runs import EXAMPLE_IMAGE
 from api.services import JsonBody, ServicesDep
 from api.views import Links
 from dispatcher.errors import ParameterError, Unauthorized
@@ -41,6 +44,61 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/open/v0", tags=["compat: Comflowy"])
 PREFIX = "/api/open/v0/"
+
+
+# The bodies (read by api.body) and the check's id, documented by hand (see check).
+RUN_REQUEST_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "workflow_id": {"type": "string", "minLength": 1},
+                        "params": {
+                            "type": "object",
+                            "additionalProperties": True,
+                            "description": 'the workflow\'s named parameters, or "node_id::input" keys',
+                        },
+                    },
+                    "required": ["workflow_id"],
+                    "additionalProperties": True,
+                    "description": 'also taken: "callback_urls" {"on_result_url", "on_progress_event_url"}, signed '
+                    "webhooks of the run",
+                },
+                "examples": {
+                    "txt2img": {
+                        "summary": "txt2img: a node input and a named parameter",
+                        "value": {"workflow_id": "txt2img", "params": {"6::text": "a lighthouse at dusk", "seed": 7}},
+                    },
+                    "img2img": {
+                        "summary": "img2img: an input image and a prompt (both required)",
+                        "value": {"workflow_id": "img2img", "params": {"image": EXAMPLE_IMAGE, "prompt": "watercolor"}},
+                    },
+                },
+            }
+        },
+    }
+}
+_RUN_ID = {"type": "string", "minLength": 1}
+_CHECK_ID = {"name": "id", "in": "query", "description": "the run id that /run returned", "schema": _RUN_ID}
+CHECK_GET_DOC: dict[str, Any] = {"parameters": [{**_CHECK_ID, "required": True}]}
+CHECK_POST_DOC: dict[str, Any] = {
+    "parameters": [{**_CHECK_ID, "required": False, "description": "the run id, or else in the body"}],
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"id": _RUN_ID},
+                    "description": "the run id, or else in ?id",
+                },
+            }
+        },
+    },
+}
 
 
 def problem_members(status: int, detail: str) -> dict[str, Any]:
@@ -76,7 +134,7 @@ def check_data(run: Run, links: Links) -> dict[str, Any]:
     return data
 
 
-@router.post("/run")
+@router.post("/run", openapi_extra=RUN_REQUEST_DOC)
 async def run(
     body: JsonBody,
     response: Response,
@@ -93,15 +151,14 @@ async def run(
     return {"success": True, "data": {"run_id": accepted.run.id}}
 
 
-@router.get("/check", operation_id="comflowy_check_get")
-@router.post("/check", operation_id="comflowy_check_post")
+# One function, two routes, so the document tells them apart by hand: a GET needs ?id, a POST takes it or a body.
+@router.get("/check", operation_id="comflowy_check_get", openapi_extra=CHECK_GET_DOC)
+@router.post("/check", operation_id="comflowy_check_post", openapi_extra=CHECK_POST_DOC)
 async def check(
     request: Request,
     svc: ServicesDep,
     who: CanRead,
-    run_id: Annotated[
-        str | None, Query(alias="id", description='the run id; a POST may send {"id"} in its body instead')
-    ] = None,
+    run_id: Annotated[str | None, Query(alias="id", include_in_schema=False)] = None,
 ) -> dict[str, Any]:
     """A run's status and output URLs in Comflowy's shape (``?id=RUN_ID``, GET or POST)."""
     if run_id is None and request.method == "POST":
@@ -117,11 +174,15 @@ async def check(
 @router.get("/auth/token")
 def auth_token(
     svc: ServicesDep, ppt: Annotated[str, Query(min_length=1, description="your API key")]
-) -> dict[str, str]:
-    """Exchange an API key for an access token to send as ``Authorization: Bearer``: the key itself.
-
-    An unknown or revoked key is a 401. The key stays the credential: revoking it revokes the token.
-    """
-    if svc.settings.auth != "disabled" and svc.apikeys.authenticate(ppt) is None:
-        raise Unauthorized("the API key is unknown or revoked")
-    return {"access_token": ppt}
+) -> dict[str, str | int]:
+    """Exchange an API key for an access token to send as ``Authorization: Bearer``: opaque, good for
+    ``expires_in`` seconds, and revoked with the key. An unknown or revoked key is a 401."""
+    seconds = svc.settings.access_token_seconds
+    if svc.settings.auth == "disabled":
+        token = f"cdt_anonymous_{secrets.token_urlsafe(16)}"  # nothing to check: every request is let in
+    else:
+        who = svc.apikeys.authenticate(ppt.strip())
+        if who is None:
+            raise Unauthorized("the API key is unknown or revoked")
+        token, _ = svc.tokens.mint(who, seconds)
+    return {"access_token": token, "token_type": "Bearer", "expires_in": seconds}

@@ -24,6 +24,7 @@ from api import history, operations, problems
 from api.auth import CanRead, CanSubmit
 from api.fleet import list_workers
 from api.operations import IdempotencyKeyHeader
+from api.routes.runs import EXAMPLE_IMAGE
 from api.services import JsonBody, Services, ServicesDep
 from api.views import Links
 from dispatcher import keys
@@ -32,6 +33,64 @@ from dispatcher.runs import Output, Run, RunStatus
 
 router = APIRouter(prefix="/api", tags=["compat: Flask seed"])
 PREFIX = "/api/"
+
+
+# The run body, read by api.body, documented by hand; its values are the workflow's. Examples name their workflow.
+RUN_REQUEST_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "prompt": {"type": "string", "description": "the text for the workflow's prompt node"},
+                        "target_node": {
+                            "type": "string",
+                            "description": "the id of that node (default: the first text node of the workflow)",
+                        },
+                    },
+                    "additionalProperties": True,
+                    "description": 'the simple form {"prompt", "target_node"}, or the advanced form '
+                    '{"<node_id>": {"inputs": {...}}}, or both; named parameters go under "params"',
+                },
+                "examples": {
+                    "txt2img": {"summary": "txt2img: the simple form", "value": {"prompt": "a lighthouse at dusk"}},
+                    "img2img": {
+                        "summary": "img2img: the simple form for the prompt, the advanced one for the input image",
+                        "value": {
+                            "prompt": "the same scene in watercolor",
+                            "target_node": "6",
+                            "10": {"inputs": {"image": EXAMPLE_IMAGE}},
+                        },
+                    },
+                },
+            }
+        },
+    }
+}
+# The seed's own answers that are no problems (see the module docstring).
+TASK_NOT_FOUND_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"const": "not_found"},
+        "message": {"type": "string"},
+        "error": {"type": "string"},
+        "status_code": {"const": 404},
+    },
+    "required": ["status", "message", "error", "status_code"],
+}
+TEST_COMFY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"enum": ["success", "error"]},
+        "comfyui_url": {"type": ["string", "null"], "description": "null unless the key has the admin scope"},
+        "response": {"type": "object", "description": "the workers (admin key), or how many there are and answer"},
+        "error": {"type": "string"},
+        "status_code": {"const": 503},
+    },
+    "required": ["status", "comfyui_url", "response"],
+}
 
 
 def problem_members(status: int, detail: str) -> dict[str, Any]:
@@ -113,7 +172,7 @@ async def list_workflows(svc: ServicesDep, _: CanRead) -> dict[str, list[str]]:
     return {"workflows": [w.id for w in svc.registry.all()]}
 
 
-@router.post("/workflow/{name}")
+@router.post("/workflow/{name}", openapi_extra=RUN_REQUEST_DOC)
 async def run_workflow(
     name: str,
     body: JsonBody,
@@ -132,7 +191,16 @@ async def run_workflow(
     return {"status": "success", "prompt_id": run.id, "client_id": run.client_id}
 
 
-@router.get("/task_status/{prompt_id}", response_model=None)
+@router.get(
+    "/task_status/{prompt_id}",
+    response_model=None,
+    responses={
+        404: {
+            "description": "no such run: the seed's not_found answer (not a problem)",
+            "content": {"application/json": {"schema": TASK_NOT_FOUND_SCHEMA}},
+        }
+    },
+)
 def get_task_status(prompt_id: str, request: Request, svc: ServicesDep, who: CanRead) -> dict[str, Any] | JSONResponse:
     """A run's state in the seed's shapes: pending, running, completed, error or (404) not_found."""
     run = operations.find_run(svc, prompt_id, who)
@@ -174,15 +242,32 @@ def get_image(prompt_id: str, request: Request, svc: ServicesDep, who: CanRead) 
     return {"status": "success", "images": images(run, _links(request, svc))}
 
 
-@router.get("/test_comfy", response_model=None)
-def test_comfy(svc: ServicesDep, _: CanRead) -> dict[str, Any] | JSONResponse:
-    """Whether any worker reports a healthy ComfyUI; 503 with ``"status": "error"`` when none does."""
+@router.get(
+    "/test_comfy",
+    response_model=None,
+    responses={
+        200: {"content": {"application/json": {"schema": TEST_COMFY_SCHEMA}}},
+        503: {
+            "description": 'no worker reports a healthy ComfyUI: the seed\'s "status": "error" answer (not a problem)',
+            "content": {"application/json": {"schema": TEST_COMFY_SCHEMA}},
+        },
+    },
+)
+def test_comfy(svc: ServicesDep, who: CanRead) -> dict[str, Any] | JSONResponse:
+    """Whether any worker reports a healthy ComfyUI; 503 with ``"status": "error"`` when none does.
+
+    Any read key learns that and how many workers answer; only an ``admin`` key sees the workers themselves
+    (their ComfyUI addresses and the runs they hold, of every tenant), as ``/v1/workers`` shows them.
+    """
     workers = list_workers(svc.conns.text, now=time.time())
     healthy = [w for w in workers if w.health == "healthy"]
+    admin = "admin" in who.scopes
     body: dict[str, Any] = {
         "status": "success" if healthy else "error",
-        "comfyui_url": healthy[0].comfyui_url if healthy else svc.settings.comfyui_url,
-        "response": {"workers": [w.model_dump() for w in workers]},
+        "comfyui_url": (healthy[0].comfyui_url if healthy else svc.settings.comfyui_url) if admin else None,
+        "response": {"workers": [w.model_dump() for w in workers]}
+        if admin
+        else {"workers_healthy": len(healthy), "workers_total": len(workers)},
     }
     if healthy:
         return body

@@ -1,8 +1,12 @@
 """Compatibility with FlowAI's workflow API: ``POST /v1/api/workflow/run/{id}``, synchronous or streamed.
 
 Without ``"stream"`` the request waits (up to :data:`WAIT_SECONDS`) for the run to end and answers its
-output URLs. A run that fails is a 502 problem carrying the run's error; one still going when the wait
-ends is a 504 problem naming the run, which goes on and can be followed at ``/v1/runs/{id}``.
+output URLs. FlowAI tells its clients to try a 5xx again later, so a run that fails answers by whose
+fault it was (``RunFailed.of``): a 422 naming the cause when the request itself cannot succeed (a node
+error, a missing model, a bad input, its time limit), a 409 when it was canceled, and only a failure
+of the infrastructure after every attempt (out of GPU memory, ComfyUI or storage down) a 503 with
+``Retry-After``; each problem carries the run's error. A run still going when the wait ends is no
+error: 202 with its ``run_id`` and ``Location: /v1/runs/{id}`` (trying again would run it twice).
 
 With ``"stream": true`` the answer is FlowAI's server-sent events, built from the run's own events
 (:class:`FlowAIStream`): ``event: msg`` frames ``{"Node", "Msg", "Type", "Data"}`` for the start and
@@ -24,15 +28,59 @@ from api import operations, sse
 from api.auth import CanSubmit
 from api.operations import IdempotencyKeyHeader
 from api.routes import events
+from api.routes.runs import EXAMPLE_IMAGE, LOCATION_HEADER
 from api.services import JsonBody, ServicesDep
 from api.views import Links
-from dispatcher.errors import RunFailed, RunStillGoing
+from dispatcher.errors import RunFailed, TooManyWaits
 from dispatcher.events import Event
 from dispatcher.runs import Run, RunStatus
 
 router = APIRouter(prefix="/v1/api/workflow", tags=["compat: FlowAI"])
 
 WAIT_SECONDS = operations.MAX_WAIT_SECONDS
+
+# The body, read by api.body, documented by hand; its input is the workflow's. Examples name their workflow.
+RUN_REQUEST_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "input": {
+                            "type": "object",
+                            "additionalProperties": True,
+                            "description": "the workflow's named parameters (GET /v1/workflows/{id} lists them)",
+                        },
+                        "stream": {"type": "boolean", "default": False, "description": "answer with FlowAI's events"},
+                    },
+                    "additionalProperties": True,
+                },
+                "examples": {
+                    "txt2img": {
+                        "summary": "txt2img",
+                        "value": {"input": {"prompt": "a lighthouse at dusk", "seed": 7}},
+                    },
+                    "img2img": {
+                        "summary": "img2img: an input image and a prompt (both required)",
+                        "value": {"input": {"image": EXAMPLE_IMAGE, "prompt": "the same scene in watercolor"}},
+                    },
+                },
+            }
+        },
+    }
+}
+RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "output": {"type": "array", "items": {"type": "string"}, "description": "the output URLs; none until it ends"},
+        "total_time": {"type": ["number", "null"], "description": "seconds since it was queued; null until it ends"},
+        "run_id": {"type": "string"},
+        "status": {"type": "string", "description": "on 202: queued or running"},
+    },
+    "required": ["output", "total_time", "run_id"],
+}
 
 
 def install(app: FastAPI) -> None:
@@ -42,7 +90,18 @@ def install(app: FastAPI) -> None:
 @router.post(
     "/run/{workflow_id}",
     response_model=None,
-    responses={200: {"content": {sse.MEDIA_TYPE: {}}, "description": 'the outputs; with "stream": true, events'}},
+    openapi_extra=RUN_REQUEST_DOC,
+    responses={
+        200: {
+            "content": {"application/json": {"schema": RESULT_SCHEMA}, sse.MEDIA_TYPE: {}},
+            "description": 'the outputs; with "stream": true, events',
+        },
+        202: {
+            "content": {"application/json": {"schema": RESULT_SCHEMA}},
+            "description": "the run did not end within the wait; it goes on: follow it at Location",
+            "headers": LOCATION_HEADER,
+        },
+    },
 )
 async def run_workflow(
     workflow_id: str,
@@ -63,13 +122,18 @@ async def run_workflow(
         graph = svc.registry.get(accepted.run.workflow).graph
         class_types = {node_id: str(node.get("class_type", "")) for node_id, node in graph.items()}
         render = FlowAIStream(accepted.run, links, class_types)
-        return events.stream_response(request, svc, accepted.run, render=render, headers=accepted.headers)
+        try:
+            return events.stream_response(request, svc, accepted.run, render=render, headers=accepted.headers)
+        except TooManyWaits:
+            pass  # the run is stored: answered as still going (202), never with an error
     response.headers.update(accepted.headers)
-    run = await operations.wait(svc, accepted.run.id, WAIT_SECONDS, who)
+    run = await operations.wait(svc, accepted.run.id, WAIT_SECONDS, who, or_now=True)
     if not run.status.terminal:
-        raise RunStillGoing(run.id, WAIT_SECONDS)
+        response.status_code = 202
+        response.headers["Location"] = f"/v1/runs/{run.id}"
+        return {"output": [], "total_time": None, "run_id": run.id, "status": run.status.value}
     if run.status is not RunStatus.SUCCEEDED:
-        raise RunFailed(run.id, run.status.value, run.error)
+        raise RunFailed.of(run.id, run.status.value, run.error)
     # Time as the caller lived it: queueing included, since FlowAI has no separate queue time.
     finished = run.finished_at if run.finished_at is not None else run.created_at
     return {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Any
 
@@ -165,10 +166,16 @@ def stream_response(
     render: Renderer | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> StreamingResponse:
-    """A 200 ``text/event-stream`` of ``run``'s events after ``after`` (all without), rendered natively by default."""
+    """A 200 ``text/event-stream`` of ``run``'s events after ``after`` (all without), rendered natively by default.
+
+    A stream holds a Redis connection of its own while it lasts: it counts as one of its tenant's waiting
+    requests (TooManyWaits, 429, when the tenant has its most already).
+    """
     links = Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)
     renderer = render or (lambda event: sse.native_frame(event, run.id, links))
     connect = redis_factory(request, svc)
+    svc.wait_quota.take(run.tenant)
+    release = _Once(lambda: svc.wait_quota.give(run.tenant))
 
     async def body() -> AsyncIterator[bytes]:
         client = connect()
@@ -181,11 +188,36 @@ def stream_response(
             # reconnects with its Last-Event-ID (an EventSource does so by itself) and loses nothing.
             log.warning("event stream of run %s ended: Redis unavailable: %s", run.id, exc)
         finally:
+            release()
             # Also on a client leaving, when this task is being cancelled: shield the close, or it is cancelled too.
             with anyio.CancelScope(shield=True):
                 await client.aclose()
 
-    return StreamingResponse(body(), media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **(headers or {})})
+    stream = body()
+    # A client gone before the first byte: the body never starts, so its finally never runs; this does.
+    weakref.finalize(stream, release)
+    return StreamingResponse(stream, media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **(headers or {})})
+
+
+class _Once:
+    """Calls its function the first time it is called, never again."""
+
+    def __init__(self, function: Callable[[], None]) -> None:
+        self._function: Callable[[], None] | None = function
+
+    def __call__(self) -> None:
+        function, self._function = self._function, None
+        if function is not None:
+            function()
+
+
+# What sse.parse_event_id takes (a blank value is none), for /docs only: it checks the value itself. A string: the
+# null FastAPI adds for an optional parameter would be sent as the text "null".
+EVENT_ID_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": rf"^\s*({sse.EVENT_ID_RE.pattern})?\s*$",
+    "examples": ["1700000000000-0"],
+}
 
 
 @router.get(
@@ -202,10 +234,19 @@ async def run_events(
     svc: ServicesDep,
     who: CanRead,
     last_event_id_header: Annotated[
-        str | None, Header(alias="Last-Event-ID", description="resume after this event id (what EventSource sends)")
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="resume after this event id (what EventSource sends)",
+            json_schema_extra=EVENT_ID_SCHEMA,
+        ),
     ] = None,
     last_event_id: Annotated[
-        str | None, Query(description="resume after this event id (for clients that cannot set headers)")
+        str | None,
+        Query(
+            description="resume after this event id (for clients that cannot set headers)",
+            json_schema_extra=EVENT_ID_SCHEMA,
+        ),
     ] = None,
 ) -> Response:
     """The run's events as Server-Sent Events: ``queued``, ``started``, ``progress``, ``output`` (with its ``url``),
@@ -215,7 +256,9 @@ async def run_events(
     gets only the later ones. A run that already ended answers its whole history at once; a client that
     already had its end gets 204 No Content, which tells a browser's EventSource to stop reconnecting.
     """
-    after = sse.parse_event_id(last_event_id_header) or sse.parse_event_id(last_event_id, name="last_event_id")
+    # Both are checked, though the header wins: a bad value is a 422 wherever it is.
+    header, query = sse.parse_event_id(last_event_id_header), sse.parse_event_id(last_event_id, name="last_event_id")
+    after = header or query
     run = await operations.get_run_async(svc, run_id, who)
     if await run_in_threadpool(has_seen_end, svc, run, after):
         return Response(status_code=204)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api import problems
 from api.models import StatusView
 from api.services import ServicesDep
 
@@ -16,7 +17,17 @@ async def healthz() -> StatusView:
     return StatusView(status="ok")
 
 
-@router.get("/readyz", response_model=StatusView, responses={503: {"description": "Redis does not answer"}})
+@router.get(
+    "/readyz",
+    response_model=StatusView,
+    responses={
+        503: {
+            "description": "Redis does not answer (a problem)",
+            "content": {problems.PROBLEM_JSON: {"schema": problems.PROBLEM_SCHEMA}},
+            "headers": {"Retry-After": {**problems.RETRY_AFTER, "required": True}},
+        }
+    },
+)
 def readyz(svc: ServicesDep) -> StatusView:
     """Readiness: Redis answers PING. A 503 problem otherwise (mapped in api.problems)."""
     svc.conns.text.ping()

@@ -25,12 +25,22 @@ router = APIRouter(tags=["runs"])
 
 CHUNK_BYTES = 256 * 1024
 WHOLE_BYTES = 1024 * 1024  # up to this size a file is read whole and sent in one response
+BINARY = {"type": "string", "format": "binary"}
 
 
 @router.get(
     "/v1/runs/{run_id}/outputs/{filename}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}},
+    responses={
+        200: {
+            # The type ComfyUI gave the file: image/png for most workflows, another image type or a video for some.
+            "content": {"image/png": {"schema": BINARY}, "*/*": {"schema": BINARY}},
+            "description": "the file, with its content type as the run's outputs list it",
+            "headers": {
+                "Content-Disposition": {"description": "inline, with the file name", "schema": {"type": "string"}},
+            },
+        }
+    },
 )
 async def get_output(run_id: str, filename: str, svc: ServicesDep, who: CanRead) -> Response:
     """Download one output file of a run, as listed in the run's ``outputs``; 404 otherwise."""

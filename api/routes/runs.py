@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -14,13 +15,27 @@ from api.models import RunView
 from api.operations import IdempotencyKeyHeader, WaitQuery
 from api.routes import events
 from api.services import JsonBody, Services, ServicesDep
-from api.views import Links
+from api.views import Links, run_view
 from dispatcher import metrics
+from dispatcher.binding import NATIVE_OPTION_KEYS
 from dispatcher.cancel import CancelResult
+from dispatcher.errors import TooManyWaits
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["runs"])
 
-# We parse the body ourselves (api.body), so FastAPI cannot derive its schema: document it by hand.
+# An input image for examples: a 1x1 PNG as a data: URI (an http(s) URL or upload:<id> would do as well).
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+LOCATION_HEADER: dict[str, Any] = {
+    "Location": {"description": "the run: /v1/runs/{id}", "required": True, "schema": {"type": "string"}}
+}
+
+# We parse the body ourselves (api.body), so FastAPI cannot derive its schema: document it by hand. Its params are
+# the workflow's (GET /v1/workflows/{id}); each example is named after the workflow it runs.
 RUN_REQUEST_DOC: dict[str, Any] = {
     "requestBody": {
         "required": False,
@@ -50,7 +65,16 @@ RUN_REQUEST_DOC: dict[str, Any] = {
                     "description": 'also accepted: the Flask seed\'s {"prompt", "target_node"} and '
                     '{"<node_id>": {"inputs": {...}}} at top level, and FlowAI\'s "input" in place of "params"',
                 },
-                "example": {"params": {"prompt": "a lighthouse at dusk", "seed": 7}, "priority": "high"},
+                "examples": {
+                    "txt2img": {
+                        "summary": "txt2img: a prompt (required) and a seed",
+                        "value": {"params": {"prompt": "a lighthouse at dusk", "seed": 7}, "priority": "high"},
+                    },
+                    "img2img": {
+                        "summary": "img2img: an input image and a prompt (both required)",
+                        "value": {"params": {"image": EXAMPLE_IMAGE, "prompt": "the same scene in watercolor"}},
+                    },
+                },
             }
         },
     }
@@ -67,7 +91,9 @@ RUN_REQUEST_DOC: dict[str, Any] = {
             "model": RunView,
             "description": 'the run ended within ?wait seconds; or, with "stream": true, its events',
             "content": {sse.MEDIA_TYPE: {}},
-        }
+            "headers": LOCATION_HEADER,
+        },
+        202: {"description": "the run is queued (or still running after ?wait seconds)", "headers": LOCATION_HEADER},
     },
 )
 async def create_run(
@@ -91,16 +117,28 @@ async def create_run(
     ``RateLimit-Policy`` fields of the key. An ``Idempotency-Key`` sent again with the same body
     answers the first run (``Idempotent-Replayed: true``); with another body, a 409.
     """
-    accepted = await run_in_threadpool(operations.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key)
+    accepted = await run_in_threadpool(
+        operations.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key, options=NATIVE_OPTION_KEYS
+    )
     run = accepted.run
     headers = {**accepted.headers, "Location": f"/v1/runs/{run.id}"}
-    if operations.wants_stream(body):
-        return events.stream_response(request, svc, run, headers=headers)
-    if wait > 0:
-        run = await operations.wait(svc, run.id, wait, who)
-    response.status_code = 200 if run.status.terminal else 202
     response.headers.update(headers)
-    return await operations.view_async(svc, run, _links(request, svc))
+    # The run is stored: whatever happens now, the answer says so (202 with the run as we know it), never an
+    # error a client would try again (and so run twice).
+    try:
+        if operations.wants_stream(body):
+            return events.stream_response(request, svc, run, headers=headers)
+        if wait > 0:
+            run = await operations.wait(svc, run.id, wait, who, or_now=True)
+        view = await operations.view_async(svc, run, _links(request, svc))
+    except TooManyWaits:  # a stream asked for, over the tenant's quota of waiting requests: no stream
+        view = await operations.view_async(svc, run, _links(request, svc))
+    except Exception:  # the answer to a stored run must not be an error (Redis gone for a moment, say)
+        log.warning("run %s stored; answering it as queued after an error", run.id, exc_info=True)
+        run = accepted.run
+        view = run_view(run, queue_position=None, links=_links(request, svc))
+    response.status_code = 200 if run.status.terminal else 202
+    return view
 
 
 @router.get("/v1/runs/{run_id}", response_model=RunView)
@@ -129,13 +167,14 @@ async def cancel_run(run_id: str, request: Request, response: Response, svc: Ser
     """Cancel a run: a queued one never starts; a running one is interrupted on its ComfyUI.
 
     200 with the canceled run (a running one is waited for, up to 10 s), 202 if its worker has not
-    ended it yet (it will: the status turns ``canceled``), 409 if the run had already ended.
+    ended it yet (it will: the status turns ``canceled``), 409 if the run had already succeeded or
+    failed. A cancel sent again for a canceled run answers 200 with it, changing nothing.
     """
     run = await operations.get_run_async(svc, run_id, who)
     if await run_in_threadpool(svc.canceller.cancel, run) is CancelResult.CANCELED:
         # It was queued: it ends here (a running one ends in its worker, and is counted there).
         metrics.observe_run_end(run.workflow, "canceled", time.time() - run.created_at)
-    run = await operations.wait(svc, run_id, CANCEL_WAIT_SECONDS, who)
+    run = await operations.wait(svc, run_id, CANCEL_WAIT_SECONDS, who, or_now=True)
     response.status_code = 200 if run.status.terminal else 202
     return await operations.view_async(svc, run, _links(request, svc))
 

@@ -11,10 +11,13 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import CanRead
 from api.models import DayUsageView, UsageTotalView, UsageView
 from api.services import ServicesDep
-from dispatcher.tenants import check_name
+from dispatcher.tenants import NAME_RE, check_name
 from dispatcher.usage import day_range, read_usage
 
 router = APIRouter(tags=["system"])
+
+# What day_range and check_name take, for /docs only: they check the values themselves (422 naming the parameter).
+DAY = {"format": "date"}
 
 
 @router.get("/v1/usage", response_model=UsageView)
@@ -22,11 +25,19 @@ async def usage(
     svc: ServicesDep,
     who: CanRead,
     start: Annotated[
-        str | None, Query(alias="from", description="first UTC day, YYYY-MM-DD (default: to - 29 days)")
+        str | None,
+        Query(alias="from", description="first UTC day, YYYY-MM-DD (default: to - 29 days)", json_schema_extra=DAY),
     ] = None,
-    end: Annotated[str | None, Query(alias="to", description="last UTC day, YYYY-MM-DD (default: today)")] = None,
+    end: Annotated[
+        str | None, Query(alias="to", description="last UTC day, YYYY-MM-DD (default: today)", json_schema_extra=DAY)
+    ] = None,
     tenant: Annotated[
-        str | None, Query(description="another tenant's usage (scope admin); default: the key's own", max_length=64)
+        str | None,
+        Query(
+            description="another tenant's usage (scope admin); default: the key's own",
+            max_length=64,
+            json_schema_extra={"pattern": NAME_RE.pattern},
+        ),
     ] = None,
 ) -> UsageView:
     """How many runs ended and how many seconds ComfyUI spent executing them, per UTC day of the range (at most

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ from dispatcher.connections import Connections
 from dispatcher.errors import ConfigError
 from dispatcher.settings import load_settings
 from dispatcher.storage import MemoryStore
-from tests.api.helpers import Backlog, TestClient, assert_problem, finish_run, store_output, tenant_with_key
+from tests.api.helpers import Backlog, TestClient, assert_problem, beat, finish_run, store_output, tenant_with_key
 
 
 @pytest.fixture
@@ -159,6 +160,18 @@ def test_admin_sees_queues_and_workers(client: TestClient, fake_conns: Connectio
     assert client.get("/v1/workers", headers=h(key)).json() == {"workers": []}
 
 
+def test_the_flask_seeds_comfyui_check_shows_the_workers_to_admins_only(
+    client: TestClient, fake_conns: Connections, key: str
+) -> None:
+    beat(fake_conns, "gpu-a", healthy=True, current_run="run-of-another-tenant")
+    reply = client.get("/api/test_comfy", headers=h(key)).json()
+    assert reply["status"] == "success" and reply["response"] == {"workers_healthy": 1, "workers_total": 1}
+    assert "run-of-another-tenant" not in json.dumps(reply) and "gpu-a" not in json.dumps(reply)
+    admin = client.get("/api/test_comfy", headers=h(tenant_with_key(fake_conns, "ops", "read,admin"))).json()
+    assert [w["name"] for w in admin["response"]["workers"]] == ["gpu-a"]
+    assert admin["comfyui_url"] == "http://gpu-a:8188"
+
+
 def test_runs_belong_to_the_keys_tenant(client: TestClient, fake_conns: Connections, key: str) -> None:
     run_id = submit(client, key)
     assert fake_conns.text.hget(f"cd:run:{run_id}", "tenant") == "acme"
@@ -192,15 +205,36 @@ def test_another_tenants_run_does_not_exist(
     assert list(client.get("/api/history", headers=h(key)).json()) == [run_id]
 
 
-def test_comflowy_token_checks_the_key_and_serves_as_bearer(client: TestClient, key: str) -> None:
+def test_comflowy_token_is_a_token_of_its_own_that_serves_as_bearer(
+    client: TestClient, fake_conns: Connections, key: str
+) -> None:
     assert assert_problem(client.get("/api/open/v0/auth/token?ppt=nope"), 401)["success"] is False
-    token = client.get("/api/open/v0/auth/token", params={"ppt": key}).json()["access_token"]
-    assert token == key
+    reply = client.get("/api/open/v0/auth/token", params={"ppt": key}).json()
+    token = reply["access_token"]
+    assert token.startswith("cdt_") and key not in token and reply["expires_in"] == 3600
+    record = fake_conns.text.hgetall(f"cd:token:{token.split('_')[1]}")
+    assert token not in json.dumps(record) and record["key_id"] == key.split("_")[1]  # kept hashed only
+    assert 3590 < fake_conns.text.ttl(f"cd:token:{token.split('_')[1]}") <= 3600
     bearer = {"Authorization": f"Bearer {token}"}
     reply = client.post("/api/open/v0/run", json={"workflow_id": "invert", "params": {}}, headers=bearer)
     assert reply.status_code == 200, reply.text
     run_id = reply.json()["data"]["run_id"]
     assert client.get(f"/api/open/v0/check?id={run_id}", headers=bearer).json()["data"]["status"] == "waiting"
+    assert client.get(f"/v1/runs/{run_id}", headers={"X-API-KEY": token}).status_code == 200  # anywhere a key is
+    assert_problem(client.get(f"/v1/runs/{run_id}", headers={"X-API-KEY": token[:-1] + "x"}), 401)
+
+
+def test_a_token_dies_with_its_key(client: TestClient, fake_conns: Connections, key: str) -> None:
+    token = client.get("/api/open/v0/auth/token", params={"ppt": key}).json()["access_token"]
+    assert client.get("/v1/workflows", headers=h(token)).status_code == 200
+    ApiKeyStore(fake_conns.text).revoke(key.split("_")[1])
+    assert_problem(client.get("/v1/workflows", headers=h(token)), 401)
+
+
+def test_an_expired_token_is_refused(client: TestClient, fake_conns: Connections, key: str) -> None:
+    token = client.get("/api/open/v0/auth/token", params={"ppt": key}).json()["access_token"]
+    fake_conns.text.hset(f"cd:token:{token.split('_')[1]}", "expires_at", repr(time.time() - 1))
+    assert_problem(client.get("/v1/workflows", headers=h(token)), 401)
 
 
 def test_over_the_rate_is_a_429_with_ratelimit_fields(

@@ -24,21 +24,44 @@ def test_run_waits_and_answers_the_output_urls(client: TestClient, finish_after_
     assert client.get(f"/v1/runs/{run_id}").json()["params"]["width"] == 32
 
 
-def test_failed_run_is_a_problem_with_the_run_error(
-    client: TestClient, finish_after_submit: Callable[..., None]
+@pytest.mark.parametrize(
+    ("status", "error", "code"),
+    [
+        (
+            "failed",
+            {"type": "execution_error", "message": "node 2 raised ValueError: bad", "exception_type": "ValueError"},
+            422,
+        ),
+        ("failed", {"type": "validation_error", "message": "Prompt outputs failed validation"}, 422),
+        ("failed", {"type": "RunTimeout", "message": "the run exceeded its time limit"}, 422),
+        (
+            "failed",
+            {"type": "execution_error", "message": "out of memory", "exception_type": "torch.OutOfMemoryError"},
+            503,
+        ),
+        ("failed", {"type": "ComfyUIUnavailable", "message": "GET /queue: connection refused"}, 503),
+        ("failed", {"type": "OutputNotStored", "message": "S3 answered 503"}, 503),
+        ("canceled", {"type": "canceled", "message": "canceled by request"}, 409),
+    ],
+)
+def test_a_failed_run_answers_by_whose_fault_it_was(
+    client: TestClient, finish_after_submit: Callable[..., None], status: str, error: dict[str, str], code: int
 ) -> None:
-    error = {"type": "execution_error", "message": "node 2 raised OSError: disk full"}
-    finish_after_submit(status="failed", error=error)
-    problem = assert_problem(client.post("/v1/api/workflow/run/invert", json={"input": {}}), 502)
-    assert problem["detail"] == "node 2 raised OSError: disk full"
-    assert problem["run_error"] == error
-    assert problem["run_status"] == "failed"
+    """FlowAI's clients try a 5xx again: only a failure of the infrastructure is one, with Retry-After."""
+    finish_after_submit(status=status, error=error)
+    response = client.post("/v1/api/workflow/run/invert", json={"input": {}})
+    problem = assert_problem(response, code)
+    assert problem["detail"] == error["message"] and problem["run_error"] == error and problem["run_status"] == status
+    assert ("Retry-After" in response.headers) == (code == 503)
 
 
 def test_run_still_going_when_the_wait_ends(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No error: the run was stored and goes on; trying again would run it twice."""
     monkeypatch.setattr(flowai, "WAIT_SECONDS", 0.2)
-    problem = assert_problem(client.post("/v1/api/workflow/run/invert", json={"input": {}}), 504)
-    assert client.get(problem["run_url"]).json()["status"] == "queued"  # the run goes on
+    response = client.post("/v1/api/workflow/run/invert", json={"input": {}})
+    assert response.status_code == 202, response.text
+    assert client.get(response.headers["Location"]).json()["status"] == "queued"  # the run goes on
+    assert response.json()["run_id"] in response.headers["Location"]
 
 
 def test_bad_input_is_a_422_naming_it(client: TestClient, backlog: Backlog) -> None:

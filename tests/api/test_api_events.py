@@ -149,6 +149,13 @@ def test_a_bad_last_event_id_is_a_422(client: TestClient) -> None:
     assert problem["errors"][0]["param"] == "Last-Event-ID"
 
 
+def test_a_bad_last_event_id_query_is_a_422_even_beside_a_good_header(client: TestClient) -> None:
+    run_id = submit(client)
+    url = f"/v1/runs/{run_id}/events?last_event_id=yesterday"
+    problem = assert_problem(client.get(url, headers={"Last-Event-ID": "1700000000000-0"}), 422)
+    assert problem["errors"][0]["param"] == "last_event_id"
+
+
 def test_unknown_run_is_a_404(client: TestClient) -> None:
     assert_problem(client.get("/v1/runs/0123abcd/events"), 404)
 

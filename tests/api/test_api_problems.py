@@ -90,6 +90,13 @@ def test_wrong_method_is_a_405_problem_with_allow(client: TestClient) -> None:
     assert_problem(client.get("/v1/workflows/invert/runs"), 405)
 
 
+def test_allow_names_the_methods_of_every_route_at_the_path(client: TestClient) -> None:
+    # /api/open/v0/check is two routes (GET and POST); Starlette alone would name the first one's method only.
+    response = client.put("/api/open/v0/check")
+    assert "allowed: GET, POST" in assert_problem(response, 405)["detail"]
+    assert response.headers["allow"] == "GET, POST"
+
+
 def test_query_validation_is_a_422_problem_naming_the_parameter(client: TestClient) -> None:
     problem = assert_problem(client.get("/v1/runs/abc?wait=soon"), 422)
     assert problem["errors"][0]["param"] == "wait"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
+from fastapi import FastAPI
+
 from dispatcher import keys
 from dispatcher.connections import Connections
 from dispatcher.runs import RunStatus, RunStore, new_run
 from dispatcher.waiting import wait_for_run
-from tests.api.helpers import finish_run
+from tests.api.helpers import TestClient, assert_problem, finish_run
 
 
 def queued_run(conns: Connections) -> str:
@@ -61,3 +63,19 @@ def test_a_message_of_another_run_does_not_wake_it(fake_conns: Connections) -> N
     finally:
         finisher.join()
     assert run is not None and run.status is RunStatus.QUEUED
+
+
+def test_over_the_tenants_quota_a_poll_is_a_429_and_a_submission_is_answered_at_once(
+    client: TestClient, app: FastAPI
+) -> None:
+    """A stored run is never answered with an error: its ?wait (or its stream) is dropped, not the answer."""
+    app.state.services.wait_quota.per_tenant = 0  # every wait is over the quota
+    accepted = client.post("/v1/workflows/invert/runs?wait=30", json={})
+    assert accepted.status_code == 202 and accepted.json()["status"] == "queued"
+    streamed = client.post("/v1/workflows/invert/runs", json={"stream": True})
+    assert streamed.status_code == 202 and streamed.headers["content-type"] == "application/json"
+    run_id = accepted.json()["id"]
+    problem = assert_problem(client.get(f"/v1/runs/{run_id}?wait=30"), 429)
+    assert problem["type"].endswith("too-many-waits") and problem["retry_after"] == 1
+    assert_problem(client.get(f"/v1/runs/{run_id}/events"), 429)
+    assert client.get(f"/v1/runs/{run_id}").status_code == 200  # a read that does not wait is served

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from dispatcher.binding import Bound, bind, bound_digest, fixes_every_seed, unique_prefix
+from dispatcher.binding import (
+    RUN_OPTION_KEYS,
+    Bound,
+    bind,
+    bound_digest,
+    fixes_every_seed,
+    refuse_options,
+    unique_prefix,
+)
 from dispatcher.errors import BadRequest, ParameterError
 from dispatcher.registry import Param, Workflow
 
@@ -173,6 +181,37 @@ def test_run_options_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "detail"),
+    [
+        ("max_attempts", "unknown field (the workflow's manifest sets it); a run body takes: params (or input), "),
+        ("metadata", "unknown field; a run body takes: params (or input), cache, callback_urls, priority, stream, "),
+        ("webhook", "unknown field; "),
+        ("wait", "unknown field (use the ?wait= query parameter); "),
+        ("workflow_id", "unknown field (the workflow is the one named in the URL); "),
+    ],
+)
+def test_the_native_body_refuses_other_products_options(field: str, detail: str) -> None:
+    body = {"params": {"width": 8}, "priority": "high", field: 1}
+    with pytest.raises(ParameterError) as caught:
+        refuse_options(body)
+    assert caught.value.param == field and caught.value.detail.startswith(detail)
+    refuse_options(body, RUN_OPTION_KEYS)  # what a compatibility route takes
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"params": {"width": 8}, "input": {}, "priority": "low", "stream": False, "cache": True},
+        {"callback_urls": {}, "timeout_seconds": 5, "prompt": "x", "target_node": "6", "6": {"inputs": {}}},
+        {"colour": 5},  # not an option at all: bind() refuses it, naming it
+    ],
+)
+def test_the_native_body_keeps_its_own_fields(body: dict[str, Any]) -> None:
+    refuse_options(body)
+
+
+@pytest.mark.parametrize(
     ("body", "name", "detail"),
     [
         ({"params": {"widht": 5}}, "widht", "unknown parameter; this workflow takes: width, height, color"),
@@ -204,6 +243,7 @@ def test_invert_refusals_name_the_parameter(body: dict[str, Any], name: str, det
         ({"prompt": "x", "cfg": "7"}, "cfg", "must be a number"),
         ({"prompt": "x", "cfg": False}, "cfg", "must be a number"),
         ({"prompt": "x", "cfg": float("nan")}, "cfg", "must be a finite number"),
+        ({"prompt": "x", "cfg": 10**400}, "cfg", "must be a finite number; this one is too large for a float"),
         ({"prompt": "x", "cfg": 30.5}, "cfg", "must be <= 30"),
         ({"prompt": "x", "sampler": "euler_a"}, "sampler", "must be one of: euler, dpmpp_2m"),
         ({"prompt": "x", "seed": 2**64}, "seed", "must be <= 18446744073709551615"),
@@ -270,6 +310,9 @@ def test_node_input_on_an_input_no_param_owns() -> None:
         ({"5::batch_size": 1.5}, "5::batch_size", "must be an integer"),
         ({"3::scheduler": 1}, "3::scheduler", "must be a string"),
         ({"12::denoise": "1"}, "12::denoise", "must be a number"),
+        ({"12::denoise": 10**400}, "12::denoise", "must be a finite number; this one is too large for a float"),
+        ({"12::denoise": -(10**309)}, "12::denoise", "too large for a float"),
+        ({"3::cfg": 10**309}, "3::cfg", "too large for a float (parameter 'cfg')"),
         ({"3::scheduler": ["4", 0]}, "3::scheduler", "must be a string, a number or a boolean"),
         ({"3::scheduler": {"a": 1}}, "3::scheduler", "must be a string, a number or a boolean"),
         ({"3::scheduler": None}, "3::scheduler", "must be a string, a number or a boolean"),

@@ -153,7 +153,7 @@ def test_cancel_of_a_queued_run(bench: Bench) -> None:
     assert canceller.cancel(run) is CancelResult.CANCELED
     assert bench.run(run.id).status is RunStatus.CANCELED
     assert bench.take(5) == []
-    assert canceller.cancel(run) is CancelResult.CANCELED  # idempotent
+    assert canceller.cancel(run) is CancelResult.ALREADY_CANCELED  # idempotent: nothing changes, nothing counted
 
 
 def test_cancel_of_a_dispatched_run_makes_its_job_a_no_op(bench: Bench) -> None:

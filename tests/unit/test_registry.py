@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dispatcher.binding import bind
-from dispatcher.errors import ManifestError, WorkflowNotFound
+from dispatcher.errors import ManifestError, ParameterError, WorkflowNotFound
 from dispatcher.registry import Param, Registry, load_workflow
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
@@ -219,6 +219,33 @@ def test_enum_and_float_params(tmp_path: Path) -> None:
     workflow = load_workflow(write(tmp_path / "w", manifest))
     assert workflow.params["sampler"].choices == ("euler", "ddim")
     assert workflow.params["cfg"].default == 7.0 and isinstance(workflow.params["cfg"].default, float)
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (10**309, "must be a finite number; this one is too large for a float"),
+        (-(10**400), "must be a finite number; this one is too large for a float"),
+        (int("9" * 4000), "must be a finite number; this one is too large for a float"),
+        (float("inf"), "must be a finite number"),
+        (10**308, "must be <= 30"),
+    ],
+    ids=["1e309", "-1e400", "4000 nines", "inf", "1e308"],
+)
+def test_a_float_param_refuses_what_no_float_holds(value: int | float, detail: str) -> None:
+    cfg = Param(name="cfg", type="float", targets=(("4", "cfg"),), max=30)
+    with pytest.raises(ParameterError) as caught:
+        cfg.check(value)
+    assert caught.value.param == "cfg" and caught.value.detail == detail
+
+
+@pytest.mark.parametrize(
+    ("value", "canonical"),
+    [(7, 7.0), (2**53, 2.0**53), (10**308, 1e308), (-3.5, -3.5)],
+    ids=["7", "2^53", "1e308", "-3.5"],
+)
+def test_a_float_param_takes_every_integer_a_float_holds(value: int | float, canonical: float) -> None:
+    assert Param(name="f", type="float", targets=()).check(value) == canonical
 
 
 # --- manifest errors name the file and the parameter -------------------------------------------------
