@@ -11,12 +11,13 @@ PYTEST_ARGS ?=
 
 all: lint test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "python3 -m venv failed: installing Debian's python3-venv"; \
 	  apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e ./sdk
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -50,6 +51,7 @@ lint: install
 bench: install redis-server
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/e2e.py
+	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/sse.py
 	$(BIN)/python bench/wait.py

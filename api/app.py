@@ -17,7 +17,20 @@ import dispatcher
 from api import docs, problems
 from api.auth import check_auth_binding
 from api.compat import comflowy, flask_seed, flowai
-from api.routes import deliveries, events, health, metrics, outputs, queues, runs, uploads, usage, workers, workflows
+from api.routes import (
+    batches,
+    deliveries,
+    events,
+    health,
+    metrics,
+    outputs,
+    queues,
+    runs,
+    uploads,
+    usage,
+    workers,
+    workflows,
+)
 from api.services import Services
 from dispatcher.connections import Connections
 from dispatcher.registry import Registry
@@ -87,6 +100,7 @@ def create_app(
     problems.install(app)
     for router in (workflows.router, runs.router, outputs.router, queues.router, workers.router, health.router):
         app.include_router(router)
+    app.include_router(batches.router)
     app.include_router(usage.router)
     app.include_router(uploads.router)
     app.include_router(events.router)

@@ -47,6 +47,12 @@ class RunView(BaseModel):
     gpu_seconds: float = Field(
         0.0, description="how long ComfyUI executed it (execution_start to its end, every attempt), in seconds"
     )
+    eta_seconds: float | None = Field(
+        None,
+        description="seconds until it will likely have ended, from its place in the queue, the ready workers and "
+        "its workflow's recent GPU-seconds; null when ended, or with no basis (no ready worker, no run of it yet)",
+    )
+    batch_id: str | None = Field(None, description="the batch submission that created it (POST /v1/runs/batch)")
 
 
 class QueuesView(BaseModel):
@@ -93,3 +99,37 @@ class UsageView(BaseModel):
 
 class StatusView(BaseModel):
     status: str
+
+
+class BatchItemView(BaseModel):
+    index: int = Field(description="the item's place in the request, from 0")
+    status: int = Field(description="202 accepted (or replayed), else the HTTP status of its problem")
+    run: RunView | None = Field(default=None, description="the run, when accepted")
+    replayed: bool = Field(default=False, description="its idempotency_key named a run stored before: that run")
+    problem: dict[str, Any] | None = Field(default=None, description="why it was refused (problem+json), when refused")
+
+
+class BatchSubmitted(BaseModel):
+    batch_id: str | None = Field(description="the batch of the runs this request created; null if it created none")
+    accepted: int
+    refused: int
+    items: list[BatchItemView] = Field(description="one per item of the request, in its order")
+
+
+class BatchView(BaseModel):
+    id: str
+    created_at: str = Field(description="RFC 3339, UTC")
+    total: int = Field(description="runs the batch created")
+    counts: dict[str, int] = Field(description="its runs by status: queued, running, succeeded, failed, canceled")
+    ended: int
+    done: bool = Field(description="every run has ended (its on_batch_done_url, if any, was called then)")
+    gpu_seconds: float = Field(description="ComfyUI's execution time of its runs so far, in seconds")
+    eta_seconds: float | None = Field(description="seconds until its last run will likely have ended; null if no basis")
+    on_batch_done_url: str | None = None
+    runs: list[RunView] = Field(description="a page of its runs, in the order of the request's items")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+
+
+class RunList(BaseModel):
+    runs: list[RunView] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null when there is no more")

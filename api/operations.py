@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from dispatcher.addresses import AllowList
 from dispatcher.apikeys import Principal
 from dispatcher.binding import refuse_options
 from dispatcher.errors import OutputNotFound, ParameterError, RateLimited, RunNotFound, TooManyWaits
+from dispatcher.eta import eta_seconds
 from dispatcher.runs import Output, Run, RunStatus, run_of
 from dispatcher.submit import Submission
 from dispatcher.uploads import Uploads, check_run_images
@@ -272,11 +274,22 @@ async def _wait(svc: Services, run_id: str, seconds: float, who: Principal) -> R
 
 
 def view(svc: Services, run: Run, links: Links) -> RunView:
-    """The native view of ``run``, with its place in the queue (Redis reads while it is queued)."""
-    return run_view(run, queue_position=svc.runs.queue_position(run), links=links)
+    """The native view of ``run``, with its place in the queue and its ETA (Redis reads while it is queued)."""
+    position = svc.runs.queue_position(run)
+    eta = None
+    if position is not None:
+        mean: str | None = svc.conns.text.hget(keys.WORKFLOW_SECONDS, run.workflow)  # type: ignore[assignment]
+        workers = sum(1 for w in svc.handout.workers() if w.ready)
+        eta = eta_seconds(position=position, workers=workers, mean_seconds=float(mean) if mean else None)
+    return run_view(run, queue_position=position, links=links, eta_seconds=eta)
 
 
 async def view_async(svc: Services, run: Run, links: Links) -> RunView:
     if run.status is RunStatus.QUEUED:  # only a queued run's place takes reading the backlogs
         return await anyio.to_thread.run_sync(view, svc, run, links)
-    return run_view(run, queue_position=None, links=links)
+    eta = None
+    if run.status is RunStatus.RUNNING and run.started_at is not None:
+        mean: str | None = await svc.conns.aio.hget(keys.WORKFLOW_SECONDS, run.workflow)  # type: ignore[misc,assignment]
+        running_for = max(0.0, time.time() - run.started_at)
+        eta = eta_seconds(position=None, workers=0, mean_seconds=float(mean) if mean else None, running_for=running_for)
+    return run_view(run, queue_position=None, links=links, eta_seconds=eta)

@@ -31,6 +31,7 @@ from api.services import json_object_body
 from dispatcher import metrics
 from dispatcher.errors import (
     BadRequest,
+    BatchNotFound,
     Conflict,
     DispatchError,
     Forbidden,
@@ -143,6 +144,7 @@ class Kind:
 KINDS: dict[type[DispatchError], Kind] = {
     WorkflowNotFound: Kind(404, "workflow-not-found", "Workflow not found"),
     RunNotFound: Kind(404, "run-not-found", "Run not found"),
+    BatchNotFound: Kind(404, "batch-not-found", "Batch not found"),
     OutputNotFound: Kind(404, "output-not-found", "Output not found"),
     ParameterError: Kind(422, "invalid-parameter", "Invalid parameter"),
     PayloadTooLarge: Kind(413, "payload-too-large", "Request body too large"),
@@ -279,6 +281,19 @@ def problem(
     body.update(extensions or {})
     body.update({"type": type_, "title": title, "status": status, "detail": detail, "instance": request.url.path})
     return ProblemResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def problem_of(exc: DispatchError, *, instance: str) -> dict[str, Any]:
+    """The problem+json object of ``exc`` on its own (a batch item's), as :func:`dispatch_error` would answer it."""
+    kind = kind_of(exc)
+    return {
+        **extensions_of(exc),
+        "type": kind.type,
+        "title": kind.title,
+        "status": kind.status,
+        "detail": _SURROGATE.sub("\N{REPLACEMENT CHARACTER}", str(exc)),
+        "instance": instance,
+    }
 
 
 async def dispatch_error(request: Request, exc: Exception) -> ProblemResponse:

@@ -13,6 +13,7 @@ from api.waits import Ended, RunWaits, WaitQuota
 from dispatcher import keys
 from dispatcher.admission import Admission
 from dispatcher.apikeys import ApiKeyStore
+from dispatcher.batches import BatchStore
 from dispatcher.cancel import Canceller
 from dispatcher.connections import Connections
 from dispatcher.registry import Registry
@@ -42,6 +43,7 @@ class Services:
     tenants: TenantStore
     admission: Admission
     canceller: Canceller
+    batches: BatchStore
     waits: RunWaits
     wait_quota: WaitQuota
     handout: Handout
@@ -66,6 +68,7 @@ class Services:
             tenants=TenantStore(conns.text, settings),
             admission=Admission(conns.text),
             canceller=Canceller(conns.text, run_ttl_seconds=settings.run_ttl_seconds),
+            batches=BatchStore(conns.text, ttl_seconds=settings.run_ttl_seconds),
             waits=waits,
             wait_quota=WaitQuota(settings.max_waits_per_tenant),
             handout=Handout(settings, conns),

@@ -47,7 +47,7 @@ class Links:
         return f"{self.base}/v1/runs/{quote(run_id, safe='')}/outputs/{quote(output.filename, safe='')}"
 
 
-def run_view(run: Run, *, queue_position: int | None, links: Links) -> RunView:
+def run_view(run: Run, *, queue_position: int | None, links: Links, eta_seconds: float | None = None) -> RunView:
     """The native API's view of a run (``GET /v1/runs/{id}``)."""
     return RunView(
         id=run.id,
@@ -77,4 +77,6 @@ def run_view(run: Run, *, queue_position: int | None, links: Links) -> RunView:
         cached=bool(run.cached_from),
         cached_from=run.cached_from or None,
         gpu_seconds=round(run.gpu_seconds, 3),
+        eta_seconds=eta_seconds,
+        batch_id=run.batch_id or None,
     )

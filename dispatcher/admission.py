@@ -28,7 +28,8 @@ TTL_WINDOWS = 3
 _BUCKET = """
 -- KEYS[1]: the bucket hash (level, ts); KEYS[2], if given: a tenant hash whose submit_rate and submit_burst,
 -- where set, replace ARGV's (one round trip for the limits and the bucket)
--- ARGV: rate (units/s), burst (units), cost (units), ttl windows, epsilon
+-- ARGV: rate (units/s), burst (units), cost (units), ttl windows, epsilon, and '1' to take as much of the
+-- cost as fits (a batch: whole units, at least one) rather than all of it or nothing
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cost, windows, epsilon = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if #KEYS > 1 then
@@ -49,14 +50,15 @@ local last = tonumber(state[2]) or now
 level = math.max(0, level - math.max(0, now - last) * rate)
 
 local limits = {string.format('%.17g', rate), string.format('%.17g', burst)}
+if ARGV[6] == '1' then cost = math.max(1, math.min(cost, math.floor(burst + epsilon - level))) end
 if level + cost > burst + epsilon then
-  return {0, string.format('%.17g', level), limits[1], limits[2]}  -- denied: the bucket is left as it was
+  return {0, string.format('%.17g', level), limits[1], limits[2], '0'}  -- denied: the bucket is left as it was
 end
 
 level = level + cost
 redis.call('HSET', KEYS[1], 'level', string.format('%.17g', level), 'ts', string.format('%.17g', now))
 redis.call('EXPIRE', KEYS[1], ttl)
-return {1, string.format('%.17g', level), limits[1], limits[2]}
+return {1, string.format('%.17g', level), limits[1], limits[2], tostring(cost)}
 """
 
 
@@ -67,6 +69,7 @@ class Admitted:
     decision: Decision
     rate: float
     burst: float
+    taken: int = 0  # units taken from the bucket (the cost when allowed, 0 when denied)
 
 
 class Admission:
@@ -92,12 +95,25 @@ class Admission:
         check_limits(rate, burst, cost)
         return self._offer([keys.bucket(self.kind, ident), keys.tenant(tenant)], rate=rate, burst=burst, cost=cost)
 
-    def _offer(self, script_keys: list[str], *, rate: float, burst: float, cost: float) -> Admitted:
-        allowed, level, used_rate, used_burst = self._script(
-            keys=script_keys, args=[rate, burst, cost, TTL_WINDOWS, EPSILON]
+    def take_up_to(self, ident: str, tenant: str, count: int, *, rate: float, burst: float) -> tuple[int, Admitted]:
+        """As :meth:`check_tenant` for ``count`` submissions at once (a batch): how many of them the bucket
+        admits now (0 to ``count``, whole ones), taken from it, and the decision for the last one admitted
+        (or, with none admitted, for the first one refused)."""
+        check_limits(rate, burst, 1)
+        admitted = self._offer(
+            [keys.bucket(self.kind, ident), keys.tenant(tenant)], rate=rate, burst=burst, cost=count, partial=True
+        )
+        return admitted.taken, admitted
+
+    def _offer(
+        self, script_keys: list[str], *, rate: float, burst: float, cost: float, partial: bool = False
+    ) -> Admitted:
+        allowed, level, used_rate, used_burst, taken = self._script(
+            keys=script_keys, args=[rate, burst, cost, TTL_WINDOWS, EPSILON, "1" if partial else "0"]
         )
         rate, burst = float(used_rate), float(used_burst)
+        cost = float(taken) if partial and int(allowed) else (1 if partial else cost)
         decision = describe(bool(int(allowed)), float(level), rate=rate, burst=burst, cost=cost)
         if not decision.allowed:
             log.debug("%s bucket of %s full: retry in %.3f s", self.kind, script_keys[0], decision.retry_after)
-        return Admitted(decision, rate, burst)
+        return Admitted(decision, rate, burst, int(float(taken)))

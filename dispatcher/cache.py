@@ -33,6 +33,7 @@ from dispatcher.binding import Bound, bound_digest, fixes_every_seed
 from dispatcher.errors import ParameterError
 from dispatcher.events import LUA_EMIT
 from dispatcher.idempotency import LUA_IDEMPOTENCY, IdempotencyClaim
+from dispatcher.listing import LUA_INDEX
 from dispatcher.registry import Workflow
 from dispatcher.runs import Run, RunStatus, RunStore
 
@@ -49,6 +50,7 @@ NO_POINTER = f"{keys.NS}:cache:-"
 
 _SERVE = (
     LUA_EMIT
+    + LUA_INDEX
     + LUA_IDEMPOTENCY
     + """
 -- KEYS: run, graph, recent, idempotency
@@ -60,6 +62,9 @@ if seen then return seen end
 for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+local stored = redis.call('HMGET', KEYS[1], 'tenant', 'created_at')
+index_run(ARGV[1], stored[1], stored[2], 2 * tonumber(ARGV[3]))  -- as listing.index_horizon
+batch_join(KEYS[1], ARGV[1])
 redis.call('LPUSH', KEYS[3], ARGV[1])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
 emit(ARGV[1], 'queued', ARGV[6])

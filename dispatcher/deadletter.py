@@ -24,6 +24,7 @@ if redis.call('ZCARD', KEYS[3]) == 0 then
 end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('PERSIST', KEYS[5])  -- its events expire with the run again, when it ends
+batch_reopen(redis.call('HGET', KEYS[1], 'batch'))
 emit(ARGV[1], 'queued', '{"requeued":true}')
 redis.call('PUBLISH', ARGV[4], 'requeue')
 return 1

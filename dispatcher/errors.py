@@ -171,6 +171,14 @@ class RunNotFound(DispatchError):
         self.run_id = run_id
 
 
+class BatchNotFound(DispatchError):
+    """Raised when a batch id is unknown (or belongs to someone else)."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"batch {batch_id!r} does not exist")
+        self.batch_id = batch_id
+
+
 class OutputNotFound(DispatchError):
     """Raised when a run has no stored output of that name."""
 

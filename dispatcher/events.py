@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher import keys
+from dispatcher.batches import LUA_BATCH
 
 STREAM_MAXLEN = 1000
 WEBHOOK_STREAM_MAXLEN = 100_000
 TERMINAL_EVENTS = frozenset({"done", "error", "canceled"})
 
-LUA_EMIT = f"""
+LUA_EMIT = (
+    LUA_BATCH
+    + f"""
 local function emit(run_id, kind, data)
   if type(data) ~= 'string' then data = cjson.encode(data) end
   local stream = '{keys.NS}:run:' .. run_id .. ':events'
@@ -39,11 +42,13 @@ local function announce(run_id, channel, status)
   local record = {{}}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
   redis.call('PUBLISH', channel, cjson.encode({{status = status, run = record}}))
+  batch_end(record['batch'])  -- every script that ends a run announces it, once: its batch counts it here
 end
 """
+)
 """Lua functions ``emit(run_id, type, data)``, ``seal(run_id, ttl)`` and ``announce(run_id, done channel, status)``
-to prepend to a script. ``announce`` publishes a run's end with its whole record (``dispatcher.waiting.parse_done``
-reads it), so a waiter has the run without reading it again."""
+(and :data:`dispatcher.batches.LUA_BATCH`'s) to prepend to a script. ``announce`` publishes a run's end with its
+whole record (``dispatcher.waiting.parse_done`` reads it), so a waiter has the run without reading it again."""
 
 
 @dataclass(frozen=True)

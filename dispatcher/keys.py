@@ -84,6 +84,24 @@ def access_token(token_id: str) -> str:
     return f"{NS}:token:{token_id}"
 
 
+def batch(batch_id: str) -> str:
+    """Hash: one batch submission (tenant, created_at, total, left, sealed, on_done_url, fired)."""
+    return f"{NS}:batch:{batch_id}"
+
+
+def batch_runs(batch_id: str) -> str:
+    """List: the ids of a batch's runs, in the order of its items."""
+    return f"{NS}:batch:{batch_id}:runs"
+
+
+def tenant_runs(tenant: str) -> str:
+    """Sorted set: a tenant's run ids by creation time (``GET /v1/runs``); trimmed to the runs' lifetime."""
+    return f"{NS}:tenant:{tenant}:runs"
+
+
+WORKFLOW_SECONDS = f"{NS}:stats:workflow-seconds"
+"""Hash: workflow id -> a moving average of its runs' GPU-seconds (what a queued run's ETA is made of)."""
+
 API_KEYS_CHANGED = f"{NS}:apikeys:changed"
 """Pub/sub channel: the id of an API key just revoked (API processes drop what they remember of it)."""
 

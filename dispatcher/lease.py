@@ -21,6 +21,7 @@ from typing import Any
 from redis import Redis
 
 from dispatcher import keys
+from dispatcher.eta import LUA_NOTE_SECONDS
 from dispatcher.events import LUA_EMIT
 from dispatcher.runs import Output, Run
 from dispatcher.scheduling.dispatch import LUA_WAITING
@@ -78,6 +79,7 @@ return 1
 _END = (
     LUA_EMIT
     + LUA_WAITING
+    + LUA_NOTE_SECONDS
     + """
 local function spent(a)
   local gpu = tonumber(ARGV[a + 9])
@@ -94,7 +96,10 @@ local function finish(a)
   end
   redis.call('HSET', KEYS[1], 'status', ARGV[a], 'finished_at', ARGV[a + 1], 'error', ARGV[a + 2],
              'outputs', ARGV[a + 3], 'node', '', 'worker', '')
-  if ARGV[a] == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1.0') end
+  if ARGV[a] == 'succeeded' then
+    redis.call('HSET', KEYS[1], 'progress', '1.0')
+    note_seconds(KEYS[1])
+  end
   redis.call('ZREM', KEYS[3], ARGV[a + 5])
   redis.call('SREM', KEYS[4], ARGV[a + 5])
   if ARGV[a + 8] == '1' then

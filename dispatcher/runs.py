@@ -87,6 +87,7 @@ class Run:
     callbacks: dict[str, str] | None = None  # Comflowy's callback_urls: on_result_url, on_progress_event_url
     cached_from: str = ""  # a result-cache hit: the run whose outputs it carries
     gpu_seconds: float = 0.0  # how long ComfyUI executed it, over all its attempts (written by dispatcher.lease)
+    batch_id: str = ""  # the batch submission that created it (dispatcher.batches)
 
     def to_redis(self) -> dict[str, str]:
         """The record as flat strings for HSET."""
@@ -115,6 +116,8 @@ class Run:
             # present only when set: the event scripts test its existence to feed the webhook sender
             **({"callbacks": json.dumps(self.callbacks)} if self.callbacks else {}),
             **({"cached_from": self.cached_from} if self.cached_from else {}),
+            # present only when set: the scripts that end a run count it in its batch (dispatcher.batches)
+            **({"batch": self.batch_id} if self.batch_id else {}),
         }
 
     @classmethod
@@ -148,6 +151,7 @@ class Run:
             cancel_requested=data.get("cancel_requested") == "1",
             callbacks=json.loads(data["callbacks"]) if data.get("callbacks") else None,
             cached_from=data.get("cached_from", ""),
+            batch_id=data.get("batch", ""),
             gpu_seconds=float(data.get("gpu_seconds") or 0.0),
         )
 

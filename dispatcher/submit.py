@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import NoScriptError
 
 from dispatcher import keys
 from dispatcher.addresses import AddressNotAllowed, AllowList, Resolver, check_url, system_resolver
-from dispatcher.binding import bind
-from dispatcher.cache import ResultCache
-from dispatcher.errors import ParameterError, QueueFull, RunNotFound
+from dispatcher.binding import Bound, bind
+from dispatcher.cache import CachePlan, ResultCache
+from dispatcher.errors import DispatchError, ParameterError, QueueFull, RunNotFound
 from dispatcher.events import LUA_EMIT
 from dispatcher.idempotency import CONFLICT, LUA_IDEMPOTENCY, REPLAYED, IdempotencyClaim
+from dispatcher.listing import LUA_INDEX, index_horizon
+from dispatcher.pipelining import send_as_made
 from dispatcher.registry import Registry
 from dispatcher.runs import PRIORITIES, Priority, Run, RunStore, new_run, new_run_id
 from dispatcher.scheduling.dispatch import LUA_TAKE, Dispatched, Taken, parse_taken
@@ -36,9 +39,11 @@ from dispatcher.tenants import DEFAULT_TENANT
 log = logging.getLogger(__name__)
 
 MAX_RUN_TIMEOUT = 7 * 86400.0
+PIPELINE_CHUNK = 50  # runs accept_many sends to Redis at a time
 
 _SUBMIT = (
     LUA_EMIT
+    + LUA_INDEX
     + LUA_IDEMPOTENCY
     + LUA_TAKE
     + """
@@ -47,8 +52,8 @@ _SUBMIT = (
 -- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel ('': none), event,
 --       idempotency fingerprint, idempotency ttl, pointer ttl (0: do not record),
 --       slots of ready workers (-1: take nothing), default dispatch rate, default max running,
---       k, then k items: the RQ writes that enqueue this run's first job ([n, command, args...] each), then
---       field, value, ...
+--       index horizon (seconds), k, then k items: the RQ writes that enqueue this run's first job
+--       ([n, command, args...] each), then field, value, ...
 -- Stored, it answers {1, max_queued}; with slots, a dispatch pass follows in the same step (the same take as
 -- the scheduler's) and the answer adds what it took and its wait: {1, max_queued, taken, wait, handed}.
 -- When the pass took this very run (its first dispatch), its RQ job is written here too (handed = 1).
@@ -60,9 +65,11 @@ if max_queued > 0 then
   local queued = redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]) + redis.call('ZCARD', KEYS[9])
   if queued >= max_queued then return {0, max_queued} end
 end
-local writes = tonumber(ARGV[15])
-for i = 16 + writes, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local writes = tonumber(ARGV[16])
+redis.call('HSET', KEYS[1], unpack(ARGV, 17 + writes, #ARGV))
 redis.call('SET', KEYS[2], ARGV[4])
+index_run(ARGV[1], ARGV[2], ARGV[3], ARGV[15])
+batch_join(KEYS[1], ARGV[1])
 if redis.call('ZCARD', KEYS[3]) == 0 then
   redis.call('LREM', KEYS[4], 0, ARGV[2])
   redis.call('RPUSH', KEYS[4], ARGV[2])
@@ -79,8 +86,8 @@ if tonumber(ARGV[12]) >= 0 then
   local handed = 0
   for i = 1, #taken, 4 do
     if writes > 0 and taken[i] == ARGV[1] and taken[i + 1] == '1' then
-      local j = 16
-      while j < 16 + writes do
+      local j = 17
+      while j < 17 + writes do
         local n = tonumber(ARGV[j])
         redis.call(unpack(ARGV, j + 1, j + n))
         j = j + n + 1
@@ -210,6 +217,72 @@ class Submitter:
         dispatch pass; the Submission's ``taken`` says what it took, for the caller to enqueue. With
         ``enqueue_writes`` (``Handout.enqueue_writes``), the script enqueues this run's job itself if it takes it.
         """
+        new = self._prepare(workflow_id, body, tenant=tenant, idempotency_key=idempotency_key)
+        if new.plan.source is not None:
+            return self._outcome(new, *self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim))
+        writes = []
+        if take_slots is not None and enqueue_writes is not None:
+            writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
+        reply = self._script(**self._store_call(new, take_slots, writes))
+        code, value, taken, handed = _parse_stored(reply)
+        return self._outcome(new, code, value, taken=taken, handed=handed)
+
+    def accept_many(
+        self, items: Sequence[tuple[str, Mapping[str, Any], str | None]], *, tenant: str, batch_id: str = ""
+    ) -> list[Submission | DispatchError]:
+        """Submit many runs for ``tenant`` (``(workflow id, body, idempotency key)`` each), each on its own: its
+        Submission, or the error that refused it (nothing stored for it), in order. Each run is stored by the
+        submit script (atomic per run), on one connection, chunks sent while the next are bound; no dispatch
+        pass follows each (the caller runs one for all). With ``batch_id`` (a batch opened already), the runs
+        are counted in it."""
+        results: list[Submission | DispatchError | None] = [None] * len(items)
+        stored: list[tuple[int, _NewRun]] = []
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            # Made while Redis stores the chunk before (dispatcher.pipelining).
+            chunk: list[tuple[Any, ...]] = []
+            for index, (workflow_id, body, key) in enumerate(items):
+                try:
+                    new = self._prepare(workflow_id, body, tenant=tenant, idempotency_key=key, batch_id=batch_id)
+                    if new.plan.source is not None:  # rare: served from the cache, on its own
+                        served = self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim)
+                        results[index] = self._outcome(new, *served)
+                        continue
+                except DispatchError as exc:
+                    results[index] = exc
+                    continue
+                stored.append((index, new))
+                call = self._store_call(new, None, [])
+                chunk.append(("EVALSHA", self._script.sha, len(call["keys"]), *call["keys"], *call["args"]))
+                if len(chunk) == PIPELINE_CHUNK:
+                    yield chunk
+                    chunk = []
+            yield chunk
+
+        self.redis.script_load(_SUBMIT)  # the chunks name it by its sha
+        replies = send_as_made(self.redis, chunks())
+        for (index, new), reply in zip(stored, replies, strict=True):
+            if isinstance(reply, NoScriptError):  # Redis lost its scripts since (restarted): nothing ran, so again
+                reply = self._script(**self._store_call(new, None, []))
+            if isinstance(reply, Exception):
+                raise reply
+            code, value, _, _ = _parse_stored(reply)
+            try:
+                results[index] = self._outcome(new, code, value)
+            except DispatchError as exc:
+                results[index] = exc
+        return [r for r in results if r is not None]
+
+    def _prepare(
+        self,
+        workflow_id: str,
+        body: Mapping[str, Any],
+        *,
+        tenant: str,
+        idempotency_key: str | None,
+        batch_id: str = "",
+    ) -> _NewRun:
+        """Validate and bind a run (no write): WorkflowNotFound or ParameterError for what does not fit."""
         workflow = self.registry.get(workflow_id)
         priority = parse_priority(body.get("priority"))
         timeout = parse_timeout(
@@ -228,6 +301,7 @@ class Submitter:
             run_id=run_id,
         )
         run.callbacks = callbacks
+        run.batch_id = batch_id
         claim = IdempotencyClaim.build(
             idempotency_key,
             tenant=tenant,
@@ -236,16 +310,13 @@ class Submitter:
             ttl=self.idempotency_ttl,
         )
         plan = self.cache.plan(workflow, body, bound, tenant=tenant, timeout=timeout)
-        taken: Taken | None = None
-        if plan.source is not None:
-            code, value = self.cache.serve(run, plan.source, bound.graph, claim)
-        else:
-            writes = []
-            if take_slots is not None and enqueue_writes is not None:
-                writes = enqueue_writes(Dispatched(run.id, 1, run.priority.value, run.timeout))
-            code, value, taken, handed = self._store(
-                run, bound.graph, claim, plan.pointer, plan.pointer_ttl, take_slots, writes
-            )
+        return _NewRun(run, bound, claim, plan)
+
+    def _outcome(
+        self, new: _NewRun, code: int, value: str, *, taken: Taken | None = None, handed: bool = False
+    ) -> Submission:
+        """What a store script's (code, value) mean for ``new``: its Submission, or the error that refused it."""
+        run, tenant = new.run, new.run.tenant
         if code == REPLAYED:
             first = self.runs.get(value)
             if first is None:  # expired between the script and this read: as good as never existing
@@ -253,34 +324,26 @@ class Submitter:
             log.info("idempotency key of %s named run %s: replayed", tenant, first.id)
             return Submission(first, replayed=True)
         if code == CONFLICT:
-            raise claim.conflict(value)
-        if plan.source is not None:
+            raise new.claim.conflict(value)
+        if new.plan.source is not None:
             return Submission(self.runs.get(run.id) or run)
         if code == 0:
             raise QueueFull(tenant, int(value))
-        log.info("accepted run %s of %s for %s (priority %s)", run.id, workflow.id, tenant, run.priority)
+        log.info("accepted run %s of %s for %s (priority %s)", run.id, run.workflow, tenant, run.priority)
         return Submission(run, taken=taken, handed=handed)
 
-    def _store(
-        self,
-        run: Run,
-        graph: dict[str, Any],
-        claim: IdempotencyClaim,
-        pointer: str,
-        pointer_ttl: int,
-        take_slots: int | None = None,
-        writes: list[list[Any]] | None = None,
-    ) -> tuple[int, str, Taken | None, bool]:
-        """Run the submit script; its (code, value): 1 or 0 (queue full) with the limit, or an idempotency code;
-        what its dispatch pass took (with ``take_slots``), and whether it enqueued this run's job (``writes``)."""
+    def _store_call(self, new: _NewRun, take_slots: int | None, writes: list[list[Any]]) -> dict[str, Any]:
+        """The submit script's keys and arguments for ``new`` (``take_slots``: run a dispatch pass after it;
+        ``writes``: the RQ writes that enqueue its job, made if that pass takes it)."""
+        run, claim = new.run, new.claim
         encoded: list[Any] = []
-        for command in writes or []:
+        for command in writes:
             encoded += [len(command), *command]
         flat: list[str] = []
         for name, value in run.to_redis().items():
             flat += [name, value]
-        reply = self._script(
-            keys=[
+        return {
+            "keys": [
                 keys.run(run.id),
                 keys.run_graph(run.id),
                 keys.backlog(run.tenant, run.priority),
@@ -289,30 +352,46 @@ class Submitter:
                 keys.tenant(run.tenant),
                 *(keys.backlog(run.tenant, p) for p in PRIORITIES),
                 claim.redis_key,
-                pointer,
+                new.plan.pointer,
                 keys.INFLIGHT,
                 keys.DELAYED,
             ],
-            args=[
+            "args": [
                 run.id,
                 run.tenant,
                 repr(run.created_at),
-                json.dumps(graph),
+                json.dumps(new.bound.graph),
                 self.settings.max_queued,
                 keys.RECENT_RUNS_MAX,
                 self.wake_channel,
                 json.dumps({"workflow": run.workflow, "priority": run.priority, "tenant": run.tenant}),
                 claim.fingerprint,
                 claim.ttl,
-                pointer_ttl,
+                new.plan.pointer_ttl,
                 -1 if take_slots is None else take_slots,
                 self.settings.dispatch_rate,
                 self.settings.max_running,
+                index_horizon(self.settings.run_ttl_seconds),
                 len(encoded),
                 *encoded,
                 *flat,
             ],
-        )
-        if len(reply) == 6:
-            return int(reply[0]), str(reply[1]), parse_taken(reply[2], reply[3], reply[5]), bool(int(reply[4]))
-        return int(reply[0]), str(reply[1]), None, False
+        }
+
+
+@dataclass(frozen=True)
+class _NewRun:
+    """A run validated and bound, not stored yet: what storing it takes."""
+
+    run: Run
+    bound: Bound
+    claim: IdempotencyClaim
+    plan: CachePlan
+
+
+def _parse_stored(reply: Any) -> tuple[int, str, Taken | None, bool]:
+    """The submit script's answer: (code, value): 1 or 0 (queue full) with the limit, or an idempotency code;
+    what its dispatch pass took (when it ran one), and whether it enqueued this run's job."""
+    if len(reply) == 6:
+        return int(reply[0]), str(reply[1]), parse_taken(reply[2], reply[3], reply[5]), bool(int(reply[4]))
+    return int(reply[0]), str(reply[1]), None, False

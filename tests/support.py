@@ -59,11 +59,28 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
 
 
 class FakeComfy(Proc):
-    def __init__(self, tmp: Path, exec_seconds: float = 0.0, port: int | None = None) -> None:
+    """``comfy-dispatch fake-comfyui`` as a child process.
+
+    ``models`` (folder -> file names) become ``--models FOLDER=FILE,...`` flags, replacing those folders' default
+    lists; ``model_load_seconds`` is what a switch of checkpoint (or diffusion model) costs a prompt.
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        exec_seconds: float = 0.0,
+        port: int | None = None,
+        models: dict[str, list[str]] | None = None,
+        model_load_seconds: float = 0.0,
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp
         args = ["fake-comfyui", "--port", str(self.port), "--exec-seconds", str(exec_seconds), "--data-dir", str(tmp)]
+        for folder, files in (models or {}).items():
+            args += ["--models", f"{folder}={','.join(files)}"]
+        if model_load_seconds:
+            args += ["--model-load-seconds", str(model_load_seconds)]
         super().__init__(args, tmp / "fake.log")
 
     def start(self) -> FakeComfy:

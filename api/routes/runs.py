@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import operations, sse
 from api.auth import CanRead, CanSubmit
-from api.models import RunView
+from api.models import RunList, RunView
 from api.operations import IdempotencyKeyHeader, WaitQuery
 from api.routes import events
 from api.services import JsonBody, Services, ServicesDep
 from api.views import Links, run_view
-from dispatcher import metrics
+from dispatcher import listing, metrics
 from dispatcher.binding import NATIVE_OPTION_KEYS
 from dispatcher.cancel import CancelResult
 from dispatcher.errors import TooManyWaits
+from dispatcher.runs import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,38 @@ async def create_run(
         view = run_view(run, queue_position=None, links=_links(request, svc))
     response.status_code = 200 if run.status.terminal else 202
     return view
+
+
+@router.get("/v1/runs", response_model=RunList)
+async def list_runs(
+    request: Request,
+    svc: ServicesDep,
+    who: CanRead,
+    status: Annotated[RunStatus | None, Query(description="only runs in this state")] = None,
+    workflow: Annotated[str | None, Query(max_length=200, description="only runs of this workflow")] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="only runs created at or after: RFC 3339 or Unix seconds")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=listing.MAX_LIMIT, description="runs on this page")] = listing.DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=400, description="next_cursor of the page before")] = None,
+) -> RunList:
+    """The caller's tenant's runs, newest first, a page at a time (follow ``next_cursor`` until it is null).
+
+    A page with filters looks at a bounded number of runs: it may hold fewer than ``limit`` runs and still
+    have a ``next_cursor``. Runs are listed for as long as their records are kept (``COMFY_DISPATCH_RUN_TTL_SECONDS``).
+    """
+    filters = listing.Filters(
+        status=status, workflow=workflow, since=listing.parse_since(since) if since is not None else None
+    )
+    links = _links(request, svc)
+
+    def page() -> RunList:
+        found = listing.list_runs(svc.conns.text, who.tenant, filters=filters, limit=limit, cursor=cursor)
+        return RunList(
+            runs=[run_view(r, queue_position=None, links=links) for r in found.runs], next_cursor=found.next_cursor
+        )
+
+    return await run_in_threadpool(page)
 
 
 @router.get("/v1/runs/{run_id}", response_model=RunView)

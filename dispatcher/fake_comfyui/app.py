@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 
 from aiohttp import web
@@ -83,6 +83,8 @@ def serve(
     drop_ws: bool = False,
     reject_next: int = 0,
     previews: bool = False,
+    models: Mapping[str, tuple[str, ...]] | None = None,
+    model_load_seconds: float = 0.0,
 ) -> None:
     """Serve a fake ComfyUI on ``host:port`` until SIGINT or SIGTERM (blocking)."""
     config = FakeConfig(
@@ -97,6 +99,8 @@ def serve(
         drop_ws=drop_ws,
         reject_next=reject_next,
         previews=previews,
+        models=models or {},
+        model_load_seconds=model_load_seconds,
     )
     asyncio.run(_serve_until_signalled(config))
 

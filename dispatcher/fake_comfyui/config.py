@@ -9,7 +9,6 @@ from typing import Any
 
 DEFAULT_EXCEPTION_TYPE = "RuntimeError"
 DEFAULT_EXCEPTION_MESSAGE = "simulated failure (fake ComfyUI fault control)"
-DEFAULT_CHECKPOINTS = ("v1-5-pruned-emaonly-fp16.safetensors", "v1-5-pruned-emaonly.safetensors")
 
 
 @dataclass(frozen=True)
@@ -20,6 +19,11 @@ class FakeConfig:
     removed at shutdown, when ``None``). ``exec_seconds`` is how long each prompt holds the GPU, from
     ``execution_start`` to its end, spread over its nodes (nodes that take longer by themselves, a
     large blur, add to it). The fault fields are the initial values of the ``/fake/control`` settings.
+
+    ``models`` maps a model folder (``loras``, ``vae``...) to the files it holds, replacing that folder's
+    default list (only ``checkpoints`` has files by default; see :mod:`dispatcher.fake_comfyui.models`).
+    ``model_load_seconds`` is what loading a diffusion model takes: a prompt whose CheckpointLoaderSimple or
+    UNETLoader names another model than the one loaded spends that long more in that node.
     """
 
     exec_seconds: float = 0.0
@@ -34,7 +38,8 @@ class FakeConfig:
     reject_next: int = 0
     # Real ComfyUI sends no preview frames unless started with --preview-method; off by default here too.
     previews: bool = False
-    checkpoints: tuple[str, ...] = DEFAULT_CHECKPOINTS
+    models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    model_load_seconds: float = 0.0
 
 
 @dataclass
@@ -144,7 +149,8 @@ class Stats:
     """Counters of ``GET /fake/stats``.
 
     ``posted`` counts every ``POST /prompt`` request (rejected, invalid or queued); ``queued`` only those
-    answered 200; ``started``/``executed`` count prompts that began / ran to success.
+    answered 200; ``started``/``executed`` count prompts that began / ran to success; ``model_loads`` counts
+    diffusion models loaded (the first one after start or an unload, then every switch).
     """
 
     executed: int = 0
@@ -155,6 +161,7 @@ class Stats:
     queued: int = 0
     failed: int = 0
     interrupted: int = 0
+    model_loads: int = 0
 
     def clear(self) -> None:
         for key, value in asdict(Stats()).items():

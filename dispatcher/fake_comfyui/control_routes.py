@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 async def fake_stats(request: web.Request) -> web.StreamResponse:
-    return web.json_response(state_of(request).stats.as_json())
+    state = state_of(request)
+    return web.json_response({**state.stats.as_json(), "loaded_model": state.memory.loaded})
 
 
 async def fake_control(request: web.Request) -> web.StreamResponse:

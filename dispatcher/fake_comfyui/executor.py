@@ -19,10 +19,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dispatcher.fake_comfyui.config import Controls, Stats
-from dispatcher.fake_comfyui.failures import Interrupted, NodeFailure, injected
+from dispatcher.fake_comfyui.failures import OOM_TYPE, Interrupted, NodeFailure, injected
 from dispatcher.fake_comfyui.files import Dirs
 from dispatcher.fake_comfyui.graph import execution_order, full_type_name, is_link
 from dispatcher.fake_comfyui.hub import Hub
+from dispatcher.fake_comfyui.models import ModelMemory
 from dispatcher.fake_comfyui.nodes import NODE_FUNCTIONS, NodeContext
 from dispatcher.fake_comfyui.png import encode_solid_png
 from dispatcher.fake_comfyui.schemas import NodeSchema
@@ -47,6 +48,7 @@ class Executor:
         stats: Stats,
         dirs: Dirs,
         schemas: Callable[[], Mapping[str, NodeSchema]],
+        memory: ModelMemory,
     ) -> None:
         self.queue = queue
         self.hub = hub
@@ -54,6 +56,7 @@ class Executor:
         self.stats = stats
         self.dirs = dirs
         self.schemas = schemas
+        self.memory = memory
         self.interrupt_flag = asyncio.Event()
         self.current: QueueItem | None = None
 
@@ -81,6 +84,7 @@ class Executor:
                     self.queue.task_done(item_id, {"outputs": {}, "meta": {}}, status)
             finally:
                 self.current = None
+                self.memory.prompt_done()
 
     async def _execute(self, item_id: int, item: QueueItem) -> None:
         self.interrupt_flag.clear()
@@ -102,6 +106,23 @@ class Executor:
         self.queue.task_done(item_id, run.history_result(), status)
         if client_id is not None:
             self.hub.send("executing", {"node": None, "prompt_id": item.prompt_id}, client_id)
+
+    def request_unload(self) -> None:
+        """``POST /free`` with ``unload_models`` (or ``free_memory``): now if idle, else once the prompt ends."""
+        self.memory.request_unload(busy=self.current is not None)
+
+    async def load_model(self, name: str) -> float:
+        """Make ``name`` the loaded diffusion model; returns the seconds its load took (0 if already loaded)."""
+        if self.memory.loaded == name:
+            return 0.0
+        log.info("loading model %s (%.3f s)", name, self.memory.load_seconds)
+        self.stats.model_loads += 1
+        began = time.monotonic()
+        # Not interruptible: ComfyUI checks its interrupt flag around nodes and in sampler steps, not while a
+        # model loads, so an interrupt during a load ends the prompt once the load is done (the model loaded).
+        await asyncio.sleep(self.memory.load_seconds)
+        self.memory.loaded = name
+        return time.monotonic() - began
 
     async def work(self, seconds: float) -> None:
         """Simulated compute that ``/interrupt`` cuts short (raises :class:`Interrupted`)."""
@@ -150,6 +171,8 @@ class _PromptRun:
         self.ui: dict[str, dict[str, Any]] = {}
         self.executed: list[str] = []
         self.current_inputs: dict[str, Any] = {}
+        # Where the prompt's exec_seconds schedule starts; a model load pushes it back by the load's time.
+        self.origin = 0.0
 
     def add_message(self, event: str, data: dict[str, Any], broadcast: bool) -> None:
         data = {**data, "timestamp": _now_ms()}
@@ -168,12 +191,13 @@ class _PromptRun:
         order = execution_order(prompt, self.schemas, self.item.outputs)
         # The prompt holds the GPU exec_seconds in all: node i ends once its share of that time since the start
         # has passed, so what the nodes cost by themselves is absorbed (unless it is more: a large blur).
-        started, total = time.monotonic(), self.ex.controls.exec_seconds
+        # Loading a model is not absorbed: it comes on top, as a real load adds to a prompt's time.
+        self.origin, total = time.monotonic(), self.ex.controls.exec_seconds
         for index, node_id in enumerate(order):
             class_type = prompt[node_id]["class_type"]
-            until = started + total * (index + 1) / len(order)
+            share_end = total * (index + 1) / len(order)
             try:
-                await self._run_node(node_id, class_type, until)
+                await self._run_node(node_id, class_type, share_end)
             except Interrupted:
                 log.info("prompt %s interrupted at node %s", self.prompt_id, node_id)
                 data = {
@@ -185,6 +209,9 @@ class _PromptRun:
                 self.add_message("execution_interrupted", data, broadcast=True)
                 return "interrupted"
             except NodeFailure as failure:
+                if failure.exception_type == OOM_TYPE:
+                    log.info("out of memory: unloading models, as ComfyUI does")
+                    self.ex.memory.unload()
                 self._report_error(
                     node_id, class_type, failure.exception_type, failure.exception_message, failure.traceback
                 )
@@ -214,7 +241,7 @@ class _PromptRun:
         }
         self.add_message("execution_error", data, broadcast=False)
 
-    async def _run_node(self, node_id: str, class_type: str, until: float) -> None:
+    async def _run_node(self, node_id: str, class_type: str, share_end: float) -> None:
         schema = self.schemas[class_type]
         self.current_inputs = {}
         self._progress_start(node_id)
@@ -231,12 +258,18 @@ class _PromptRun:
         if controls.take_failure(class_type):
             raise injected(class_type, function_name, controls.exception_type, controls.exception_message)
         context = NodeContext(
-            node_id, self.prompt_id, self.ex.dirs, controls.previews, self.ex.work, self._progress_hook(node_id)
+            node_id,
+            self.prompt_id,
+            self.ex.dirs,
+            controls.previews,
+            self.ex.work,
+            self._progress_hook(node_id),
+            self._load_model,
         )
         result = await function(context, inputs)
         # The node's share of exec_seconds, less what its own work took: a prompt holds the GPU that long
         # however busy this machine's CPU is (a real GPU's time does not stretch when the host is loaded).
-        await self.ex.work(until - time.monotonic())
+        await self.ex.work(self.origin + share_end - time.monotonic())
         if result.ui is not None:
             meta = {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
             self.ui[node_id] = {"meta": meta, "output": result.ui}
@@ -249,6 +282,9 @@ class _PromptRun:
         self.outputs[node_id] = result.outputs
         self._progress_finish(node_id)
         self.executed.append(node_id)
+
+    async def _load_model(self, name: str) -> None:
+        self.origin += await self.ex.load_model(name)
 
     def _gather(self, node_id: str, schema: NodeSchema) -> dict[str, Any]:
         """The node's arguments: linked outputs, constants of declared inputs, then hidden values."""

@@ -3,8 +3,10 @@
 Colour rules tests can rely on: EmptyImage's ``color`` is 0xRRGGBB; images hold float32 channels and
 ImageInvert gives 1.0 minus each, saved truncated as ComfyUI does (``values.inverted_rgb8``);
 blur/sharpen/scale/crop keep colours; ImageBatch concatenates; KSampler's colour comes from the seed
-and positive text. Only ImageBlur/ImageSharpen (time proportional to pixels), TestSleep (its
-``seconds``) and KSampler (one progress frame per step) spend simulated time.
+and positive text; LoRA and ControlNet leave them as they are; an upscale model scales by the factor in
+its file name. Only ImageBlur/ImageSharpen (time proportional to pixels), TestSleep (its ``seconds``),
+KSampler (one progress frame per step) and CheckpointLoaderSimple/UNETLoader (``model_load_seconds`` when
+they switch the loaded model) spend simulated time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +54,8 @@ class NodeContext:
     previews: bool
     work: Callable[[float], Awaitable[None]]
     progress: Callable[[float, float, Image | None], Awaitable[None]]
+    # Makes "<folder>/<file>" the loaded diffusion model, taking the configured load time if it was not.
+    load_model: Callable[[str], Awaitable[None]]
 
 
 @dataclass
@@ -230,7 +235,47 @@ def validate_load_image(dirs: Dirs) -> Callable[[Any], bool | str]:
 
 async def checkpoint_loader(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
     name = a["ckpt_name"]
+    await ctx.load_model(f"checkpoints/{name}")
     return NodeResult((ModelRef("MODEL", name), ModelRef("CLIP", name), ModelRef("VAE", name)))
+
+
+async def unet_loader(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
+    name = a["unet_name"]
+    await ctx.load_model(f"diffusion_models/{name}")
+    return NodeResult((ModelRef("MODEL", name),))
+
+
+def file_loader(kind: str, input_name: str) -> NodeFunction:
+    """A loader of one small model file (VAE, CLIP, ControlNet, upscale model): no load time simulated."""
+
+    async def load(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
+        return NodeResult((ModelRef(kind, a[input_name]),))
+
+    return load
+
+
+async def lora_loader(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
+    return NodeResult((a["model"], a["clip"]))  # the patched models stand for the same ones here
+
+
+async def controlnet_apply(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
+    return NodeResult((a["positive"], a["negative"]))
+
+
+_SCALE = re.compile(r"(?:^|[^0-9])([1-8])x|x([1-8])(?:[^0-9]|$)", re.IGNORECASE)
+
+
+def upscale_factor(model_name: str) -> int:
+    """The scale an upscale model's file name states (``4x-UltraSharp.pth``, ``RealESRGAN_x2plus.pth``); else 4."""
+    match = _SCALE.search(os.path.basename(model_name))
+    return int(match.group(1) or match.group(2)) if match else 4
+
+
+async def image_upscale_with_model(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
+    model: ModelRef = a["upscale_model"]
+    image: Image = a["image"]
+    scale = upscale_factor(model.name)
+    return NodeResult((_same_colors(image, image.width * scale, image.height * scale),))
 
 
 async def clip_text_encode(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
@@ -294,6 +339,14 @@ NODE_FUNCTIONS: dict[str, tuple[str, NodeFunction]] = {
     "PreviewImage": ("save_images", preview_image),
     "LoadImage": ("load_image", load_image),
     "CheckpointLoaderSimple": ("load_checkpoint", checkpoint_loader),
+    "UNETLoader": ("load_unet", unet_loader),
+    "VAELoader": ("load_vae", file_loader("VAE", "vae_name")),
+    "CLIPLoader": ("load_clip", file_loader("CLIP", "clip_name")),
+    "LoraLoader": ("load_lora", lora_loader),
+    "ControlNetLoader": ("load_controlnet", file_loader("CONTROL_NET", "control_net_name")),
+    "ControlNetApplyAdvanced": ("apply_controlnet", controlnet_apply),
+    "UpscaleModelLoader": ("load_model", file_loader("UPSCALE_MODEL", "model_name")),
+    "ImageUpscaleWithModel": ("upscale", image_upscale_with_model),
     "CLIPTextEncode": ("encode", clip_text_encode),
     "EmptyLatentImage": ("generate", empty_latent),
     "KSampler": ("sample", ksampler),

@@ -1,13 +1,14 @@
 """Node schemas of the simulated nodes: what ``/object_info`` shows and what validation checks.
 
 Shapes follow ComfyUI 0.3.64's ``node_info()`` for classic (V1) nodes; ``EmptyImage`` is byte-for-byte the
-recorded ``object_info_EmptyImage.json``. Two combo lists depend on the machine (files in the input folder,
-checkpoints), so schemas are built from a :class:`Catalog`.
+recorded ``object_info_EmptyImage.json``. Some combo lists depend on the machine (files in the input folder,
+model files of each loader), so schemas are built from a :class:`Catalog`.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +30,23 @@ SCHEDULERS = [
     "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic",
     "kl_optimal",
 ]  # fmt: skip
+CLIP_TYPES = [
+    "stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos", "lumina2", "wan",
+    "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image",
+]  # fmt: skip
+WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 
 _SAVE_PREFIX_TIP = (
     "The prefix for the file to save. This may include formatting information such as %date:yyyy-MM-dd% "
     "or %Empty Latent Image.width% to include values from nodes."
 )
+_CLIP_RECIPES = (
+    "[Recipes]\n\nstable_diffusion: clip-l\nstable_cascade: clip-g\nsd3: t5 xxl/ clip-g / clip-l\n"
+    "stable_audio: t5 base\nmochi: t5 xxl\ncosmos: old t5 xxl\nlumina2: gemma 2 2B\nwan: umt5 xxl\n"
+    " hidream: llama-3.1 (Recommend) or t5\n"
+    "omnigen2: qwen vl 2.5 3B"
+)
+_UPSCALE_MODULE = "comfy_extras.nodes_upscale_model"
 _CFG_TIP = (
     "The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values result "
     "in images more closely matching the prompt however too high values will negatively impact quality."
@@ -42,10 +55,14 @@ _CFG_TIP = (
 
 @dataclass(frozen=True)
 class Catalog:
-    """The machine-dependent combo lists: image files in the input folder, checkpoint names."""
+    """The machine-dependent combo lists: image files in the input folder, files of each model folder."""
 
     input_images: tuple[str, ...] = ()
-    checkpoints: tuple[str, ...] = ()
+    models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def files(self, folder: str) -> list[str]:
+        """A loader's combo list: the folder's files (a new list each time, as ``get_filename_list``)."""
+        return list(self.models.get(folder, ()))
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,7 @@ class NodeSchema:
     output_node: bool = False
     output_tooltips: tuple[str, ...] | None = None
     is_async: bool = False
+    return_names: tuple[str, ...] | None = None
     # Inputs checked by the node's own VALIDATE_INPUTS instead of the generic min/max/combo checks.
     self_validated: tuple[str, ...] = field(default=())
 
@@ -84,7 +102,7 @@ class NodeSchema:
             "input_order": {category: list(specs) for category, specs in self.inputs.items()},
             "output": list(self.returns),
             "output_is_list": [False] * len(self.returns),
-            "output_name": list(self.returns),
+            "output_name": list(self.return_names or self.returns),
             "name": self.name,
             "display_name": self.display_name or self.name,
             "description": self.description,
@@ -151,7 +169,7 @@ def build_schemas(catalog: Catalog) -> dict[str, NodeSchema]:
         ),
         NodeSchema(
             "CheckpointLoaderSimple",
-            {"required": {"ckpt_name": (list(catalog.checkpoints),
+            {"required": {"ckpt_name": (catalog.files("checkpoints"),
                                         {"tooltip": "The name of the checkpoint (model) to load."})}},
             ("MODEL", "CLIP", "VAE"), "loaders", "Load Checkpoint",
             "Loads a diffusion model checkpoint, diffusion models are used to denoise latents.",
@@ -182,6 +200,7 @@ def build_schemas(catalog: Catalog) -> dict[str, NodeSchema]:
         ),
         NodeSchema("VAEEncode", {"required": {"pixels": ("IMAGE",), "vae": ("VAE",)}}, ("LATENT",), "latent",
                    "VAE Encode"),
+        NodeSchema("VAELoader", {"required": {"vae_name": (catalog.files("vae"),)}}, ("VAE",), "loaders", "Load VAE"),
         NodeSchema(
             "EmptyLatentImage",
             {"required": {
@@ -224,10 +243,51 @@ def build_schemas(catalog: Catalog) -> dict[str, NodeSchema]:
             "width": _int(512, 1, MAX_RESOLUTION), "height": _int(512, 1, MAX_RESOLUTION),
             "batch_size": _int(1, 1, 4096, None), "color": _int(0, 0, 0xFFFFFF, 1, display="color"),
         }}, ("IMAGE",), "image"),
+        NodeSchema(
+            "LoraLoader",
+            {"required": {
+                "model": ("MODEL", {"tooltip": "The diffusion model the LoRA will be applied to."}),
+                "clip": ("CLIP", {"tooltip": "The CLIP model the LoRA will be applied to."}),
+                "lora_name": (catalog.files("loras"), {"tooltip": "The name of the LoRA."}),
+                "strength_model": _float(1.0, -100.0, 100.0, 0.01, tooltip="How strongly to modify the diffusion "
+                                         "model. This value can be negative."),
+                "strength_clip": _float(1.0, -100.0, 100.0, 0.01, tooltip="How strongly to modify the CLIP model. "
+                                        "This value can be negative."),
+            }},
+            ("MODEL", "CLIP"), "loaders", "Load LoRA",
+            "LoRAs are used to modify diffusion and CLIP models, altering the way in which latents are denoised such "
+            "as applying styles. Multiple LoRA nodes can be linked together.",
+            output_tooltips=("The modified diffusion model.", "The modified CLIP model."),
+        ),
+        NodeSchema(
+            "CLIPLoader",
+            {"required": {"clip_name": (catalog.files("text_encoders"),), "type": (CLIP_TYPES,)},
+             "optional": {"device": (["default", "cpu"], {"advanced": True})}},
+            ("CLIP",), "advanced/loaders", "Load CLIP", _CLIP_RECIPES,
+        ),
+        NodeSchema("UNETLoader", {"required": {
+            "unet_name": (catalog.files("diffusion_models"),), "weight_dtype": (WEIGHT_DTYPES,),
+        }}, ("MODEL",), "advanced/loaders", "Load Diffusion Model"),
+        NodeSchema(
+            "ControlNetApplyAdvanced",
+            {"required": {
+                "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "control_net": ("CONTROL_NET",),
+                "image": ("IMAGE",), "strength": _float(1.0, 0.0, 10.0, 0.01),
+                "start_percent": _float(0.0, 0.0, 1.0, 0.001), "end_percent": _float(1.0, 0.0, 1.0, 0.001),
+            }, "optional": {"vae": ("VAE",)}},
+            ("CONDITIONING", "CONDITIONING"), "conditioning/controlnet", "Apply ControlNet",
+            return_names=("positive", "negative"),
+        ),
+        NodeSchema("ControlNetLoader", {"required": {"control_net_name": (catalog.files("controlnet"),)}},
+                   ("CONTROL_NET",), "loaders", "Load ControlNet Model"),
         NodeSchema("ImageCrop", {"required": {
             "image": ("IMAGE",), "width": _int(512, 1, MAX_RESOLUTION), "height": _int(512, 1, MAX_RESOLUTION),
             "x": _int(0, 0, MAX_RESOLUTION), "y": _int(0, 0, MAX_RESOLUTION),
         }}, ("IMAGE",), "image/transform", python_module="comfy_extras.nodes_images"),
+        NodeSchema("UpscaleModelLoader", {"required": {"model_name": (catalog.files("upscale_models"),)}},
+                   ("UPSCALE_MODEL",), "loaders", "Load Upscale Model", python_module=_UPSCALE_MODULE),
+        NodeSchema("ImageUpscaleWithModel", {"required": {"upscale_model": ("UPSCALE_MODEL",), "image": ("IMAGE",)}},
+                   ("IMAGE",), "image/upscaling", "Upscale Image (using Model)", python_module=_UPSCALE_MODULE),
         NodeSchema("ImageBlur", {"required": {
             "image": ("IMAGE",), "blur_radius": _int(1, 1, 31), "sigma": _float(1.0, 0.1, 10.0, 0.1),
         }}, ("IMAGE",), "image/postprocessing", python_module="comfy_extras.nodes_post_processing"),

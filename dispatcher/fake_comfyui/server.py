@@ -217,8 +217,20 @@ async def system_stats(request: web.Request) -> web.StreamResponse:
     return web.json_response({"system": system, "devices": [device]})
 
 
+async def models(request: web.Request) -> web.StreamResponse:
+    return web.json_response(list(state_of(request).models))
+
+
+async def models_in_folder(request: web.Request) -> web.StreamResponse:
+    files = state_of(request).models.get(request.match_info["folder"])
+    return web.Response(status=404) if files is None else web.json_response(list(files))
+
+
 async def post_free(request: web.Request) -> web.StreamResponse:
-    await json_object(request)  # nothing to unload in a fake; the body must still be JSON
+    body = await json_object(request)
+    # As ComfyUI's prompt worker: free_memory alone unloads the models too.
+    if body.get("unload_models") or body.get("free_memory"):
+        state_of(request).executor.request_unload()
     return web.Response()
 
 
@@ -274,6 +286,8 @@ COMFY_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/object_info/{node_class}", object_info_node),
     ("GET", "/system_stats", system_stats),
     ("POST", "/free", post_free),
+    ("GET", "/models", models),
+    ("GET", "/models/{folder}", models_in_folder),
     ("GET", "/features", features),
 ]
 

@@ -63,10 +63,10 @@ class Latent:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """MODEL, CLIP or VAE loaded from a checkpoint: only its name and the Python class ComfyUI would show."""
+    """A loaded model (MODEL, CLIP, VAE, CONTROL_NET, UPSCALE_MODEL): the file it came from, nothing more."""
 
     kind: str
-    checkpoint: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,13 @@ class Conditioning:
     text: str
 
 
-_MODEL_CLASSES = {"MODEL": "comfy.model_patcher.ModelPatcher", "CLIP": "comfy.sd.CLIP", "VAE": "comfy.sd.VAE"}
+_MODEL_CLASSES = {
+    "MODEL": "comfy.model_patcher.ModelPatcher",
+    "CLIP": "comfy.sd.CLIP",
+    "VAE": "comfy.sd.VAE",
+    "CONTROL_NET": "comfy.controlnet.ControlNet",
+    "UPSCALE_MODEL": "spandrel.__helpers.model_descriptor.ImageModelDescriptor",
+}
 
 
 def _f32(value: float) -> float:

@@ -10,6 +10,13 @@ Every other event goes to ``on_progress_event_url`` (when the run gave one) as
 waiting, ``started`` pending, ``progress`` running, ``output`` and ``retrying`` are messages.
 The payload names the run and the event, and carries only the event fields meant for clients:
 worker names, ComfyUI addresses and storage keys stay ours.
+
+A batch's ``on_batch_done_url`` gets, once, when its last run has ended::
+
+    {"type": "batch.done", "batch_id": "...", "total": N, "counts": {"succeeded": ..., "failed": ...,
+     "canceled": ..., ...}, "gpu_seconds": ...}
+
+(the same bytes however often it is relayed: a batch that is done changes no more).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
+from dispatcher.batches import BATCH_DONE, Batch
 from dispatcher.events import TERMINAL_EVENTS, Event
 from dispatcher.runs import Output
 
@@ -103,6 +111,17 @@ def progress_payload(run_id: str, event: Event, url_for: UrlFor) -> dict[str, An
     if event.type == "output":
         details["url"] = url_for(run_id, Output.from_dict(event.data))
     return {"type": PROGRESS_TYPES[event.type], "payload": details}
+
+
+def batch_payload(batch: Batch) -> dict[str, Any]:
+    """The ``on_batch_done_url`` payload: the batch's runs counted by how they ended."""
+    return {
+        "type": BATCH_DONE,
+        "batch_id": batch.id,
+        "total": batch.total,
+        "counts": dict(batch.counts),
+        "gpu_seconds": round(batch.gpu_seconds, 3),
+    }
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:

@@ -9,8 +9,10 @@ harmless: the delivery has the same id and RQ job id, and its attempt is fenced
 (:class:`dispatcher.webhooks.deliveries.DeliveryLog`).
 
 Per event: a terminal one goes to the run's ``on_result_url``, any other to its
-``on_progress_event_url``, if the run gave one. The body is built here, once, so
-every attempt sends the same bytes under the same ``webhook-id``.
+``on_progress_event_url``, if the run gave one. An entry naming a batch (``batch.done``,
+written once by the script that ends a batch's last run) goes to the batch's
+``on_batch_done_url`` with its counts. The body is built here, once, so every attempt
+sends the same bytes under the same ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from dispatcher import keys
+from dispatcher.batches import BATCH_DONE, BatchStore
+from dispatcher.errors import BatchNotFound
 from dispatcher.events import Event
 from dispatcher.runs import Output, RunStore
 from dispatcher.storage import OutputStore
@@ -34,6 +38,7 @@ from dispatcher.webhooks.deliveries import Delivery
 from dispatcher.webhooks.payloads import (
     CallbackKind,
     api_output_url,
+    batch_payload,
     callback_for,
     encode,
     progress_payload,
@@ -69,6 +74,7 @@ class Relay:
         self.redis = redis  # decode_responses=True
         self.enqueue = enqueue
         self.runs = RunStore(redis)
+        self.batches = BatchStore(redis, ttl_seconds=0)  # read only here
         self.store = store
         self.api_url = api_output_url(public_url)  # public_url empty: relative /v1/runs/... URLs
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -143,6 +149,8 @@ class Relay:
 
     def handle(self, fields: dict[str, str]) -> Delivery | None:
         """Enqueue the delivery of one stream entry; the delivery, or None when nothing is to be sent."""
+        if fields.get("batch"):
+            return self._batch_done(fields["batch"])
         run_id, event_id, kind = fields.get("run", ""), fields.get("event", ""), fields.get("type", "")
         run = self.runs.get(run_id) if run_id else None
         if run is None:
@@ -164,6 +172,27 @@ class Relay:
             event=kind,
             url=url,
             body=encode(payload).decode(),
+            first_at=self.clock(),
+        )
+        self.enqueue(delivery)
+        return delivery
+
+    def _batch_done(self, batch_id: str) -> Delivery | None:
+        tenant: str | None = self.redis.hget(keys.batch(batch_id), "tenant")  # type: ignore[assignment]
+        try:
+            batch = self.batches.get(batch_id, tenant or "")
+        except BatchNotFound:
+            log.info("batch.done of batch %s: the batch is gone; nothing sent", batch_id)
+            return None
+        if not batch.on_done_url:
+            return None
+        delivery = Delivery(
+            webhook_id=f"msg_{batch_id}_done",
+            run_id=batch_id,  # the deliveries log of a batch's callback is kept under the batch's id
+            tenant=batch.tenant,
+            event=BATCH_DONE,
+            url=batch.on_done_url,
+            body=encode(batch_payload(batch)).decode(),
             first_at=self.clock(),
         )
         self.enqueue(delivery)

@@ -12,7 +12,7 @@ from fake_comfy_helpers import transcript
 from dispatcher.fake_comfyui.graph import execution_order, validate_prompt
 from dispatcher.fake_comfyui.schemas import Catalog, build_schemas, types_match
 
-SCHEMAS = build_schemas(Catalog(input_images=("cat.png",), checkpoints=("sd15.safetensors",)))
+SCHEMAS = build_schemas(Catalog(input_images=("cat.png",), models={"checkpoints": ("sd15.safetensors",)}))
 INT_CONFIG = ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}]
 
 

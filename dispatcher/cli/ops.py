@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from dispatcher.cli_admin import RedisOpt, _redis
-from dispatcher.cli_common import die
+from dispatcher.cli.admin import RedisOpt, _redis
+from dispatcher.cli.common import die
 from dispatcher.deadletter import DeadLetters
 
 dead_letter_app = typer.Typer(no_args_is_help=True, help="List and requeue runs that used every attempt.")

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.apikeys import DEFAULT_SCOPES, SCOPES, ApiKeyStore, key_id_of
-from dispatcher.cli_common import die
+from dispatcher.cli.common import die
 from dispatcher.errors import DispatchError
 from dispatcher.settings import Settings, load_settings
 from dispatcher.tenants import DEFAULT_TENANT, LIMIT_FIELDS, Tenant, TenantStore

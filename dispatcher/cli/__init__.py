@@ -11,9 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from dispatcher.cli_admin import keys_app, tenants_app
-from dispatcher.cli_common import die, redis_reachable
-from dispatcher.cli_ops import dead_letter_app
+from dispatcher.cli.admin import keys_app, tenants_app
+from dispatcher.cli.batch import batch_command
+from dispatcher.cli.common import die, redis_reachable
+from dispatcher.cli.ops import dead_letter_app
+from dispatcher.cli.run import run_command
 from dispatcher.errors import DispatchError, WorkerNameTaken
 from dispatcher.logs import setup_logging
 from dispatcher.settings import Settings, load_settings
@@ -167,6 +169,18 @@ def fake_comfyui(
     data_dir: Annotated[
         Path | None, typer.Option(help="folder for output/, input/, temp/ (default: a temp dir)")
     ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models",
+            metavar="FOLDER=FILE[,FILE...]",
+            help="model files the fake holds in a folder (checkpoints, loras, vae, diffusion_models...), replacing "
+            "its default list; repeat for other folders",
+        ),
+    ] = None,
+    model_load_seconds: Annotated[
+        float, typer.Option(help="time to load a checkpoint or diffusion model other than the one loaded")
+    ] = 0.0,
     log_level: LogOpt = None,
 ) -> None:
     """Serve the project's fake ComfyUI (for tests, demos and benchmarks)."""
@@ -174,9 +188,23 @@ def fake_comfyui(
     setup_logging(settings.log_level, "fake-comfyui")
     if exec_seconds < 0:
         raise die("--exec-seconds must be >= 0")
+    if model_load_seconds < 0:
+        raise die("--model-load-seconds must be >= 0")
     from dispatcher.fake_comfyui import serve
+    from dispatcher.fake_comfyui.models import parse_models_option
 
-    serve(host, port, exec_seconds=exec_seconds, output_dir=str(data_dir) if data_dir else None)
+    try:
+        folders = parse_models_option(models or [])
+    except ValueError as exc:
+        raise die(str(exc)) from None
+    serve(
+        host,
+        port,
+        exec_seconds=exec_seconds,
+        output_dir=str(data_dir) if data_dir else None,
+        models=folders,
+        model_load_seconds=model_load_seconds,
+    )
 
 
 @app.command()
@@ -196,6 +224,11 @@ def up(
     except DispatchError as exc:
         raise die(str(exc)) from None
     raise typer.Exit(code)
+
+
+# Clients of the API (through the comfy_dispatch_client package, which they import only when they run).
+app.command("run")(run_command)
+app.command("batch")(batch_command)
 
 
 def main() -> None:
