@@ -1,0 +1,1 @@
+"""Which ComfyUI can run a run: capabilities of workers, needs of runs."""
