@@ -15,6 +15,15 @@ class WorkflowView(BaseModel):
     params: dict[str, dict[str, Any]] = Field(description="parameter name -> type, required, default, min, max...")
 
 
+class WorkflowDetailView(WorkflowView):
+    capable_workers: int | None = Field(
+        description="ready workers whose ComfyUI has every node class and model file a run with the parameters' "
+        "defaults needs (a required parameter with no default counts with the workflow's own value, unless it "
+        "names a model file: then null, as what a run needs depends on it); null too while no worker has said "
+        "what its ComfyUI can run"
+    )
+
+
 class WorkflowList(BaseModel):
     workflows: list[WorkflowView]
 
@@ -74,6 +83,19 @@ class WorkerView(BaseModel):
     )
     slots: int = Field(1, description="how many runs it may hold at once (its pipeline depth)")
     last_seen: str = Field(description="RFC 3339, UTC")
+    capabilities: str | None = Field(
+        description="the digest of what its ComfyUI can run (node classes, model files): workers with the same "
+        "digest have the same; null before it could read its ComfyUI"
+    )
+    models: dict[str, int] | None = Field(
+        description='model files its ComfyUI has, counted per folder ({"checkpoints": 2, "loras": 5}; folders '
+        "with none left out); null while its capabilities are unknown"
+    )
+    nodes: int | None = Field(description="node classes its ComfyUI has; null while its capabilities are unknown")
+    checkpoint: str | None = Field(
+        description='the diffusion model of the last run it posted ("checkpoints/x.safetensors"): the one its '
+        "ComfyUI keeps loaded; null before any"
+    )
 
 
 class WorkersView(BaseModel):

@@ -126,7 +126,7 @@ def submit(
         body,
         tenant=who.tenant,
         idempotency_key=key,
-        take_slots=ready_slots(svc),
+        take_routes=ready_routes(svc),
         enqueue_writes=svc.handout.enqueue_writes,
     )
     if done.replayed:
@@ -138,9 +138,9 @@ def submit(
     return Accepted(run=done.run, headers=fields, replayed=done.replayed)
 
 
-def ready_slots(svc: Services) -> int | None:
+def ready_routes(svc: Services) -> str | None:
     try:
-        return svc.handout.ready_slots()
+        return svc.handout.ready_routes()
     except RedisError:
         return None  # then the scheduler hands the run out
 

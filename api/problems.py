@@ -35,6 +35,7 @@ from dispatcher.errors import (
     Conflict,
     DispatchError,
     Forbidden,
+    NoCapableWorker,
     NotAvailableYet,
     OutputNotFound,
     ParameterError,
@@ -145,6 +146,7 @@ KINDS: dict[type[DispatchError], Kind] = {
     WorkflowNotFound: Kind(404, "workflow-not-found", "Workflow not found"),
     RunNotFound: Kind(404, "run-not-found", "Run not found"),
     BatchNotFound: Kind(404, "batch-not-found", "Batch not found"),
+    NoCapableWorker: Kind(422, "no-capable-worker", "No worker can run this"),
     OutputNotFound: Kind(404, "output-not-found", "Output not found"),
     ParameterError: Kind(422, "invalid-parameter", "Invalid parameter"),
     PayloadTooLarge: Kind(413, "payload-too-large", "Request body too large"),
@@ -228,6 +230,8 @@ def extensions_of(exc: DispatchError) -> dict[str, Any]:
         return {"tenant": exc.tenant, "max_queued": exc.max_queued, "retry_after": retry_after(exc)}
     if isinstance(exc, RateLimited):
         return {"retry_after": retry_after(exc)}
+    if isinstance(exc, NoCapableWorker):
+        return {"missing": [{"name": name, "folder": folder or None} for name, folder in exc.missing]}
     return {}
 
 

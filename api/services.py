@@ -17,6 +17,7 @@ from dispatcher.batches import BatchStore
 from dispatcher.cancel import Canceller
 from dispatcher.connections import Connections
 from dispatcher.registry import Registry
+from dispatcher.routing.store import CapabilityStore, FleetCapabilities, capabilities_ttl
 from dispatcher.runs import RunStore
 from dispatcher.scheduling.handout import Handout
 from dispatcher.settings import Settings
@@ -47,6 +48,7 @@ class Services:
     waits: RunWaits
     wait_quota: WaitQuota
     handout: Handout
+    capabilities: CapabilityStore  # the workers' capability sets (dispatcher.routing), read once per digest
     key_cache: KeyCache
     ended: Ended
 
@@ -56,13 +58,17 @@ class Services:
         waits = RunWaits(
             conns.aio, channels={keys.API_KEYS_CHANGED: key_cache.forget}, on_listening=key_cache.listening
         )
+        handout = Handout(settings, conns)
+        capabilities = CapabilityStore(conns.text, ttl_seconds=capabilities_ttl(settings))
+        fleet = FleetCapabilities(capabilities, handout.workers)
         return cls(
             settings=settings,
             conns=conns,
             registry=registry,
             store=store,
             runs=RunStore(conns.text),
-            submitter=Submitter(conns.text, registry, settings, wake_scheduler=False),  # see operations.hand_out
+            # wake_scheduler: see operations.hand_out
+            submitter=Submitter(conns.text, registry, settings, wake_scheduler=False, fleet=fleet),
             apikeys=ApiKeyStore(conns.text),
             tokens=TokenStore(conns.text),
             tenants=TenantStore(conns.text, settings),
@@ -71,7 +77,8 @@ class Services:
             batches=BatchStore(conns.text, ttl_seconds=settings.run_ttl_seconds),
             waits=waits,
             wait_quota=WaitQuota(settings.max_waits_per_tenant),
-            handout=Handout(settings, conns),
+            handout=handout,
+            capabilities=capabilities,
             key_cache=key_cache,
             ended=Ended(),
         )

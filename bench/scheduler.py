@@ -5,7 +5,9 @@
 * admission: ``Admission.check`` (one Lua leaky bucket per call) from 1 and from 4 client threads;
 * submit: ``Submitter.submit`` (bind + one Lua script), one client;
 * dispatch: ``Dispatcher.take`` over a backlog spread across many tenants and three priorities
-  (round-robin, limits, fencing numbers), alone and together with the RQ enqueue the scheduler does.
+  (round-robin, limits, fencing numbers), alone and together with the RQ enqueue the scheduler does;
+  and routed: every run needs 7 node classes and one of 21 checkpoints, which a fleet of 1,000 workers
+  (2 slots each) in 10 capability sets holds, each set 2 checkpoints of its own and one common to all.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dispatcher.admission import Admission  # noqa: E402
 from dispatcher.connections import Connections  # noqa: E402
 from dispatcher.redis_server import RedisServer, find_redis_binary  # noqa: E402
 from dispatcher.registry import Registry  # noqa: E402
+from dispatcher.routing.capabilities import Capabilities, Needs  # noqa: E402
+from dispatcher.routing.store import CapabilityStore  # noqa: E402
 from dispatcher.runs import PRIORITIES, new_run  # noqa: E402
 from dispatcher.scheduling.dispatch import Dispatcher  # noqa: E402
 from dispatcher.scheduling.scheduler import Scheduler  # noqa: E402
@@ -62,12 +66,38 @@ def submit_rate(url: str, seconds: float) -> float:
     return done / seconds
 
 
-def fill_backlogs(redis: Redis, runs: int, tenants: int) -> None:
+NODES = frozenset(
+    {"KSampler", "CheckpointLoaderSimple", "EmptyLatentImage", "CLIPTextEncode", "VAEDecode", "SaveImage"}
+)
+SETS = 10
+WORKERS_PER_SET = 100
+
+
+def publish_fleet(redis: Redis) -> str:
+    """10 capability sets of 100 workers with 2 slots each, as the dispatch script's routes."""
+    store = CapabilityStore(redis, ttl_seconds=3600)
+    routes = []
+    for k in range(SETS):
+        files = frozenset({f"own-{k}-a.safetensors", f"own-{k}-b.safetensors", "common.safetensors"})
+        digest = store.publish(Capabilities(nodes=NODES | {f"Custom{k}"}, models={"checkpoints": files}))
+        routes.append(f"{digest}:{2 * WORKERS_PER_SET}")
+    return ",".join(routes)
+
+
+def needs_of_run(i: int) -> str:
+    k = i % (2 * SETS + 1)
+    name = "common.safetensors" if k == 2 * SETS else f"own-{k // 2}-{'ab'[k % 2]}.safetensors"
+    return Needs(NODES, frozenset({("checkpoints", name)})).to_text()
+
+
+def fill_backlogs(redis: Redis, runs: int, tenants: int, *, routed: bool = False) -> None:
     redis.flushall()
     pipe = redis.pipeline(transaction=False)
     for i in range(runs):
         tenant, priority = f"t{i % tenants}", PRIORITIES[i % 3]
         run = new_run("invert", {}, priority=priority, tenant=tenant, now=time.time() + i * 1e-6)
+        if routed:
+            run.needs = needs_of_run(i)
         pipe.hset(keys.run(run.id), mapping=run.to_redis())  # type: ignore[arg-type]
         pipe.zadd(keys.backlog(tenant, priority), {run.id: run.created_at})
         if i < tenants * 3:
@@ -77,24 +107,38 @@ def fill_backlogs(redis: Redis, runs: int, tenants: int) -> None:
     pipe.execute()
 
 
-def dispatch_rate(url: str, runs: int, tenants: int, *, with_rq: bool) -> float:
+def dispatch_rate(url: str, runs: int, tenants: int, *, with_rq: bool, routed: bool = False) -> float:
     conns = Connections.from_url(url)
-    fill_backlogs(conns.text, runs, tenants)
+    fill_backlogs(conns.text, runs, tenants, routed=routed)
+    routes: str | int = publish_fleet(conns.text) if routed else 50
     scheduler = Scheduler(load_settings({}, redis_url=url), conns)
     dispatcher = Dispatcher(conns.text, dispatch_rate=0, max_running=0)
-    batch, dispatched = 50, 0
+    dispatched = 0
     start = time.perf_counter()
     while dispatched < runs:
-        taken = dispatcher.take(batch)
+        # Routed, the fleet's 2,000 slots would take everything at once: 50 a pass, as the unrouted case.
+        taken = dispatcher.take(routes if not routed else _first_slots(routes, 50))  # type: ignore[arg-type]
         if not taken.runs:
             raise RuntimeError(f"dispatched only {dispatched} of {runs}")
         if with_rq:
             scheduler.handout.enqueue(taken.runs)
         dispatched += len(taken.runs)
-        conns.text.delete(keys.INFLIGHT)  # as if the workers took them all: room for the next batch
+        # As if the workers took them all and ended them: room for the next pass.
+        pipe = conns.text.pipeline(transaction=False)
+        pipe.delete(keys.INFLIGHT)
+        for route in {run.route for run in taken.runs}:
+            pipe.delete(f"{keys.NS}:routed:{route}")
+        pipe.execute()
     elapsed = time.perf_counter() - start
     conns.close()
     return dispatched / elapsed
+
+
+def _first_slots(routes: str, slots: int) -> str:
+    """The routes with ``slots`` free in all, spread evenly (each set gets its share)."""
+    parts = routes.split(",")
+    share = max(1, slots // len(parts))
+    return ",".join(f"{part.split(':')[0]}:{share}" for part in parts)
 
 
 def main() -> None:
@@ -115,6 +159,10 @@ def main() -> None:
                     dispatch_rate(server.url, args.runs, args.tenants, with_rq=False),
                 ),
                 ("dispatches/s, take + RQ enqueue", dispatch_rate(server.url, args.runs, args.tenants, with_rq=True)),
+                (
+                    f"dispatches/s, take only, routed: 1,000 workers in {SETS} capability sets",
+                    dispatch_rate(server.url, args.runs, args.tenants, with_rq=False, routed=True),
+                ),
             ]
         finally:
             server.stop()

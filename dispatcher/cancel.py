@@ -11,11 +11,13 @@ from redis import Redis
 from dispatcher import keys
 from dispatcher.errors import Conflict, RunNotFound
 from dispatcher.events import LUA_EMIT
+from dispatcher.routing.lua import LUA_UNROUTE
 from dispatcher.runs import Run
 from dispatcher.scheduling.dispatch import LUA_WAITING
 
 _CANCEL = (
     LUA_EMIT
+    + LUA_UNROUTE
     + LUA_WAITING
     + """
 -- KEYS: run, graph, backlog, DELAYED, INFLIGHT, tenant inflight
@@ -32,6 +34,7 @@ end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
+unroute(KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[6], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2], 'error', ARGV[4], 'node', '', 'worker', '')
 redis.call('EXPIRE', KEYS[1], ARGV[3])

@@ -179,6 +179,17 @@ class BatchNotFound(DispatchError):
         self.batch_id = batch_id
 
 
+class NoCapableWorker(DispatchError):
+    """Raised at submit when no worker of the fleet has what a run needs (a node class, a model file)."""
+
+    def __init__(self, workflow: str, missing: list[tuple[str, str]]) -> None:
+        named = "; ".join(
+            f"model {name!r} in {folder}" if folder else f"node class {name!r}" for name, folder in missing
+        )
+        super().__init__(f"no worker can run this {workflow!r} run: none has {named}")
+        self.missing = missing  # (name, folder): folder '' for a node class
+
+
 class OutputNotFound(DispatchError):
     """Raised when a run has no stored output of that name."""
 

@@ -26,6 +26,8 @@ class WorkerInfo:
     last_seen: float
     slots: int = 1  # runs it may hold at once (its pipeline depth)
     runs: tuple[str, ...] = ()  # the runs it holds, in the order it took them
+    caps: str = ""  # the digest of its ComfyUI's capability set (dispatcher.routing), '' before it published one
+    checkpoint: str = ""  # the diffusion model its ComfyUI last ran ("checkpoints/x.safetensors"), '' for none
 
     @property
     def ready(self) -> bool:
@@ -54,6 +56,8 @@ def read_workers(redis: Redis, *, since: float) -> list[WorkerInfo]:
                 last_seen=float(state.get("last_seen") or beat),
                 slots=int(state.get("slots") or 1),
                 runs=tuple(r for r in state.get("runs", "").split(",") if r),
+                caps=state.get("caps", ""),
+                checkpoint=state.get("checkpoint", ""),
             )
         )
     return sorted(workers, key=lambda w: w.name)

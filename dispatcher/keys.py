@@ -126,6 +126,11 @@ def run_done_channel(run_id: str) -> str:
     return f"{NS}:run:{run_id}:done"
 
 
+def capabilities(digest: str) -> str:
+    """A capability set (dispatcher.routing): node classes and model files, shared by the workers that have it."""
+    return f"{NS}:capabilities:{digest}"
+
+
 def worker(name: str) -> str:
     """Hash with a TTL: a worker's last reported state."""
     return f"{NS}:worker:{name}"

@@ -23,6 +23,7 @@ from redis import Redis
 from dispatcher import keys
 from dispatcher.eta import LUA_NOTE_SECONDS
 from dispatcher.events import LUA_EMIT
+from dispatcher.routing.lua import LUA_UNROUTE
 from dispatcher.runs import Output, Run
 from dispatcher.scheduling.dispatch import LUA_WAITING
 from dispatcher.usage import USAGE_TTL_SECONDS, usage_day
@@ -78,6 +79,7 @@ return 1
 # the tenant's day; ``finish`` counts the run in the day once it ends (if it ever reached a worker).
 _END = (
     LUA_EMIT
+    + LUA_UNROUTE
     + LUA_WAITING
     + LUA_NOTE_SECONDS
     + """
@@ -101,6 +103,7 @@ local function finish(a)
     note_seconds(KEYS[1])
   end
   redis.call('ZREM', KEYS[3], ARGV[a + 5])
+  unroute(KEYS[1], ARGV[a + 5])
   redis.call('SREM', KEYS[4], ARGV[a + 5])
   if ARGV[a + 8] == '1' then
     redis.call('ZADD', KEYS[5], ARGV[a + 1], ARGV[a + 5])
@@ -165,6 +168,7 @@ if attempts >= max_attempts then
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[4], 'worker', '', 'node', '', 'progress', '0')
 redis.call('ZREM', KEYS[3], ARGV[7])
+unroute(KEYS[1], ARGV[7])
 redis.call('SREM', KEYS[4], ARGV[7])
 -- waits out its backoff in DELAYED; the dispatch script then puts it back at its old place in the backlog
 redis.call('ZADD', KEYS[8], ARGV[13], ARGV[7])
@@ -177,11 +181,14 @@ return 1
 )
 
 
-LUA_BACK_IN_LINE = """
+LUA_BACK_IN_LINE = (
+    LUA_UNROUTE
+    + """
 -- back_in_line(run_id, tenant): out of flight, back into its backlog at its old place (its creation time).
 -- KEYS (see back_in_line_keys): run, lease, INFLIGHT, tenant inflight, backlog, rotation
 local function back_in_line(run_id, tenant)
   redis.call('ZREM', KEYS[3], run_id)
+  unroute(KEYS[1], run_id)
   redis.call('SREM', KEYS[4], run_id)
   if redis.call('ZCARD', KEYS[5]) == 0 then
     redis.call('LREM', KEYS[6], 0, tenant)
@@ -190,6 +197,7 @@ local function back_in_line(run_id, tenant)
   redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[1], 'created_at'), run_id)
 end
 """
+)
 """The Lua function ``back_in_line``, shared by the worker's release and the reaper's redispatch."""
 
 

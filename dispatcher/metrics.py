@@ -72,6 +72,10 @@ OUTPUT_BYTES = Counter(PREFIX + "output_bytes", "Bytes of run outputs stored.")
 GPU_SECONDS = Counter(
     PREFIX + "gpu_seconds", "Seconds ComfyUI spent executing runs (every attempt), by tenant.", ["tenant"]
 )
+MODEL_SWITCHES = Counter(
+    PREFIX + "model_switches",
+    "Runs posted to this worker's ComfyUI with another diffusion model than the run before (a load on its GPU).",
+)
 
 QUEUE_WAIT = Histogram(
     PREFIX + "queue_wait_seconds",

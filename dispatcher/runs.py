@@ -88,6 +88,8 @@ class Run:
     cached_from: str = ""  # a result-cache hit: the run whose outputs it carries
     gpu_seconds: float = 0.0  # how long ComfyUI executed it, over all its attempts (written by dispatcher.lease)
     batch_id: str = ""  # the batch submission that created it (dispatcher.batches)
+    needs: str = ""  # what it needs of a ComfyUI (dispatcher.routing.capabilities.Needs.to_text), "" for nothing known
+    checkpoint: str = ""  # the diffusion model it loads ("checkpoints/x.safetensors"), '' for none
 
     def to_redis(self) -> dict[str, str]:
         """The record as flat strings for HSET."""
@@ -118,6 +120,8 @@ class Run:
             **({"cached_from": self.cached_from} if self.cached_from else {}),
             # present only when set: the scripts that end a run count it in its batch (dispatcher.batches)
             **({"batch": self.batch_id} if self.batch_id else {}),
+            **({"needs": self.needs} if self.needs else {}),
+            **({"checkpoint": self.checkpoint} if self.checkpoint else {}),
         }
 
     @classmethod
@@ -152,6 +156,8 @@ class Run:
             callbacks=json.loads(data["callbacks"]) if data.get("callbacks") else None,
             cached_from=data.get("cached_from", ""),
             batch_id=data.get("batch", ""),
+            needs=data.get("needs", ""),
+            checkpoint=data.get("checkpoint", ""),
             gpu_seconds=float(data.get("gpu_seconds") or 0.0),
         )
 

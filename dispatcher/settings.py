@@ -62,6 +62,11 @@ class Settings(BaseModel):
     dispatch_rate: float = Field(0.0, ge=0, description="default dispatch rate per tenant, runs/s (0: no limit)")
     max_running: int = Field(0, ge=0, description="default most runs in flight per tenant (0: no limit)")
     max_queued: int = Field(100_000, ge=0, description="default most queued runs per tenant (0: no limit)")
+    unservable_runs: Literal["refuse", "queue"] = Field(
+        "refuse",
+        description="a run no worker's ComfyUI can run (a node class, a model file missing): refused at submit "
+        "(422 naming what is missing), or queued until a worker that can comes (fleets that scale on demand)",
+    )
     retry_base: float = Field(1.0, gt=0, description="first retry backoff ceiling, seconds (doubles each attempt)")
     retry_cap: float = Field(60.0, gt=0, description="largest retry backoff, seconds")
     dispatch_timeout: float = Field(
@@ -87,6 +92,9 @@ class Settings(BaseModel):
     s3_public_url: str = Field("", description="public base URL of the bucket's objects; empty: presigned URLs")
     # After `storage`: its validator reads it; validate_default so an unset bucket is checked too.
     s3_bucket: str = Field("", validate_default=True, description="bucket of run outputs (storage=s3)")
+    capabilities_refresh_seconds: float = Field(
+        300, gt=0, description="how often a worker reads its ComfyUI's node classes and model files again, seconds"
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -31,6 +31,9 @@ from dispatcher.idempotency import CONFLICT, LUA_IDEMPOTENCY, REPLAYED, Idempote
 from dispatcher.listing import LUA_INDEX, index_horizon
 from dispatcher.pipelining import send_as_made
 from dispatcher.registry import Registry
+from dispatcher.routing.capabilities import needs_of
+from dispatcher.routing.lua import as_routes
+from dispatcher.routing.store import FleetCapabilities
 from dispatcher.runs import PRIORITIES, Priority, Run, RunStore, new_run, new_run_id
 from dispatcher.scheduling.dispatch import LUA_TAKE, Dispatched, Taken, parse_taken
 from dispatcher.settings import Settings
@@ -51,9 +54,9 @@ _SUBMIT = (
 --       idempotency, cache pointer, INFLIGHT, DELAYED
 -- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel ('': none), event,
 --       idempotency fingerprint, idempotency ttl, pointer ttl (0: do not record),
---       slots of ready workers (-1: take nothing), default dispatch rate, default max running,
---       index horizon (seconds), k, then k items: the RQ writes that enqueue this run's first job
---       ([n, command, args...] each), then field, value, ...
+--       routes of the ready workers ('': take nothing; dispatcher.routing.lua), default dispatch rate,
+--       default max running, index horizon (seconds), RQ queue name, k, then k items: the RQ writes that
+--       enqueue this run's first job on the queue named ([n, command, args...] each), then field, value, ...
 -- Stored, it answers {1, max_queued}; with slots, a dispatch pass follows in the same step (the same take as
 -- the scheduler's) and the answer adds what it took and its wait: {1, max_queued, taken, wait, handed}.
 -- When the pass took this very run (its first dispatch), its RQ job is written here too (handed = 1).
@@ -65,8 +68,8 @@ if max_queued > 0 then
   local queued = redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]) + redis.call('ZCARD', KEYS[9])
   if queued >= max_queued then return {0, max_queued} end
 end
-local writes = tonumber(ARGV[16])
-redis.call('HSET', KEYS[1], unpack(ARGV, 17 + writes, #ARGV))
+local writes = tonumber(ARGV[17])
+redis.call('HSET', KEYS[1], unpack(ARGV, 18 + writes, #ARGV))
 redis.call('SET', KEYS[2], ARGV[4])
 index_run(ARGV[1], ARGV[2], ARGV[3], ARGV[15])
 batch_join(KEYS[1], ARGV[1])
@@ -81,15 +84,27 @@ emit(ARGV[1], 'queued', ARGV[8])
 idem_keep(KEYS[10], ARGV[9], ARGV[1], ARGV[10])
 if ARGV[11] ~= '0' then redis.call('SET', KEYS[11], ARGV[1], 'EX', ARGV[11]) end
 if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], 'submit') end
-if tonumber(ARGV[12]) >= 0 then
+if ARGV[12] ~= '' then
   local taken, wait, waiting = take(KEYS[12], KEYS[13], ARGV[12], ARGV[13], ARGV[14])
   local handed = 0
-  for i = 1, #taken, 4 do
+  for i = 1, #taken, 5 do
     if writes > 0 and taken[i] == ARGV[1] and taken[i + 1] == '1' then
-      local j = 17
-      while j < 17 + writes do
+      -- the writes name the shared queue: a run routed to a capability set goes to that set's queue
+      local queue, key = ARGV[16], 'rq:queue:' .. ARGV[16]
+      local routed = queue
+      if taken[i + 4] ~= '-' then routed = queue .. ':caps:' .. taken[i + 4] end
+      local j = 18
+      while j < 18 + writes do
         local n = tonumber(ARGV[j])
-        redis.call(unpack(ARGV, j + 1, j + n))
+        local command = {unpack(ARGV, j + 1, j + n)}
+        for c = 2, #command do
+          if command[c] == queue then
+            command[c] = routed
+          elseif command[c] == key then
+            command[c] = 'rq:queue:' .. routed
+          end
+        end
+        redis.call(unpack(command))
         j = j + n + 1
       end
       handed = 1
@@ -169,7 +184,7 @@ class Submission:
 
     run: Run
     replayed: bool = False  # nothing was stored: the key had been used with the same request
-    taken: Taken | None = None  # with ``take_slots``: what the dispatch pass that followed took (to enqueue)
+    taken: Taken | None = None  # with ``take_routes``: what the dispatch pass that followed took (to enqueue)
     handed: bool = False  # the pass took this run, and its RQ job is on the queue already
 
 
@@ -180,8 +195,17 @@ class Submitter:
     itself right after (the API), and wakes the scheduler only if its pass left the run behind.
     """
 
-    def __init__(self, redis: Redis, registry: Registry, settings: Settings, *, wake_scheduler: bool = True) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        registry: Registry,
+        settings: Settings,
+        *,
+        wake_scheduler: bool = True,
+        fleet: FleetCapabilities | None = None,
+    ) -> None:
         self.redis = redis
+        self.fleet = fleet  # what the workers can run: each run records its needs, and is checked against them
         self.wake_channel = keys.SCHEDULER_WAKE if wake_scheduler else ""
         self.registry = registry
         self.settings = settings
@@ -206,14 +230,14 @@ class Submitter:
         *,
         tenant: str = DEFAULT_TENANT,
         idempotency_key: str | None = None,
-        take_slots: int | None = None,
+        take_routes: str | int | None = None,
         enqueue_writes: Callable[[Dispatched], list[list[Any]]] | None = None,
     ) -> Submission:
         """As :meth:`submit`, with an optional idempotency key, and the result cache where the run asks for it.
 
         The key seen before with the same workflow and body gives the first run (``replayed``, nothing
         stored); with another, Conflict (409). A cache hit is stored already succeeded and never queued.
-        ``take_slots`` (the slots of the ready workers): a queued run is followed, in the same script, by a
+        ``take_routes`` (the ready workers' slots by route): a queued run is followed, in the same script, by a
         dispatch pass; the Submission's ``taken`` says what it took, for the caller to enqueue. With
         ``enqueue_writes`` (``Handout.enqueue_writes``), the script enqueues this run's job itself if it takes it.
         """
@@ -221,9 +245,9 @@ class Submitter:
         if new.plan.source is not None:
             return self._outcome(new, *self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim))
         writes = []
-        if take_slots is not None and enqueue_writes is not None:
+        if take_routes is not None and enqueue_writes is not None:
             writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
-        reply = self._script(**self._store_call(new, take_slots, writes))
+        reply = self._script(**self._store_call(new, take_routes, writes))
         code, value, taken, handed = _parse_stored(reply)
         return self._outcome(new, code, value, taken=taken, handed=handed)
 
@@ -282,7 +306,8 @@ class Submitter:
         idempotency_key: str | None,
         batch_id: str = "",
     ) -> _NewRun:
-        """Validate and bind a run (no write): WorkflowNotFound or ParameterError for what does not fit."""
+        """Validate and bind a run (no write): WorkflowNotFound or ParameterError for what does not fit, and
+        NoCapableWorker when no worker of the fleet has a node class or model file it needs."""
         workflow = self.registry.get(workflow_id)
         priority = parse_priority(body.get("priority"))
         timeout = parse_timeout(
@@ -302,6 +327,11 @@ class Submitter:
         )
         run.callbacks = callbacks
         run.batch_id = batch_id
+        if self.fleet is not None:
+            needs = needs_of(bound.graph, self.fleet.loaders())
+            if self.settings.unservable_runs == "refuse":
+                self.fleet.check(workflow.id, needs)
+            run.needs, run.checkpoint = needs.to_text(), needs.checkpoint
         claim = IdempotencyClaim.build(
             idempotency_key,
             tenant=tenant,
@@ -332,8 +362,8 @@ class Submitter:
         log.info("accepted run %s of %s for %s (priority %s)", run.id, run.workflow, tenant, run.priority)
         return Submission(run, taken=taken, handed=handed)
 
-    def _store_call(self, new: _NewRun, take_slots: int | None, writes: list[list[Any]]) -> dict[str, Any]:
-        """The submit script's keys and arguments for ``new`` (``take_slots``: run a dispatch pass after it;
+    def _store_call(self, new: _NewRun, take_routes: str | int | None, writes: list[list[Any]]) -> dict[str, Any]:
+        """The submit script's keys and arguments for ``new`` (``take_routes``: run a dispatch pass after it;
         ``writes``: the RQ writes that enqueue its job, made if that pass takes it)."""
         run, claim = new.run, new.claim
         encoded: list[Any] = []
@@ -368,10 +398,11 @@ class Submitter:
                 claim.fingerprint,
                 claim.ttl,
                 new.plan.pointer_ttl,
-                -1 if take_slots is None else take_slots,
+                "" if take_routes is None else as_routes(take_routes),
                 self.settings.dispatch_rate,
                 self.settings.max_running,
                 index_horizon(self.settings.run_ttl_seconds),
+                self.settings.queue_name,
                 len(encoded),
                 *encoded,
                 *flat,

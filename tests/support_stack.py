@@ -17,6 +17,8 @@ class LocalStack:
     """N fake ComfyUIs, N workers (one per fake) and one API, all child processes.
 
     With ``comfyui_urls``, the workers drive those ComfyUIs (a real one, say) and no fake is started.
+    ``fake_models`` gives each fake its model files (folder -> files, as ``FakeComfy(models=...)``), one entry
+    per fake in order.
     """
 
     def __init__(
@@ -29,6 +31,7 @@ class LocalStack:
         env: dict[str, str] | None = None,
         start_workers: bool = True,
         comfyui_urls: list[str] | None = None,
+        fake_models: list[dict[str, list[str]]] | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.tmp = tmp
@@ -44,7 +47,16 @@ class LocalStack:
             "COMFY_DISPATCH_SUBMIT_BURST": "100000",
             **(env or {}),
         }
-        self.fakes = [] if comfyui_urls else [FakeComfy(tmp / f"fake-{i}", exec_seconds) for i in range(workers)]
+        if fake_models is not None and len(fake_models) != workers:
+            raise ValueError(f"fake_models has {len(fake_models)} entries for {workers} fakes")
+        self.fakes = (
+            []
+            if comfyui_urls
+            else [
+                FakeComfy(tmp / f"fake-{i}", exec_seconds, models=fake_models[i] if fake_models else None)
+                for i in range(workers)
+            ]
+        )
         self.comfyui_urls = comfyui_urls or [fake.url for fake in self.fakes]
         workers = len(self.comfyui_urls)
         # Each process but the API (which serves /metrics itself) serves its metrics on a port of its own.

@@ -17,6 +17,7 @@ from dispatcher.comfyui.client import ComfyClient
 from dispatcher.comfyui.stream import EventHub
 from dispatcher.connections import Connections
 from dispatcher.lease import Leases
+from dispatcher.routing.store import CapabilityStore, capabilities_ttl
 from dispatcher.runs import RunStore
 from dispatcher.scheduling.recovery import Reaper
 from dispatcher.settings import Settings
@@ -32,6 +33,10 @@ class WorkerState:
     healthy: threading.Event = field(default_factory=threading.Event)  # set while ComfyUI answers
     draining: bool = False  # stopping: takes no new run, finishes the ones it holds
     lock: threading.Lock = field(default_factory=threading.Lock)
+    caps: str = ""  # the digest of its ComfyUI's capability set as last published ('' before the first)
+    caps_read_at: float | None = None  # time.monotonic() of that discovery; None: read again at the next beat
+    caps_failing: bool = False  # the last read failed (said once in the log, not at every beat)
+    checkpoint: str = ""  # the diffusion model of the last run posted ("checkpoints/x.safetensors"), '' for none
 
 
 @dataclass
@@ -48,6 +53,7 @@ class WorkerContext:
     hub: EventHub
     pipeline: Pipeline
     runners: Runners  # one thread per run held: the pipeline's depth
+    capabilities: CapabilityStore
     state: WorkerState = field(default_factory=WorkerState)
 
     @classmethod
@@ -67,6 +73,7 @@ class WorkerContext:
             store=store or make_store(settings),
             leases=leases,
             runs=RunStore(conns.text),
+            capabilities=CapabilityStore(conns.text, ttl_seconds=capabilities_ttl(settings)),
             queue=Queue(settings.queue_name, connection=conns.raw),
             reaper=Reaper(
                 conns.text,

@@ -1,5 +1,6 @@
-"""The worker's own heartbeat: its ComfyUI's health, its state, its pipeline slots and the runs it holds,
-for the scheduler (which counts the slots of ready workers) and ``/v1/workers``."""
+"""The worker's own heartbeat: its ComfyUI's health, its state, its pipeline slots, the runs it holds, the
+digest of its ComfyUI's capability set and the checkpoint it ran last, for the scheduler (which counts the slots
+of ready workers and routes runs by what each ComfyUI has) and ``/v1/workers``."""
 
 from __future__ import annotations
 
@@ -9,23 +10,40 @@ import time
 
 from dispatcher import keys
 from dispatcher.fleet import WorkerMode
+from dispatcher.routing.store import capabilities_ttl, capability_keys
+from worker import capabilities
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 
 def beat(ctx: WorkerContext) -> None:
-    """Check ComfyUI once and publish this worker's state (expires unless renewed)."""
+    """Check ComfyUI once and publish this worker's state (expires unless renewed); read what ComfyUI can run
+    again when that is due (:mod:`worker.capabilities`)."""
     healthy = ctx.client.healthy()
     with ctx.state.lock:
         came_back = healthy and not ctx.state.healthy.is_set()
         if healthy != ctx.state.comfyui_healthy:
             log.warning("ComfyUI at %s is %s", ctx.client.base_url, "healthy again" if healthy else "NOT answering")
         ctx.state.comfyui_healthy = healthy
-    if healthy:
-        ctx.state.healthy.set()
-    else:
+    if not healthy:
+        capabilities.invalidate(ctx)  # it may come back with other custom nodes or model files
         ctx.state.healthy.clear()
+    _write_state(ctx, healthy)
+    if not healthy:
+        return
+    if capabilities.due(ctx.state, ctx.settings.capabilities_refresh_seconds, time.monotonic()):
+        # After the state is renewed: /object_info of a ComfyUI with many custom nodes takes seconds to read.
+        before = ctx.state.caps
+        capabilities.refresh(ctx)
+        if ctx.state.caps != before:
+            _write_state(ctx, healthy)  # the new set at once, not a beat later
+    ctx.state.healthy.set()
+    if came_back:
+        ctx.conns.text.publish(keys.SCHEDULER_WAKE, "worker")  # one more ready worker: the scheduler may dispatch
+
+
+def _write_state(ctx: WorkerContext, healthy: bool) -> None:
     held = ctx.pipeline.runs()
     current = ctx.pipeline.current()
     if ctx.state.draining:
@@ -34,6 +52,7 @@ def beat(ctx: WorkerContext) -> None:
         state = WorkerMode.PAUSED
     else:
         state = WorkerMode.BUSY if held else WorkerMode.IDLE
+    caps = ctx.state.caps
     now = time.time()
     ttl = max(int(ctx.settings.worker_heartbeat * 3), 5)
     pipe = ctx.conns.text.pipeline(transaction=False)
@@ -49,13 +68,18 @@ def beat(ctx: WorkerContext) -> None:
             "slots": str(ctx.pipeline.depth),
             "last_seen": repr(now),
             "queue": ctx.settings.queue_name,
+            "caps": caps,
+            "checkpoint": ctx.state.checkpoint,
         },
     )
     pipe.expire(keys.worker(ctx.name), ttl)
+    caps_keys = capability_keys(caps) if caps else ()
+    for key in caps_keys:  # a set lives while a worker that has it beats
+        pipe.expire(key, capabilities_ttl(ctx.settings))
     pipe.zadd(keys.WORKERS, {ctx.name: now})
-    if came_back:
-        pipe.publish(keys.SCHEDULER_WAKE, "worker")  # one more ready worker: the scheduler may dispatch
-    pipe.execute()
+    replies = pipe.execute()
+    if not all(replies[2 : 2 + len(caps_keys)]):  # the set is gone (Redis restarted empty, say): publish it again
+        capabilities.invalidate(ctx)
 
 
 def drain(ctx: WorkerContext) -> None:

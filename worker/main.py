@@ -26,8 +26,9 @@ from rq.job import Job
 
 from dispatcher import metrics
 from dispatcher.errors import ComfyUIError
+from dispatcher.routing.lua import ANY, route_queue
 from dispatcher.settings import Settings
-from worker import context, heartbeat, names
+from worker import capabilities, context, heartbeat, names
 from worker import runner as runner  # RQ's job function: imported now, not by the first job it pops
 from worker.cancel_watch import CancelWatcher
 from worker.context import WorkerContext
@@ -41,6 +42,17 @@ PAUSED_RECHECK_SECONDS = 5.0
 RQ_BOOKKEEPING_SECONDS = 1.0
 
 
+ROUTE_RECHECK_SECONDS = 5
+
+
+def queue_names(settings: Settings, caps: str) -> list[str]:
+    """The RQ queue a worker takes runs from: its capability set's (dispatcher.routing), or the shared one while
+    it has none. One queue: RQ then moves each job with BLMOVE into its intermediate list, which a SIGKILL
+    cannot lose (with several it pops with BLPOP); a run whose job was on the queue left behind (the set
+    changed) is dispatched again by the reaper after dispatch_timeout."""
+    return [route_queue(settings.queue_name, caps or ANY)]
+
+
 class DispatchWorker(SimpleWorker):  # type: ignore[misc]
     """RQ's SimpleWorker that pops a job only while its pipeline has room and its ComfyUI answers, and keeps
     no per-job records of its own."""
@@ -50,6 +62,9 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
     _in_job = False
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        # RQ calls this before each wait for a job (every dequeue_timeout at the most): the moment to follow a
+        # change of this worker's capability set to its new route's queue.
+        self._listen_to_route(context.current())
         now = time.monotonic()
         if pipeline is None and timeout is None and now - self._beat_at < RQ_BOOKKEEPING_SECONDS:
             return
@@ -127,6 +142,20 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
             log.info("resumed: ComfyUI %s answers again", ctx.client.base_url)
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
+    @property
+    def dequeue_timeout(self) -> int:
+        # Each wait for a job ends this often, so a worker whose capability set changed listens to its new
+        # route's queue within seconds (RQ's own default waits minutes).
+        return ROUTE_RECHECK_SECONDS
+
+    def _listen_to_route(self, ctx: WorkerContext) -> None:
+        """Listen to the queue of this worker's capability set (dispatcher.routing), as it is now."""
+        names = queue_names(ctx.settings, ctx.state.caps)
+        if [q.name for q in self.queues] != names:
+            self.queues = [Queue(name, connection=self.connection) for name in names]
+            self._ordered_queues = self.queues[:]
+            log.info("taking runs from %s", ", ".join(names))
+
 
 def default_name(comfyui_url: str) -> str:
     parts = urlsplit(comfyui_url)
@@ -163,6 +192,9 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
         raise
     context.install(ctx)
     metrics.expose_worker_state(lambda: ctx.state.comfyui_healthy, lambda: len(ctx.pipeline))
+    # Before the first heartbeat marks it ready, so the scheduler knows at once what it can run. A ComfyUI down
+    # now is read once it answers (the heartbeat); the worker starts anyway.
+    capabilities.refresh(ctx)
     heartbeat.beat(ctx)
     _clear_orphans(ctx)
     threads: list[heartbeat.Heartbeat | CancelWatcher | LeaseKeeper] = [
@@ -179,7 +211,8 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
         settings.queue_name,
         settings.pipeline_depth,
     )
-    rq_worker = DispatchWorker([ctx.queue], connection=ctx.conns.raw, name=worker_name)
+    queues = [Queue(name, connection=ctx.conns.raw) for name in queue_names(settings, ctx.state.caps)]
+    rq_worker = DispatchWorker(queues, connection=ctx.conns.raw, name=worker_name)
     try:
         rq_worker.work(burst=burst, logging_level=settings.log_level)
         heartbeat.drain(ctx)

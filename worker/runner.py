@@ -33,7 +33,7 @@ from dispatcher.errors import (
 from dispatcher.lease import ClaimResult, Lease, ReleaseResult, RequeueResult
 from dispatcher.outputs import OutputFile, content_type, files_from_outputs, unique_names
 from dispatcher.runs import Output, Run, RunStatus
-from worker import context, heartbeat
+from worker import capabilities, context, heartbeat
 from worker.context import WorkerContext
 from worker.follow import (
     STOP_CANCELED,
@@ -152,7 +152,7 @@ class RunExecution:
                 on_progress=on_progress,
                 should_stop=lambda: _stop_reason(held),
                 on_start=on_start,
-                on_posted=lambda: ctx.pipeline.posted(held),
+                on_posted=lambda: self._posted(run, held),
                 on_output=lambda node, ui: self._store_early(run, lease, node, ui),
             )
             finished = self.follower.run()
@@ -170,6 +170,12 @@ class RunExecution:
         if held.lost.is_set():
             return "lease-lost"
         return self._end(run, lease, RunStatus.SUCCEEDED, outputs=outputs)
+
+    def _posted(self, run: Run, held: Held) -> None:
+        """The prompt is in ComfyUI's queue: the next held run may post behind it; its checkpoint is the one
+        ComfyUI will have loaded (the heartbeat reports it, routing prefers this worker for it)."""
+        self.ctx.pipeline.posted(held)
+        capabilities.note_posted(self.ctx, run.checkpoint)
 
     def _release(self, run: Run, lease: Lease) -> str:
         result = _through_redis_blips(self.ctx.leases.release, lease, run)

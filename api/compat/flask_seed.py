@@ -259,7 +259,7 @@ def test_comfy(svc: ServicesDep, who: CanRead) -> dict[str, Any] | JSONResponse:
     Any read key learns that and how many workers answer; only an ``admin`` key sees the workers themselves
     (their ComfyUI addresses and the runs they hold, of every tenant), as ``/v1/workers`` shows them.
     """
-    workers = list_workers(svc.conns.text, now=time.time())
+    workers = list_workers(svc.conns.text, now=time.time(), capabilities=svc.capabilities)
     healthy = [w for w in workers if w.health == "healthy"]
     admin = "admin" in who.scopes
     body: dict[str, Any] = {

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 
@@ -160,6 +160,33 @@ class ComfyClient:
     def system_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self._json("GET", "/system_stats")
         return stats
+
+    def object_info(self) -> dict[str, Any]:
+        """Every node class ComfyUI has, with its inputs' types (``GET /object_info``)."""
+        data = self._json("GET", "/object_info")
+        if not isinstance(data, dict):
+            raise ComfyUIUnavailable("GET /object_info: reply is not an object")
+        return data
+
+    def model_folders(self) -> dict[str, list[str]] | None:
+        """The files of each model folder (``GET /models``, then ``GET /models/{folder}`` for each), or None
+        from a ComfyUI too old to list them (``/models`` answers 404)."""
+        response = self._request("GET", "/models")
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise ComfyUIError(f"GET /models: HTTP {response.status}: {_text(response)[:200]}")
+        try:
+            names = json.loads(response.data)
+        except ValueError as exc:
+            raise ComfyUIUnavailable("GET /models: reply is not JSON") from exc
+        folders: dict[str, list[str]] = {}
+        for folder in names if isinstance(names, list) else []:
+            if not isinstance(folder, str):
+                continue
+            files = self._json("GET", f"/models/{quote(folder, safe='')}")
+            folders[folder] = [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+        return folders
 
     def healthy(self) -> bool:
         try:

@@ -77,6 +77,13 @@ class Capabilities:
             loaders={c: dict(inputs) for c, inputs in data.get("loaders", {}).items()},
         )
 
+    def items(self) -> list[str]:
+        """Every node class and model file as a token (``node:KSampler``, ``model:checkpoints/a.safetensors``):
+        what the dispatch script looks runs' needs up in (a Redis set per capability set)."""
+        return [f"node:{n}" for n in self.nodes] + [
+            f"model:{folder}/{name}" for folder, files in self.models.items() for name in files
+        ]
+
     def model_counts(self) -> dict[str, int]:
         return {folder: len(files) for folder, files in sorted(self.models.items()) if files}
 
@@ -136,19 +143,26 @@ class Needs:
         found = sorted(f"{folder}/{name}" for folder, name in self.models if folder in DIFFUSION_FOLDERS)
         return found[0] if found else ""
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {"nodes": sorted(self.nodes), "models": sorted([folder, name] for folder, name in self.models)},
-            separators=(",", ":"),
-        )
+    def tokens(self) -> list[str]:
+        """The needs as items of a capability set (:meth:`Capabilities.items`), sorted."""
+        return sorted([f"node:{n}" for n in self.nodes] + [f"model:{folder}/{name}" for folder, name in self.models])
+
+    def to_text(self) -> str:
+        """As a run record keeps them: the tokens, one per line (a file name may hold spaces, not newlines)."""
+        return "\n".join(self.tokens())
 
     @classmethod
-    def from_json(cls, text: str) -> Needs:
-        data = json.loads(text or "{}")
-        return cls(
-            nodes=frozenset(data.get("nodes", ())),
-            models=frozenset((str(folder), str(name)) for folder, name in data.get("models", ())),
-        )
+    def from_text(cls, text: str) -> Needs:
+        nodes: set[str] = set()
+        models: set[tuple[str, str]] = set()
+        for token in filter(None, text.split("\n")):
+            kind, _, rest = token.partition(":")
+            if kind == "node":
+                nodes.add(rest)
+            elif kind == "model":
+                folder, _, name = rest.partition("/")
+                models.add((folder, name))
+        return cls(frozenset(nodes), frozenset(models))
 
 
 def needs_of(graph: Mapping[str, Any], loaders: Loaders) -> Needs:
@@ -163,7 +177,8 @@ def needs_of(graph: Mapping[str, Any], loaders: Loaders) -> Needs:
         if not isinstance(class_type, str):
             continue
         nodes.add(class_type)
-        inputs = node.get("inputs") if isinstance(node.get("inputs"), Mapping) else {}
+        given = node.get("inputs")
+        inputs: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
         folders = {**KNOWN_LOADERS.get(class_type, {}), **loaders.get(class_type, {})}
         for name, folder in folders.items():
             value = inputs.get(name)

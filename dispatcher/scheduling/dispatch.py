@@ -1,7 +1,8 @@
 """Dispatch: choosing which queued runs go to RQ next, atomically, so any number of schedulers may run.
 
 One Lua script takes up to ``free pipeline slots`` runs (the slots of ready workers
-minus the runs in flight, see :mod:`worker.pipeline`): strict
+minus the runs in flight, see :mod:`worker.pipeline`), each only for workers whose ComfyUI
+has what it needs (:mod:`dispatcher.routing.lua`): strict
 priority (high, normal, low); within a priority, round-robin between tenants
 (the rotation list turns one step per look); a tenant is skipped while at its
 ``max_running`` or while its dispatch leaky bucket is full. Whatever it takes
@@ -17,7 +18,11 @@ from dataclasses import dataclass
 from redis import Redis
 
 from dispatcher import keys
+from dispatcher.routing.lua import ANY, LUA_ROUTES, as_routes
 from dispatcher.runs import PRIORITIES
+
+LOOK_AHEAD = 4
+"""How far into a tenant's backlog a pass looks for a run some ready worker can run, when its head cannot go."""
 
 LUA_WAITING = (
     "local function runs_waiting()\n"
@@ -32,19 +37,21 @@ is being answered, for nothing."""
 
 LUA_TAKE = (
     LUA_WAITING
-    + f"local NS = '{keys.NS}'\n"
+    + LUA_ROUTES
+    + f"local NS = '{keys.NS}'\nlocal LOOK_AHEAD = {LOOK_AHEAD}\n"
     + "local PRIORITIES = {"
     + ", ".join(f"'{p.value}'" for p in PRIORITIES)
     + "}\n"
     + """
--- take(INFLIGHT, DELAYED, slots of ready workers, default dispatch rate, default max running):
--- {run id, dispatch, priority, timeout per run taken}, wait (seconds until a blocked backlog may move; -1: none),
--- and whether runs still wait (1) or not (0)
-local function take(inflight_key, delayed_key, slots, default_rate, default_max_running)
+-- take(INFLIGHT, DELAYED, routes of the ready workers (dispatcher.routing.lua), default dispatch rate, default
+-- max running): {run id, dispatch, priority, timeout, route per run taken}, wait (seconds until a blocked
+-- backlog may move; -1: none), and whether runs still wait (1) or not (0)
+local function take(inflight_key, delayed_key, routes_text, default_rate, default_max_running)
   local ns = NS
   local clock = redis.call('TIME')
   local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-  local room = tonumber(slots) - redis.call('ZCARD', inflight_key)
+  local routes, place, free_room = routes_of(routes_text)
+  local room = free_room()
   local taken = {}
   local wait = -1
   local function later(seconds)
@@ -67,6 +74,7 @@ local function take(inflight_key, delayed_key, slots, default_rate, default_max_
   local next_retry = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
   if #next_retry > 0 then later(tonumber(next_retry[2]) - now) end
   for _, priority in ipairs(PRIORITIES) do
+    local blocked = {}
     local rotation = ns .. ':rr:' .. priority
     local tenants = redis.call('LLEN', rotation)
     local misses = 0
@@ -78,7 +86,7 @@ local function take(inflight_key, delayed_key, slots, default_rate, default_max_
         redis.call('LREM', rotation, 0, tenant)
         tenants = tenants - 1
       else
-        local ok = true
+        local ok = not blocked[tenant]
         local limits = redis.call('HMGET', ns .. ':tenant:' .. tenant, 'dispatch_rate', 'max_running')
         local rate = tonumber(limits[1] or default_rate)
         local max_running = tonumber(limits[2] or default_max_running)
@@ -93,9 +101,28 @@ local function take(inflight_key, delayed_key, slots, default_rate, default_max_
           local burst = math.max(1, rate)
           if level + 1 > burst then ok = false; later((level + 1 - burst) / rate) end
         end
+        -- the first of the tenant's next LOOK_AHEAD runs that a route with a free slot can run goes (the head,
+        -- unless it waits for workers that can run it: then it does not hold back the runs behind it)
+        -- (route slots only go down during a pass: a tenant none of whose runs fit is not looked at again)
+        local route, run_id = nil, nil
         if ok then
-          local run_id = head[1]
+          route = place(ns .. ':run:' .. head[1])
+          if route ~= nil then
+            run_id = head[1]
+          else
+            for _, candidate in ipairs(redis.call('ZRANGE', backlog, 1, LOOK_AHEAD - 1)) do
+              route = place(ns .. ':run:' .. candidate)
+              if route ~= nil then run_id = candidate; break end
+            end
+          end
+          if route == nil then ok = false; blocked[tenant] = true end
+        end
+        if ok then
           local run = ns .. ':run:' .. run_id
+          local digest = routes[route][1]
+          routes[route][2] = routes[route][2] - 1
+          redis.call('SADD', ns .. ':routed:' .. digest, run_id)
+          redis.call('HSET', run, 'routed', digest)
           redis.call('ZREM', backlog, run_id)
           local dispatch = redis.call('HINCRBY', run, 'dispatches', 1)
           redis.call('HSET', run, 'dispatched_at', string.format('%.6f', now))
@@ -110,6 +137,7 @@ local function take(inflight_key, delayed_key, slots, default_rate, default_max_
           taken[#taken + 1] = tostring(dispatch)
           taken[#taken + 1] = priority
           taken[#taken + 1] = redis.call('HGET', run, 'timeout') or ''
+          taken[#taken + 1] = digest
 
           room = room - 1
           misses = 0
@@ -132,7 +160,7 @@ end
 _TAKE = (
     LUA_TAKE
     + """
--- KEYS: INFLIGHT, DELAYED. ARGV: slots of ready workers, default dispatch rate, default max running.
+-- KEYS: INFLIGHT, DELAYED. ARGV: routes of the ready workers, default dispatch rate, default max running.
 local taken, wait, waiting = take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 return {taken, tostring(wait), waiting}
 """
@@ -145,6 +173,7 @@ class Dispatched:
     dispatch: int  # the run's dispatch number: its RQ job carries it
     priority: str
     timeout: float | None  # the run's own time limit, if recorded
+    route: str = ANY  # the capability set whose workers' queue it goes to (dispatcher.routing.lua)
 
 
 @dataclass(frozen=True)
@@ -161,9 +190,11 @@ class Dispatcher:
         self.max_running = max_running
         self._take = redis.register_script(_TAKE)
 
-    def take(self, slots: int) -> Taken:
-        """Take the runs that go to RQ now, given how many runs the ready workers can hold in all."""
-        raw = self._take(keys=[keys.INFLIGHT, keys.DELAYED], args=[slots, self.dispatch_rate, self.max_running])
+    def take(self, routes: str | int) -> Taken:
+        """Take the runs that go to RQ now, given the slots of the ready workers by route
+        (:func:`dispatcher.routing.lua.encode_routes`; a number: slots of workers without a capability set)."""
+        args: list[str | float | int] = [as_routes(routes), self.dispatch_rate, self.max_running]
+        raw = self._take(keys=[keys.INFLIGHT, keys.DELAYED], args=args)
         return parse_taken(raw[0], raw[1], raw[2])
 
 
@@ -172,8 +203,8 @@ def parse_taken(taken: list[bytes | str], wait: bytes | str, waiting: int | str 
     flat = [_s(v) for v in taken]
     seconds = float(_s(wait))
     runs = [
-        Dispatched(flat[i], int(flat[i + 1]), flat[i + 2], float(flat[i + 3]) if flat[i + 3] else None)
-        for i in range(0, len(flat), 4)
+        Dispatched(flat[i], int(flat[i + 1]), flat[i + 2], float(flat[i + 3]) if flat[i + 3] else None, flat[i + 4])
+        for i in range(0, len(flat), 5)
     ]
     return Taken(runs, seconds if seconds >= 0 else None, bool(int(waiting)))
 

@@ -17,6 +17,7 @@ from rq.queue import EnqueueData
 from dispatcher import metrics
 from dispatcher.connections import Connections
 from dispatcher.fleet import WorkerInfo, read_workers
+from dispatcher.routing.lua import ANY, encode_routes, route_queue
 from dispatcher.scheduling.dispatch import Dispatched, Dispatcher, Taken
 from dispatcher.settings import Settings
 
@@ -35,6 +36,7 @@ class Handout:
         self.settings = settings
         self.conns = conns
         self.queue = Queue(settings.queue_name, connection=conns.raw)
+        self._queues: dict[str, Queue] = {ANY: self.queue}
         self.dispatcher = Dispatcher(conns.text, dispatch_rate=settings.dispatch_rate, max_running=settings.max_running)
         self._workers: list[WorkerInfo] = []
         self._workers_read = -SLOTS_MAX_AGE
@@ -51,9 +53,13 @@ class Handout:
         """Runs the ready workers can hold in all (the sum of their pipeline depths)."""
         return sum(w.slots for w in self.workers(fresh=fresh) if w.ready)
 
+    def ready_routes(self, *, fresh: bool = False) -> str:
+        """The ready workers' slots by capability set, as the dispatch script reads them."""
+        return encode_routes(self.workers(fresh=fresh))
+
     def dispatch(self, *, fresh: bool = False) -> Taken:
         """Hand what may go now to RQ: what went, and seconds until something blocked may move by itself."""
-        taken = self.dispatcher.take(self.ready_slots(fresh=fresh))
+        taken = self.dispatcher.take(self.ready_routes(fresh=fresh))
         if taken.runs:
             self.enqueue(taken.runs)
         return taken
@@ -61,8 +67,12 @@ class Handout:
     def enqueue(self, runs: list[Dispatched]) -> None:
         """Put the RQ jobs of runs just taken on the queue, in one round trip."""
         # If we die between take and this, the reaper dispatches the runs again after dispatch_timeout.
+        by_route: dict[str, list[Dispatched]] = {}
+        for run in runs:
+            by_route.setdefault(run.route, []).append(run)
         with self.conns.raw.pipeline(transaction=True) as rq_pipe:
-            self.queue.enqueue_many([self._job(run) for run in runs], pipeline=rq_pipe)
+            for route, routed in by_route.items():
+                self._queue(route).enqueue_many([self._job(run) for run in routed], pipeline=rq_pipe)
             rq_pipe.execute()
         self.count(runs)
 
@@ -81,6 +91,12 @@ class Handout:
         writes = [list(args) for args, _options in pipe.command_stack]
         pipe.reset()
         return writes
+
+    def _queue(self, route: str) -> Queue:
+        """The RQ queue of a route: the shared one, or the one of a capability set's workers."""
+        if route not in self._queues:
+            self._queues[route] = Queue(route_queue(self.settings.queue_name, route), connection=self.conns.raw)
+        return self._queues[route]
 
     def _job(self, run: Dispatched) -> EnqueueData:
         return self.queue.prepare_data(

@@ -20,6 +20,7 @@ from redis import Redis
 from dispatcher import keys, metrics
 from dispatcher.backoff import full_jitter
 from dispatcher.lease import LUA_BACK_IN_LINE, Leases, RequeueResult, back_in_line_keys
+from dispatcher.routing.lua import LUA_UNROUTE
 from dispatcher.runs import Run, RunStore
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,18 @@ return 1
 """
 )
 
-_FORGET = """
+_FORGET = (
+    LUA_UNROUTE
+    + """
 -- a run that ended (or expired) but is still listed in flight. KEYS: run, INFLIGHT, tenant inflight
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
+unroute(KEYS[1], ARGV[1])
 return 1
 """
+)
 
 
 @dataclass(frozen=True)

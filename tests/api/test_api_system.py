@@ -30,6 +30,10 @@ def test_workers_health(client: TestClient, fake_conns: Connections) -> None:
         "runs": [],
         "slots": 2,
         "last_seen": a["last_seen"],
+        "capabilities": None,
+        "models": None,
+        "nodes": None,
+        "checkpoint": None,
     }
     assert b["health"] == "healthy" and b["state"] == "busy" and b["current_run"] == "abc123"
     assert b["runs"] == ["abc123", "def456"] and b["slots"] == 3  # one executing, one posted behind it

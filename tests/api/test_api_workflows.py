@@ -26,7 +26,8 @@ def test_get_workflow(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["id"] == "invert"
-    assert set(body) == {"id", "description", "params"}
+    assert set(body) == {"id", "description", "params", "capable_workers"}
+    assert body["capable_workers"] is None  # no worker has said what its ComfyUI can run
     assert set(body["params"]) == {"width", "height", "color"}
 
 

@@ -48,7 +48,7 @@ def api(redis_url: str) -> Iterator[Api]:
 def test_a_submission_with_room_is_on_rqs_queue_as_rq_itself_would_put_it(api: Api) -> None:
     raw, queue = api.conns.raw, api.settings.queue_name
     done = api.submitter.accept(
-        "invert", {"params": {"width": 8}}, take_slots=1, enqueue_writes=api.handout.enqueue_writes
+        "invert", {"params": {"width": 8}}, take_routes=1, enqueue_writes=api.handout.enqueue_writes
     )
     run = done.run
     assert done.handed and done.taken is not None
@@ -68,7 +68,7 @@ def test_a_submission_with_room_is_on_rqs_queue_as_rq_itself_would_put_it(api: A
 
 
 def test_without_room_nothing_is_enqueued(api: Api) -> None:
-    done = api.submitter.accept("invert", {}, take_slots=0, enqueue_writes=api.handout.enqueue_writes)
+    done = api.submitter.accept("invert", {}, take_routes=0, enqueue_writes=api.handout.enqueue_writes)
     assert not done.handed and done.taken is not None and done.taken.runs == []
     assert api.conns.raw.llen(f"rq:queue:{api.settings.queue_name}") == 0 and not api.conns.raw.keys("rq:job:*")
     assert api.conns.text.zscore(keys.backlog("default", "normal"), done.run.id) is not None

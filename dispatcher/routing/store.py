@@ -1,0 +1,130 @@
+"""Capability sets in Redis, and the fleet's view of them.
+
+A worker publishes its ComfyUI's :class:`~dispatcher.routing.capabilities.Capabilities` under their digest
+(``keys.capabilities``), once per distinct set, and names the digest in its heartbeat (``caps``); each beat
+renews the set's expiry, so a set no live worker has goes away by itself. A set's content never changes under
+its digest: a process caches what it read forever.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+from redis import Redis
+
+from dispatcher import keys
+from dispatcher.errors import NoCapableWorker
+from dispatcher.fleet import WorkerInfo
+from dispatcher.routing.capabilities import KNOWN_LOADERS, Capabilities, Gap, Needs, merged_loaders, missing
+from dispatcher.settings import Settings
+
+
+def capability_keys(digest: str) -> tuple[str, str]:
+    """The keys of a capability set: its record (JSON) and its items (a set the dispatch script reads); each
+    heartbeat of a worker that has it renews both."""
+    return keys.capabilities(digest), keys.capabilities(digest) + ":items"
+
+
+def capabilities_ttl(settings: Settings) -> int:
+    """How long a capability set outlives the last heartbeat that renewed it."""
+    return max(int(3 * settings.worker_heartbeat), 30)
+
+
+class CapabilityStore:
+    """Capability sets by digest (``redis`` decodes responses); a set read once is kept in memory."""
+
+    def __init__(self, redis: Redis, *, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.ttl = ttl_seconds
+        self._known: dict[str, Capabilities] = {}
+        self._lock = threading.Lock()
+
+    def publish(self, capabilities: Capabilities) -> str:
+        """Store ``capabilities`` (if no worker has yet) and return their digest."""
+        digest = capabilities.digest()
+        record, items = capability_keys(digest)
+        pipe = self.redis.pipeline(transaction=True)
+        if not self.redis.exists(items):
+            pipe.set(record, capabilities.to_json())
+            for start in range(0, len(capabilities.items()), 1000):
+                pipe.sadd(items, *capabilities.items()[start : start + 1000])
+        for key in (record, items):
+            pipe.expire(key, self.ttl)
+        pipe.execute()
+        with self._lock:
+            self._known[digest] = capabilities
+        return digest
+
+    def get_many(self, digests: Iterable[str]) -> dict[str, Capabilities]:
+        """The sets of ``digests`` that exist (those read before come from memory)."""
+        wanted = sorted({d for d in digests if d})
+        with self._lock:
+            found = {d: self._known[d] for d in wanted if d in self._known}
+        unread = [d for d in wanted if d not in found]
+        if unread:
+            texts: list[str | None] = self.redis.mget([keys.capabilities(d) for d in unread])  # type: ignore[assignment]
+            for digest, text in zip(unread, texts, strict=True):
+                if text:
+                    found[digest] = Capabilities.from_json(text)
+            with self._lock:
+                self._known.update({d: found[d] for d in unread if d in found})
+        return found
+
+
+class FleetCapabilities:
+    """What the workers alive can run, for the checks made at submit time."""
+
+    def __init__(self, store: CapabilityStore, workers: Callable[[], list[WorkerInfo]]) -> None:
+        self.store = store
+        self.workers = workers  # the alive workers (a cached read: dispatcher.scheduling.handout.Handout.workers)
+        # What was derived from the last list of workers (the same list object while the caller's cache holds):
+        # a batch of a thousand runs derives it once.
+        self._seen: tuple[list[WorkerInfo], dict[str, Capabilities], dict[str, dict[str, str]]] | None = None
+        self._gaps: dict[str, list[Gap] | None] = {}
+
+    def _view(self) -> tuple[dict[str, Capabilities], dict[str, dict[str, str]]]:
+        workers = self.workers()
+        seen = self._seen
+        if seen is None or seen[0] is not workers:
+            sets = self.store.get_many(w.caps for w in workers if w.state != "offline")
+            loaders = {cls: dict(inputs) for cls, inputs in KNOWN_LOADERS.items()}
+            for cls, inputs in merged_loaders(sets.values()).items():
+                loaders.setdefault(cls, {}).update(inputs)
+            seen = self._seen = (workers, sets, loaders)
+            self._gaps = {}
+        return seen[1], seen[2]
+
+    def sets(self) -> dict[str, Capabilities]:
+        """The capability sets of the workers alive (those that published one)."""
+        return self._view()[0]
+
+    def loaders(self) -> dict[str, dict[str, str]]:
+        """Which inputs name model files, as the fleet's ComfyUIs say, with ComfyUI's own loaders."""
+        return self._view()[1]
+
+    def check(self, workflow: str, needs: Needs) -> None:
+        """NoCapableWorker naming what is missing when no set of the fleet covers ``needs``; nothing when one
+        does, or when no worker has published a set (a fleet not started yet: nothing to judge by)."""
+        sets = self.sets()
+        key = needs.to_text()
+        if key not in self._gaps:
+            self._gaps[key] = _nearest_gaps(sets, needs)
+        gaps = self._gaps[key]
+        if gaps:
+            raise NoCapableWorker(workflow, [(gap.name, gap.folder) for gap in gaps])
+
+    def capable(self, needs: Needs) -> list[WorkerInfo]:
+        """The workers alive whose ComfyUI has everything ``needs`` asks for."""
+        sets = self.sets()
+        return [w for w in self.workers() if w.caps in sets and not missing(sets[w.caps], needs)]
+
+
+def _nearest_gaps(sets: dict[str, Capabilities], needs: Needs) -> list[Gap] | None:
+    """None when a set covers ``needs`` or there is no set; else the gaps of the set that lacks least."""
+    if not sets:
+        return None
+    gaps_by_set = [missing(capabilities, needs) for capabilities in sets.values()]
+    if any(not gaps for gaps in gaps_by_set):
+        return None
+    return min(gaps_by_set, key=lambda gaps: (len(gaps), [str(g) for g in gaps]))

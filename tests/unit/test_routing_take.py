@@ -1,0 +1,189 @@
+"""Routing in the dispatch script (fakeredis): a run goes only to a route whose capability set has what it needs,
+the one with the most free slots; a route's slots count its own runs in flight; every way out of flight frees
+the slot; a run no ready set can run waits, queued, and the others go on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dispatcher import keys
+from dispatcher.connections import Connections
+from dispatcher.errors import NoCapableWorker
+from dispatcher.fleet import WorkerInfo
+from dispatcher.registry import Registry
+from dispatcher.routing.capabilities import Capabilities, Needs
+from dispatcher.routing.lua import ANY, as_routes, encode_routes, route_queue
+from dispatcher.routing.store import CapabilityStore, FleetCapabilities
+from dispatcher.runs import Run
+from dispatcher.submit import Submitter
+from tests.unit.dispatch_helpers import Bench
+
+TXT2IMG_NODES = frozenset(
+    {"KSampler", "CheckpointLoaderSimple", "EmptyLatentImage", "CLIPTextEncode", "VAEDecode", "SaveImage"}
+)
+INVERT_NODES = frozenset({"EmptyImage", "ImageInvert", "SaveImage"})
+
+
+def holding(*checkpoints: str, nodes: frozenset[str] = TXT2IMG_NODES | INVERT_NODES) -> Capabilities:
+    return Capabilities(nodes=nodes, models={"checkpoints": frozenset(checkpoints)})
+
+
+def worker(name: str, caps: str, slots: int = 1, state: str = "idle") -> WorkerInfo:
+    return WorkerInfo(name, "http://c", True, state, "", 0.0, slots=slots, caps=caps)
+
+
+class Fleet:
+    """Workers as the API's handout sees them, with capability sets published in (fake) Redis."""
+
+    def __init__(self, conns: Connections) -> None:
+        self.store = CapabilityStore(conns.text, ttl_seconds=60)
+        self.workers: list[WorkerInfo] = []
+
+    def add(self, name: str, capabilities: Capabilities, slots: int = 1) -> str:
+        digest = self.store.publish(capabilities)
+        self.workers = [*self.workers, worker(name, digest, slots)]
+        return digest
+
+    def view(self) -> FleetCapabilities:
+        return FleetCapabilities(self.store, lambda: self.workers)
+
+
+@pytest.fixture
+def fleet(fake_conns: Connections) -> Fleet:
+    return Fleet(fake_conns)
+
+
+@pytest.fixture
+def bench(fake_conns: Connections, fleet: Fleet) -> Bench:
+    bench = Bench.build(fake_conns)
+    bench.submitter = Submitter(
+        fake_conns.text, Registry.load(bench.settings.workflows_dir), bench.settings, fleet=fleet.view()
+    )
+    return bench
+
+
+def txt2img(bench: Bench, checkpoint: str, **body: Any) -> Run:
+    return bench.submitter.submit("txt2img", {"params": {"prompt": "a cat", "checkpoint": checkpoint}, **body})
+
+
+def take(bench: Bench, fleet: Fleet) -> list[tuple[str, str]]:
+    """(run id, route) of each run taken now."""
+    return [(d.run_id, d.route) for d in bench.dispatcher.take(encode_routes(fleet.workers)).runs]
+
+
+def test_each_run_goes_to_a_set_that_holds_its_checkpoint(bench: Bench, fleet: Fleet) -> None:
+    a = fleet.add("wa", holding("a.safetensors", "c.safetensors"), slots=4)
+    b = fleet.add("wb", holding("b.safetensors", "c.safetensors"), slots=4)
+    runs = {ckpt: txt2img(bench, ckpt).id for ckpt in ("a.safetensors", "b.safetensors")}
+    taken = dict(take(bench, fleet))
+    assert taken == {runs["a.safetensors"]: a, runs["b.safetensors"]: b}
+    assert bench.run(runs["a.safetensors"]).checkpoint == "checkpoints/a.safetensors"
+
+
+def test_a_common_checkpoint_goes_where_most_slots_are_free(bench: Bench, fleet: Fleet) -> None:
+    a = fleet.add("wa", holding("a.safetensors", "c.safetensors"), slots=1)
+    b = fleet.add("wb", holding("b.safetensors", "c.safetensors"), slots=3)
+    ids = [txt2img(bench, "c.safetensors").id for _ in range(4)]
+    assert [route for _, route in take(bench, fleet)] == [b, b, a, b]
+    assert take(bench, fleet) == []  # every slot of both sets holds a run
+    assert sorted(r for r, _ in take(bench, fleet)) == [] and {bench.run(i).status for i in ids} == {"queued"}
+
+
+def test_a_run_whose_set_is_full_waits_and_others_pass_it(bench: Bench, fleet: Fleet) -> None:
+    a = fleet.add("wa", holding("a.safetensors"), slots=1)
+    b = fleet.add("wb", holding("b.safetensors"), slots=1)
+    first_a = txt2img(bench, "a.safetensors", priority="high").id
+    assert take(bench, fleet) == [(first_a, a)]
+    second_a = txt2img(bench, "a.safetensors", priority="high").id  # its set is full: it waits
+    other = bench.submitter.submit("txt2img", {"params": {"prompt": "x", "checkpoint": "b.safetensors"}}, tenant="t2")
+    assert take(bench, fleet) == [(other.id, b)]
+    assert bench.run(second_a).status == "queued"
+
+
+@pytest.mark.parametrize("way_out", ["complete", "cancel_queued", "release", "requeue"])
+def test_every_way_out_of_flight_frees_the_routes_slot(bench: Bench, fleet: Fleet, way_out: str) -> None:
+    a = fleet.add("wa", holding("a.safetensors"), slots=1)
+    first = txt2img(bench, "a.safetensors").id
+    second = txt2img(bench, "a.safetensors").id
+    assert take(bench, fleet) == [(first, a)]
+    assert bench.conns.text.smembers(f"{keys.NS}:routed:{a}") == {first}
+    run = bench.run(first)
+    if way_out == "cancel_queued":
+        from dispatcher.cancel import Canceller
+
+        Canceller(bench.conns.text, run_ttl_seconds=60).cancel(run)
+    else:
+        claim = bench.leases.claim(first, "wa", 1)
+        assert claim.lease is not None
+        if way_out == "complete":
+            bench.leases.complete(claim.lease, bench.run(first), "succeeded", outputs=[])
+        elif way_out == "release":
+            bench.leases.release(claim.lease, bench.run(first))
+        else:
+            bench.leases.requeue(claim.lease, bench.run(first), error={"type": "x"}, delay=3600)
+    assert bench.conns.text.scard(f"{keys.NS}:routed:{a}") == 0
+    assert "routed" not in bench.conns.text.hgetall(keys.run(first))
+    taken = take(bench, fleet)
+    expected = first if way_out == "release" else second  # a run handed back is first in line again
+    assert taken == [(expected, a)]
+
+
+def test_no_ready_set_that_can_run_it_keeps_it_queued(bench: Bench, fleet: Fleet) -> None:
+    fleet.add("wa", holding("a.safetensors"), slots=2)
+    bench.settings = bench.settings.model_copy(update={"unservable_runs": "queue"})
+    bench.submitter.settings = bench.settings
+    waiting = txt2img(bench, "z.safetensors").id  # accepted: queued until a worker holding z comes
+    served = txt2img(bench, "a.safetensors").id
+    assert [r for r, _ in take(bench, fleet)] == [served]
+    z = fleet.add("wz", holding("z.safetensors"))
+    assert take(bench, fleet) == [(waiting, z)]
+
+
+def test_a_run_no_worker_can_run_is_refused_naming_the_nearest_gap(bench: Bench, fleet: Fleet) -> None:
+    fleet.add("wa", holding("a.safetensors"))
+    fleet.add("wb", holding("b.safetensors", nodes=INVERT_NODES))
+    with pytest.raises(NoCapableWorker) as refused:
+        txt2img(bench, "z.safetensors")
+    assert refused.value.missing == [("z.safetensors", "checkpoints")]
+    assert bench.conns.text.zcard(keys.backlog("default", "normal")) == 0  # nothing queued
+
+
+def test_without_published_sets_every_worker_takes_anything(bench: Bench, fleet: Fleet) -> None:
+    fleet.workers = [worker("old", "", slots=2)]
+    ids = [txt2img(bench, "z.safetensors").id, bench.submit().id]
+    assert take(bench, fleet) == [(ids[0], ANY), (ids[1], ANY)]
+
+
+def test_invert_needs_no_model_and_goes_to_any_set_with_its_nodes(bench: Bench, fleet: Fleet) -> None:
+    fleet.add("wt", holding("a.safetensors", nodes=TXT2IMG_NODES), slots=3)  # no ImageInvert
+    i = fleet.add("wi", holding(nodes=INVERT_NODES), slots=1)
+    run = bench.submit()
+    assert Needs.from_text(bench.run(run.id).needs).models == frozenset()
+    assert take(bench, fleet) == [(run.id, i)]
+
+
+@pytest.mark.parametrize(
+    ("workers", "expected"),
+    [
+        ([], ""),
+        ([worker("w1", "d1", 2), worker("w2", "d1", 2), worker("w3", "d2", 1)], "d1:4,d2:1"),
+        ([worker("w1", "", 2), worker("w2", "d2", 1, state="paused")], "-:2"),
+        ([worker("w1", "d1", 2, state="draining"), worker("w2", "d1", 1, state="busy")], "d1:1"),
+    ],
+)
+def test_encode_routes(workers: list[WorkerInfo], expected: str) -> None:
+    assert encode_routes(workers) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [(3, "-:3"), (0, "-:0"), (-1, "-:0"), ("d:2", "d:2")])
+def test_as_routes(value: int | str, expected: str) -> None:
+    assert as_routes(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"), [(ANY, "comfy-dispatch"), ("", "comfy-dispatch"), ("abc", "comfy-dispatch:caps:abc")]
+)
+def test_route_queue(route: str, expected: str) -> None:
+    assert route_queue("comfy-dispatch", route) == expected
