@@ -39,6 +39,7 @@ def list_workers(redis: Redis, *, now: float, capabilities: CapabilityStore) -> 
                 models=caps.model_counts() if caps is not None else None,
                 nodes=len(caps.nodes) if caps is not None else None,
                 checkpoint=worker.checkpoint or None,
+                warmup_error=worker.warmup_error or None,
             )
         )
     return views

@@ -73,10 +73,12 @@ class WorkerView(BaseModel):
     name: str
     comfyui_url: str | None = Field(description="null once the worker's record has expired (offline)")
     health: Literal["healthy", "unhealthy", "offline"] = Field(description="whether its ComfyUI answers")
-    state: Literal["idle", "busy", "paused", "draining", "offline"] = Field(
+    state: Literal["idle", "busy", "paused", "draining", "warming", "offline"] = Field(
         description="paused: its ComfyUI does not answer, so it takes no run until it does; "
-        "draining: it is stopping, finishing the runs it holds"
+        "draining: it is stopping, finishing the runs it holds; warming: it runs its warm-up workflow "
+        "(COMFY_DISPATCH_WARMUP_WORKFLOW) and takes no run until that succeeded"
     )
+    warmup_error: str | None = Field(None, description="why its warm-up failed (it takes no run; tried again)")
     current_run: str | None = Field(description="the run its ComfyUI executes now (else the first one it holds)")
     runs: list[str] = Field(
         default_factory=list, description="the runs it holds: executing, posted behind it, or being stored"

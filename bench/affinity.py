@@ -94,14 +94,18 @@ def main() -> None:
                 results[affinity].append(
                     measure(Path(tmp) / f"{r}-{affinity}", args.runs, args.load_seconds, affinity=affinity)
                 )
-    print(f"{args.runs} txt2img runs alternating checkpoints a and b, 2 workers holding both, "
-          f"{args.load_seconds:g} s per checkpoint load\n")
+    print(
+        f"{args.runs} txt2img runs alternating checkpoints a and b, 2 workers holding both, "
+        f"{args.load_seconds:g} s per checkpoint load\n"
+    )
     print("| routing | seconds, median (range) | checkpoint loads |\n|---|---|---|")
     for affinity, label in ((True, "capability + affinity"), (False, "capability only (affinity off)")):
         times = [t for t, _ in results[affinity]]
         loads = [n for _, n in results[affinity]]
-        print(f"| {label} | {statistics.median(times):.1f} ({min(times):.1f}-{max(times):.1f}) | "
-              f"{statistics.median(loads):g} |")
+        print(
+            f"| {label} | {statistics.median(times):.1f} ({min(times):.1f}-{max(times):.1f}) | "
+            f"{statistics.median(loads):g} |"
+        )
     ratios = [a[0] / b[0] for a, b in zip(results[True], results[False], strict=True)]
     print(f"\ntime with affinity / without: {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
 

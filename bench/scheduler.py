@@ -7,12 +7,14 @@
 * dispatch: ``Dispatcher.take`` over a backlog spread across many tenants and three priorities
   (round-robin, limits, fencing numbers), alone and together with the RQ enqueue the scheduler does;
   and routed: every run needs 7 node classes and one of 21 checkpoints, which a fleet of 1,000 workers
-  (2 slots each) in 10 capability sets holds, each set 2 checkpoints of its own and one common to all.
+  (2 slots each) in 10 capability sets holds, each set 2 checkpoints of its own and one common to all; each
+  pass has the free slots of 25 workers picked at random; with model affinity each worker is a route.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import tempfile
 import threading
@@ -26,9 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dispatcher import keys  # noqa: E402
 from dispatcher.admission import Admission  # noqa: E402
 from dispatcher.connections import Connections  # noqa: E402
+from dispatcher.fleet import WorkerInfo  # noqa: E402
 from dispatcher.redis_server import RedisServer, find_redis_binary  # noqa: E402
 from dispatcher.registry import Registry  # noqa: E402
 from dispatcher.routing.capabilities import Capabilities, Needs  # noqa: E402
+from dispatcher.routing.lua import encode_routes  # noqa: E402
 from dispatcher.routing.store import CapabilityStore  # noqa: E402
 from dispatcher.runs import PRIORITIES, new_run  # noqa: E402
 from dispatcher.scheduling.dispatch import Dispatcher  # noqa: E402
@@ -73,15 +77,17 @@ SETS = 10
 WORKERS_PER_SET = 100
 
 
-def publish_fleet(redis: Redis) -> str:
-    """10 capability sets of 100 workers with 2 slots each, as the dispatch script's routes."""
+def publish_fleet(redis: Redis) -> list[WorkerInfo]:
+    """10 capability sets of 100 workers with 2 slots each (each with one of its set's checkpoints loaded)."""
     store = CapabilityStore(redis, ttl_seconds=3600)
-    routes = []
+    fleet = []
     for k in range(SETS):
-        files = frozenset({f"own-{k}-a.safetensors", f"own-{k}-b.safetensors", "common.safetensors"})
-        digest = store.publish(Capabilities(nodes=NODES | {f"Custom{k}"}, models={"checkpoints": files}))
-        routes.append(f"{digest}:{2 * WORKERS_PER_SET}")
-    return ",".join(routes)
+        files = [f"own-{k}-a.safetensors", f"own-{k}-b.safetensors", "common.safetensors"]
+        digest = store.publish(Capabilities(nodes=NODES | {f"Custom{k}"}, models={"checkpoints": frozenset(files)}))
+        for w in range(WORKERS_PER_SET):
+            loaded = f"checkpoints/{files[w % 3]}"
+            fleet.append(WorkerInfo(f"w{k}-{w}", "", True, "idle", "", 0.0, slots=2, caps=digest, checkpoint=loaded))
+    return fleet
 
 
 def needs_of_run(i: int) -> str:
@@ -107,19 +113,27 @@ def fill_backlogs(redis: Redis, runs: int, tenants: int, *, routed: bool = False
     pipe.execute()
 
 
-def dispatch_rate(url: str, runs: int, tenants: int, *, with_rq: bool, routed: bool = False) -> float:
+def dispatch_rate(
+    url: str, runs: int, tenants: int, *, with_rq: bool, routed: bool = False, affinity: bool = False
+) -> float:
     conns = Connections.from_url(url)
     fill_backlogs(conns.text, runs, tenants, routed=routed)
-    routes: str | int = publish_fleet(conns.text) if routed else 50
+    fleet = publish_fleet(conns.text) if routed else []
     scheduler = Scheduler(load_settings({}, redis_url=url), conns)
     dispatcher = Dispatcher(conns.text, dispatch_rate=0, max_running=0)
-    dispatched = 0
+    picks = random.Random(7)
+    dispatched = idle = 0
     start = time.perf_counter()
     while dispatched < runs:
-        # Routed, the fleet's 2,000 slots would take everything at once: 50 a pass, as the unrouted case.
-        taken = dispatcher.take(routes if not routed else _first_slots(routes, 50))  # type: ignore[arg-type]
+        # 50 free slots a pass, as the unrouted case: routed, those of 25 workers of the fleet, picked at random
+        # (the fleet's 2,000 slots would take everything at once).
+        routes: str | int = encode_routes(picks.sample(fleet, 25), affinity=affinity) if routed else 50
+        taken = dispatcher.take(routes)
         if not taken.runs:
-            raise RuntimeError(f"dispatched only {dispatched} of {runs}")
+            idle += 1  # routed: the last runs may need sets none of the picked workers has; pick again
+            if idle > 100:
+                raise RuntimeError(f"dispatched only {dispatched} of {runs}")
+            continue
         if with_rq:
             scheduler.handout.enqueue(taken.runs)
         dispatched += len(taken.runs)
@@ -132,13 +146,6 @@ def dispatch_rate(url: str, runs: int, tenants: int, *, with_rq: bool, routed: b
     elapsed = time.perf_counter() - start
     conns.close()
     return dispatched / elapsed
-
-
-def _first_slots(routes: str, slots: int) -> str:
-    """The routes with ``slots`` free in all, spread evenly (each set gets its share)."""
-    parts = routes.split(",")
-    share = max(1, slots // len(parts))
-    return ",".join(f"{part.split(':')[0]}:{share}" for part in parts)
 
 
 def main() -> None:
@@ -162,6 +169,10 @@ def main() -> None:
                 (
                     f"dispatches/s, take only, routed: 1,000 workers in {SETS} capability sets",
                     dispatch_rate(server.url, args.runs, args.tenants, with_rq=False, routed=True),
+                ),
+                (
+                    "dispatches/s, take only, routed with model affinity (a route per worker)",
+                    dispatch_rate(server.url, args.runs, args.tenants, with_rq=False, routed=True, affinity=True),
                 ),
             ]
         finally:

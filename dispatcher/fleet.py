@@ -14,6 +14,7 @@ class WorkerMode:
     BUSY = "busy"  # holds runs (and may have room for more: see slots)
     PAUSED = "paused"  # its ComfyUI does not answer: it takes no run
     DRAINING = "draining"  # stopping: finishes the runs it holds, takes no new one
+    WARMING = "warming"  # running its warm-up workflow (or its warm-up failed: see warmup_error): takes no run
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class WorkerInfo:
     slots: int = 1  # runs it may hold at once (its pipeline depth)
     runs: tuple[str, ...] = ()  # the runs it holds, in the order it took them
     caps: str = ""  # the digest of its ComfyUI's capability set (dispatcher.routing), '' before it published one
+    warmup_error: str = ""  # why its warm-up failed ('' when it did not, or has not yet)
     checkpoint: str = ""  # the diffusion model its ComfyUI last ran ("checkpoints/x.safetensors"), '' for none
 
     @property
@@ -58,6 +60,7 @@ def read_workers(redis: Redis, *, since: float) -> list[WorkerInfo]:
                 runs=tuple(r for r in state.get("runs", "").split(",") if r),
                 caps=state.get("caps", ""),
                 checkpoint=state.get("checkpoint", ""),
+                warmup_error=state.get("warmup_error", ""),
             )
         )
     return sorted(workers, key=lambda w: w.name)

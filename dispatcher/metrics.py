@@ -67,6 +67,12 @@ RUNS_COMPLETED = Counter(
 )
 RUN_RETRIES = Counter(PREFIX + "run_retries", "Attempts that failed transiently and were queued again.", ["reason"])
 RUNS_DISPATCHED = Counter(PREFIX + "runs_dispatched", "Runs handed to RQ by the scheduler.", ["priority"])
+RUNS_ROUTED = Counter(
+    PREFIX + "runs_routed",
+    "Runs dispatched, by whether their worker had their checkpoint loaded (hit), must load it (switch), or "
+    "neither is known (none: no checkpoint, or affinity off).",
+    ["model"],
+)
 WEBHOOK_DELIVERIES = Counter(PREFIX + "webhook_deliveries", "Webhook delivery attempts, by outcome.", ["outcome"])
 OUTPUT_BYTES = Counter(PREFIX + "output_bytes", "Bytes of run outputs stored.")
 GPU_SECONDS = Counter(
@@ -101,6 +107,8 @@ for _reason in RETRY_REASONS:
     RUN_RETRIES.labels(_reason)
 for _priority in PRIORITIES:
     RUNS_DISPATCHED.labels(_priority.value)
+for _model in ("hit", "switch", "none"):
+    RUNS_ROUTED.labels(_model)
 for _outcome in OUTCOMES:
     WEBHOOK_DELIVERIES.labels(_outcome)
 

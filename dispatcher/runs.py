@@ -18,6 +18,7 @@ from typing import Any
 from redis import Redis
 
 from dispatcher import keys
+from dispatcher.routing.capabilities import checkpoint_tag
 
 
 class RunStatus(StrEnum):
@@ -122,6 +123,8 @@ class Run:
             **({"batch": self.batch_id} if self.batch_id else {}),
             **({"needs": self.needs} if self.needs else {}),
             **({"checkpoint": self.checkpoint} if self.checkpoint else {}),
+            # how the dispatch script compares it with the checkpoint a worker has loaded (dispatcher.routing)
+            **({"checkpoint_tag": checkpoint_tag(self.checkpoint)} if self.checkpoint else {}),
         }
 
     @classmethod

@@ -62,6 +62,19 @@ class Settings(BaseModel):
     dispatch_rate: float = Field(0.0, ge=0, description="default dispatch rate per tenant, runs/s (0: no limit)")
     max_running: int = Field(0, ge=0, description="default most runs in flight per tenant (0: no limit)")
     max_queued: int = Field(100_000, ge=0, description="default most queued runs per tenant (0: no limit)")
+    model_affinity: bool = Field(
+        True, description="send a run to a worker whose ComfyUI has its checkpoint loaded, when one can take it"
+    )
+    affinity_wait_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="longest a run waits for a busy worker that has its checkpoint loaded while another capable "
+        "one is free (0: never waits)",
+    )
+    warmup_workflow: str = Field(
+        "", description="a workflow each worker runs on its ComfyUI before it takes runs ('' for none)"
+    )
+    warmup_params: str = Field("{}", description="the warm-up workflow's parameters, a JSON object")
     unservable_runs: Literal["refuse", "queue"] = Field(
         "refuse",
         description="a run no worker's ComfyUI can run (a node class, a model file missing): refused at submit "

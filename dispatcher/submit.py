@@ -87,7 +87,7 @@ if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], 'submit') end
 if ARGV[12] ~= '' then
   local taken, wait, waiting = take(KEYS[12], KEYS[13], ARGV[12], ARGV[13], ARGV[14])
   local handed = 0
-  for i = 1, #taken, 5 do
+  for i = 1, #taken, 6 do
     if writes > 0 and taken[i] == ARGV[1] and taken[i + 1] == '1' then
       -- the writes name the shared queue: a run routed to a capability set goes to that set's queue
       local queue, key = ARGV[16], 'rq:queue:' .. ARGV[16]

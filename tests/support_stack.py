@@ -18,7 +18,7 @@ class LocalStack:
 
     With ``comfyui_urls``, the workers drive those ComfyUIs (a real one, say) and no fake is started.
     ``fake_models`` gives each fake its model files (folder -> files, as ``FakeComfy(models=...)``), one entry
-    per fake in order.
+    per fake in order; ``model_load_seconds`` makes each fake's first prompt after a checkpoint change slower.
     """
 
     def __init__(
@@ -32,6 +32,7 @@ class LocalStack:
         start_workers: bool = True,
         comfyui_urls: list[str] | None = None,
         fake_models: list[dict[str, list[str]]] | None = None,
+        model_load_seconds: float = 0.0,
     ) -> None:
         self.redis_url = redis_url
         self.tmp = tmp
@@ -53,7 +54,12 @@ class LocalStack:
             []
             if comfyui_urls
             else [
-                FakeComfy(tmp / f"fake-{i}", exec_seconds, models=fake_models[i] if fake_models else None)
+                FakeComfy(
+                    tmp / f"fake-{i}",
+                    exec_seconds,
+                    models=fake_models[i] if fake_models else None,
+                    model_load_seconds=model_load_seconds,
+                )
                 for i in range(workers)
             ]
         )

@@ -25,6 +25,12 @@ from dispatcher.storage import OutputStore, make_store
 from worker.pipeline import Pipeline, Runners
 
 
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class WorkerState:
     """What the RQ loop, the runs' threads, the heartbeat and the cancel watcher share."""
@@ -36,6 +42,8 @@ class WorkerState:
     caps: str = ""  # the digest of its ComfyUI's capability set as last published ('' before the first)
     caps_read_at: float | None = None  # time.monotonic() of that discovery; None: read again at the next beat
     caps_failing: bool = False  # the last read failed (said once in the log, not at every beat)
+    warm: threading.Event = field(default_factory=_set_event)  # clear while warming up (worker.warmup)
+    warmup_error: str = ""  # why the last warm-up failed
     checkpoint: str = ""  # the diffusion model of the last run posted ("checkpoints/x.safetensors"), '' for none
 
 

@@ -50,6 +50,8 @@ def _write_state(ctx: WorkerContext, healthy: bool) -> None:
         state = WorkerMode.DRAINING
     elif not healthy:
         state = WorkerMode.PAUSED
+    elif not ctx.state.warm.is_set():
+        state = WorkerMode.WARMING
     else:
         state = WorkerMode.BUSY if held else WorkerMode.IDLE
     caps = ctx.state.caps
@@ -70,6 +72,7 @@ def _write_state(ctx: WorkerContext, healthy: bool) -> None:
             "queue": ctx.settings.queue_name,
             "caps": caps,
             "checkpoint": ctx.state.checkpoint,
+            "warmup_error": ctx.state.warmup_error,
         },
     )
     pipe.expire(keys.worker(ctx.name), ttl)

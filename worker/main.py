@@ -26,13 +26,15 @@ from rq.job import Job
 
 from dispatcher import metrics
 from dispatcher.errors import ComfyUIError
-from dispatcher.routing.lua import ANY, route_queue
+from dispatcher.routing.lua import route_of, route_queue
+from dispatcher.scheduling.recovery import Reaper
 from dispatcher.settings import Settings
 from worker import capabilities, context, heartbeat, names
 from worker import runner as runner  # RQ's job function: imported now, not by the first job it pops
 from worker.cancel_watch import CancelWatcher
 from worker.context import WorkerContext
 from worker.keeper import LeaseKeeper
+from worker.warmup import Warmer
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +47,12 @@ RQ_BOOKKEEPING_SECONDS = 1.0
 ROUTE_RECHECK_SECONDS = 5
 
 
-def queue_names(settings: Settings, caps: str) -> list[str]:
+def queue_names(settings: Settings, caps: str, name: str) -> list[str]:
     """The RQ queue a worker takes runs from: its capability set's (dispatcher.routing), or the shared one while
     it has none. One queue: RQ then moves each job with BLMOVE into its intermediate list, which a SIGKILL
     cannot lose (with several it pops with BLPOP); a run whose job was on the queue left behind (the set
     changed) is dispatched again by the reaper after dispatch_timeout."""
-    return [route_queue(settings.queue_name, caps or ANY)]
+    return [route_queue(settings.queue_name, route_of(caps, name, affinity=settings.model_affinity))]
 
 
 class DispatchWorker(SimpleWorker):  # type: ignore[misc]
@@ -140,6 +142,10 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
                 if self._stop_requested:
                     return None
             log.info("resumed: ComfyUI %s answers again", ctx.client.base_url)
+        while not ctx.state.warm.wait(PAUSED_RECHECK_SECONDS):  # warming up (worker.warmup): no run yet
+            self.heartbeat()
+            if self._stop_requested:
+                return None
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     @property
@@ -150,7 +156,7 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
 
     def _listen_to_route(self, ctx: WorkerContext) -> None:
         """Listen to the queue of this worker's capability set (dispatcher.routing), as it is now."""
-        names = queue_names(ctx.settings, ctx.state.caps)
+        names = queue_names(ctx.settings, ctx.state.caps, ctx.name)
         if [q.name for q in self.queues] != names:
             self.queues = [Queue(name, connection=self.connection) for name in names]
             self._ordered_queues = self.queues[:]
@@ -179,6 +185,31 @@ def _clear_orphans(ctx: WorkerContext) -> None:
         log.warning("took %d prompt(s) left by an earlier run of this worker out of ComfyUI's queue", len(orphans))
 
 
+def _hand_back_unpopped(ctx: WorkerContext, queues: list[Queue]) -> None:
+    """Runs dispatched to this worker's own queue (model affinity) that it never popped go back to their backlogs
+    now, at their old place, for another worker: not after the reaper's dispatch_timeout."""
+    own = [q for q in queues if "@" in q.name]
+    if not own:
+        return
+    reaper = Reaper(
+        ctx.conns.text,
+        ctx.leases,
+        dispatch_timeout=ctx.settings.dispatch_timeout,
+        retry_base=ctx.settings.retry_base,
+        retry_cap=ctx.settings.retry_cap,
+    )
+    handed = 0
+    for queue in own:
+        for job_id in queue.get_job_ids():
+            run_id, _, dispatch = job_id.rpartition("-d")
+            run = ctx.runs.get(run_id)
+            if run is not None and str(run.dispatches) == dispatch and reaper.redispatch(run):
+                handed += 1
+            queue.remove(job_id)
+    if handed:
+        log.info("handed back %d run(s) dispatched to this worker that it had not taken yet", handed)
+
+
 def run_worker(settings: Settings, name: str | None = None, *, burst: bool = False) -> None:
     """Serve runs until SIGINT/SIGTERM (the current run finishes first)."""
     worker_name = name or default_name(settings.comfyui_url)
@@ -195,13 +226,17 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
     # Before the first heartbeat marks it ready, so the scheduler knows at once what it can run. A ComfyUI down
     # now is read once it answers (the heartbeat); the worker starts anyway.
     capabilities.refresh(ctx)
+    if settings.warmup_workflow:
+        ctx.state.warm.clear()  # not ready before the warm-up has run (worker.warmup.Warmer)
     heartbeat.beat(ctx)
     _clear_orphans(ctx)
-    threads: list[heartbeat.Heartbeat | CancelWatcher | LeaseKeeper] = [
+    threads: list[heartbeat.Heartbeat | CancelWatcher | LeaseKeeper | Warmer] = [
         heartbeat.Heartbeat(ctx),
         CancelWatcher(ctx),
         LeaseKeeper(ctx.leases, ctx.pipeline, settings.lease_seconds),
     ]
+    if not ctx.state.warm.is_set():
+        threads.append(Warmer(ctx))
     for thread in threads:
         thread.start()
     log.info(
@@ -211,11 +246,15 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
         settings.queue_name,
         settings.pipeline_depth,
     )
-    queues = [Queue(name, connection=ctx.conns.raw) for name in queue_names(settings, ctx.state.caps)]
+    queues = [Queue(name, connection=ctx.conns.raw) for name in queue_names(settings, ctx.state.caps, worker_name)]
     rq_worker = DispatchWorker(queues, connection=ctx.conns.raw, name=worker_name)
     try:
         rq_worker.work(burst=burst, logging_level=settings.log_level)
         heartbeat.drain(ctx)
+        try:
+            _hand_back_unpopped(ctx, rq_worker.queues)
+        except RedisError as exc:  # the reaper hands them back after dispatch_timeout
+            log.warning("could not hand back the runs dispatched to this worker: %s", exc)
         # The run executing on ComfyUI is finished; the ones posted behind it go back to their backlogs for
         # another worker, so a stop takes one run's time at most (the grace periods in deploy/ count on it).
         for held in ctx.pipeline.runs():

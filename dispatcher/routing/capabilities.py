@@ -130,6 +130,11 @@ def from_comfyui(object_info: Mapping[str, Any], folders: Mapping[str, Iterable[
     )
 
 
+def checkpoint_tag(checkpoint: str) -> str:
+    """How routes name a checkpoint ("checkpoints/a.safetensors"): a short sha1, '-' for none."""
+    return hashlib.sha1(checkpoint.encode()).hexdigest()[:12] if checkpoint else "-"
+
+
 @dataclass(frozen=True)
 class Needs:
     """What a run needs of a ComfyUI: node classes, and (folder, file) of every model its loaders name."""

@@ -44,19 +44,19 @@ LUA_TAKE = (
     + "}\n"
     + """
 -- take(INFLIGHT, DELAYED, routes of the ready workers (dispatcher.routing.lua), default dispatch rate, default
--- max running): {run id, dispatch, priority, timeout, route per run taken}, wait (seconds until a blocked
+-- max running): {run id, dispatch, priority, timeout, route, model per run taken}, wait (seconds until a blocked
 -- backlog may move; -1: none), and whether runs still wait (1) or not (0)
 local function take(inflight_key, delayed_key, routes_text, default_rate, default_max_running)
   local ns = NS
   local clock = redis.call('TIME')
   local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-  local routes, place, free_room = routes_of(routes_text)
-  local room = free_room()
   local taken = {}
   local wait = -1
   local function later(seconds)
     if seconds > 0 and (wait < 0 or seconds < wait) then wait = seconds end
   end
+  local routes, place, took, free_room = routes_of(routes_text, now, later)
+  local room = free_room()
   -- retries whose backoff ended go back into their backlog at their original place (creation time)
   for _, run_id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now)) do
     redis.call('ZREM', delayed_key, run_id)
@@ -81,12 +81,15 @@ local function take(inflight_key, delayed_key, routes_text, default_rate, defaul
     while room > 0 and tenants > 0 and misses < tenants do
       local tenant = redis.call('LMOVE', rotation, rotation, 'LEFT', 'RIGHT')
       local backlog = ns .. ':backlog:' .. tenant .. ':' .. priority
-      local head = redis.call('ZRANGE', backlog, 0, 0, 'WITHSCORES')
-      if #head == 0 then
+      local head = {}
+      if not blocked[tenant] then head = redis.call('ZRANGE', backlog, 0, 0, 'WITHSCORES') end
+      if blocked[tenant] then
+        misses = misses + 1  -- none of its next runs fits a free slot (slots only go down during a pass)
+      elseif #head == 0 then
         redis.call('LREM', rotation, 0, tenant)
         tenants = tenants - 1
       else
-        local ok = not blocked[tenant]
+        local ok = true
         local limits = redis.call('HMGET', ns .. ':tenant:' .. tenant, 'dispatch_rate', 'max_running')
         local rate = tonumber(limits[1] or default_rate)
         local max_running = tonumber(limits[2] or default_max_running)
@@ -104,14 +107,14 @@ local function take(inflight_key, delayed_key, routes_text, default_rate, defaul
         -- the first of the tenant's next LOOK_AHEAD runs that a route with a free slot can run goes (the head,
         -- unless it waits for workers that can run it: then it does not hold back the runs behind it)
         -- (route slots only go down during a pass: a tenant none of whose runs fit is not looked at again)
-        local route, run_id = nil, nil
+        local route, run_id, checkpoint, model = nil, nil, nil, nil
         if ok then
-          route = place(ns .. ':run:' .. head[1])
+          route, checkpoint, model = place(ns .. ':run:' .. head[1])
           if route ~= nil then
             run_id = head[1]
           else
             for _, candidate in ipairs(redis.call('ZRANGE', backlog, 1, LOOK_AHEAD - 1)) do
-              route = place(ns .. ':run:' .. candidate)
+              route, checkpoint, model = place(ns .. ':run:' .. candidate)
               if route ~= nil then run_id = candidate; break end
             end
           end
@@ -120,7 +123,7 @@ local function take(inflight_key, delayed_key, routes_text, default_rate, defaul
         if ok then
           local run = ns .. ':run:' .. run_id
           local digest = routes[route][1]
-          routes[route][2] = routes[route][2] - 1
+          took(route, checkpoint)
           redis.call('SADD', ns .. ':routed:' .. digest, run_id)
           redis.call('HSET', run, 'routed', digest)
           redis.call('ZREM', backlog, run_id)
@@ -138,6 +141,7 @@ local function take(inflight_key, delayed_key, routes_text, default_rate, defaul
           taken[#taken + 1] = priority
           taken[#taken + 1] = redis.call('HGET', run, 'timeout') or ''
           taken[#taken + 1] = digest
+          taken[#taken + 1] = model
 
           room = room - 1
           misses = 0
@@ -174,6 +178,7 @@ class Dispatched:
     priority: str
     timeout: float | None  # the run's own time limit, if recorded
     route: str = ANY  # the capability set whose workers' queue it goes to (dispatcher.routing.lua)
+    model: str = "none"  # its worker has its checkpoint loaded ('hit'), must load it ('switch'), or neither known
 
 
 @dataclass(frozen=True)
@@ -203,8 +208,15 @@ def parse_taken(taken: list[bytes | str], wait: bytes | str, waiting: int | str 
     flat = [_s(v) for v in taken]
     seconds = float(_s(wait))
     runs = [
-        Dispatched(flat[i], int(flat[i + 1]), flat[i + 2], float(flat[i + 3]) if flat[i + 3] else None, flat[i + 4])
-        for i in range(0, len(flat), 5)
+        Dispatched(
+            flat[i],
+            int(flat[i + 1]),
+            flat[i + 2],
+            float(flat[i + 3]) if flat[i + 3] else None,
+            flat[i + 4],
+            flat[i + 5],
+        )
+        for i in range(0, len(flat), 6)
     ]
     return Taken(runs, seconds if seconds >= 0 else None, bool(int(waiting)))
 

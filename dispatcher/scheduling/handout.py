@@ -55,7 +55,10 @@ class Handout:
 
     def ready_routes(self, *, fresh: bool = False) -> str:
         """The ready workers' slots by capability set, as the dispatch script reads them."""
-        return encode_routes(self.workers(fresh=fresh))
+        settings = self.settings
+        return encode_routes(
+            self.workers(fresh=fresh), affinity=settings.model_affinity, affinity_wait=settings.affinity_wait_seconds
+        )
 
     def dispatch(self, *, fresh: bool = False) -> Taken:
         """Hand what may go now to RQ: what went, and seconds until something blocked may move by itself."""
@@ -79,6 +82,7 @@ class Handout:
     def count(self, runs: list[Dispatched]) -> None:
         for run in runs:
             metrics.RUNS_DISPATCHED.labels(run.priority).inc()
+            metrics.RUNS_ROUTED.labels(run.model).inc()
         log.debug("dispatched %d run(s)", len(runs))
 
     def enqueue_writes(self, run: Dispatched) -> list[list[Any]]:

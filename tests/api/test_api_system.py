@@ -34,6 +34,7 @@ def test_workers_health(client: TestClient, fake_conns: Connections) -> None:
         "models": None,
         "nodes": None,
         "checkpoint": None,
+        "warmup_error": None,
     }
     assert b["health"] == "healthy" and b["state"] == "busy" and b["current_run"] == "abc123"
     assert b["runs"] == ["abc123", "def456"] and b["slots"] == 3  # one executing, one posted behind it

@@ -39,6 +39,8 @@ from tests.api.helpers import TestClient, beat, finish_run, start_run, store_out
 from tests.api.test_api_events import use_fake_event_redis
 from tests.conftest import fake_connections
 
+pytestmark = pytest.mark.serial
+
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
 # The runs the fixture makes, under the ids path parameters are drawn from.
 SUCCEEDED, FAILED, RUNNING, QUEUED = RUNS = ("run-succeeded", "run-failed", "run-running", "run-queued")

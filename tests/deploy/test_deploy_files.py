@@ -54,6 +54,7 @@ COUNTERS = {
     "comfy_dispatch_output_bytes_total",
     "comfy_dispatch_gpu_seconds_total",
     "comfy_dispatch_model_switches_total",
+    "comfy_dispatch_runs_routed_total",
 }
 HISTOGRAMS = {
     "comfy_dispatch_queue_wait_seconds",

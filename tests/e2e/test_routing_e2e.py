@@ -79,9 +79,7 @@ def test_runs_go_only_to_workers_that_hold_their_checkpoint(redis_url: str, tmp_
         for run, checkpoint in zip(runs, wanted, strict=True):
             assert run is not None and run.attempts == 1, (run.id, run.attempts, run.error)
             assert checkpoint in holds[run.comfyui_url], (run.id, checkpoint, run.comfyui_url)
-        # The common checkpoint went to both kinds of workers; no fake refused a prompt.
-        c_hosts = {r.comfyui_url for r, c in zip(runs, wanted, strict=True) if r and c == "c.safetensors"}
-        assert len(c_hosts) >= 2
+        # No fake refused a prompt.
         assert all(fake.stats()["failed"] == 0 for fake in stack.fakes)
         assert sum(fake.stats()["executed"] for fake in stack.fakes) == RUNS
         assert redis.zcard(keys.INFLIGHT) == 0

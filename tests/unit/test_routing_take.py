@@ -4,6 +4,7 @@ the slot; a run no ready set can run waits, queued, and the others go on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from dispatcher.connections import Connections
 from dispatcher.errors import NoCapableWorker
 from dispatcher.fleet import WorkerInfo
 from dispatcher.registry import Registry
-from dispatcher.routing.capabilities import Capabilities, Needs
+from dispatcher.routing.capabilities import Capabilities, Needs, checkpoint_tag
 from dispatcher.routing.lua import ANY, as_routes, encode_routes, route_queue
 from dispatcher.routing.store import CapabilityStore, FleetCapabilities
 from dispatcher.runs import Run
@@ -168,16 +169,23 @@ def test_invert_needs_no_model_and_goes_to_any_set_with_its_nodes(bench: Bench, 
     ("workers", "expected"),
     [
         ([], ""),
-        ([worker("w1", "d1", 2), worker("w2", "d1", 2), worker("w3", "d2", 1)], "d1:4,d2:1"),
-        ([worker("w1", "", 2), worker("w2", "d2", 1, state="paused")], "-:2"),
-        ([worker("w1", "d1", 2, state="draining"), worker("w2", "d1", 1, state="busy")], "d1:1"),
+        ([worker("w1", "d1", 2), worker("w2", "d1", 2), worker("w3", "d2", 1)], "0|d1 4 -,d2 1 -"),
+        ([worker("w1", "", 2), worker("w2", "d2", 1, state="paused")], "0|- 2 -"),
+        ([worker("w1", "d1", 2, state="draining"), worker("w2", "d1", 1, state="busy")], "0|d1 1 -"),
     ],
 )
 def test_encode_routes(workers: list[WorkerInfo], expected: str) -> None:
     assert encode_routes(workers) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [(3, "-:3"), (0, "-:0"), (-1, "-:0"), ("d:2", "d:2")])
+def test_encode_routes_with_affinity_names_each_worker_and_its_checkpoint() -> None:
+    loaded = replace(worker("w1", "d1", 2), checkpoint="checkpoints/a.safetensors")
+    workers = [loaded, worker("w2", "d1", 1), worker("old", "", 1)]
+    tag = checkpoint_tag("checkpoints/a.safetensors")
+    assert encode_routes(workers, affinity=True, affinity_wait=2.5) == f"2.5|- 1 -,d1@w1 2 {tag},d1@w2 1 -"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(3, "0|- 3 -"), (0, "0|- 0 -"), (-1, "0|- 0 -"), ("x", "x")])
 def test_as_routes(value: int | str, expected: str) -> None:
     assert as_routes(value) == expected
 
@@ -187,3 +195,77 @@ def test_as_routes(value: int | str, expected: str) -> None:
 )
 def test_route_queue(route: str, expected: str) -> None:
     assert route_queue("comfy-dispatch", route) == expected
+
+
+# -- model affinity --------------------------------------------------------------------------------------------------
+
+
+def affine(bench: Bench, fleet: Fleet, wait: float = 10.0) -> list[tuple[str, str]]:
+    """(run id, route) of each run taken now, routes per worker with their checkpoints (as the handout sends)."""
+    routes = encode_routes(fleet.workers, affinity=True, affinity_wait=wait)
+    return [(d.run_id, d.route) for d in bench.dispatcher.take(routes).runs]
+
+
+def end(bench: Bench, run_id: str) -> None:
+    claim = bench.leases.claim(run_id, "w", bench.run(run_id).dispatches)
+    assert claim.lease is not None
+    bench.leases.complete(claim.lease, bench.run(run_id), "succeeded", outputs=[])
+
+
+def test_alternating_checkpoints_stay_on_the_worker_that_has_them_loaded(bench: Bench, fleet: Fleet) -> None:
+    both = holding("a.safetensors", "b.safetensors")
+    digest = fleet.add("w1", both)
+    fleet.add("w2", both)
+    w1, w2 = f"{digest}@w1", f"{digest}@w2"
+    ids = [txt2img(bench, "ab"[i % 2] + ".safetensors").id for i in range(8)]
+    # Nothing loaded yet: a to one worker, b to the other (a fresh worker before a switch).
+    first = affine(bench, fleet)
+    assert [r for r, _ in first] == ids[:2] and {route for _, route in first} == {w1, w2}
+    on = dict(first)
+    a_route, b_route = on[ids[0]], on[ids[1]]
+    # From then on each checkpoint goes where it was loaded, whichever worker frees a slot first.
+    route_of_run = {i: (a_route if n % 2 == 0 else b_route) for n, i in enumerate(ids)}
+    for done, following in ((ids[0], ids[2]), (ids[1], ids[3]), (ids[3], ids[5]), (ids[2], ids[4])):
+        end(bench, done)
+        assert affine(bench, fleet) == [(following, route_of_run[following])]
+    assert {a_route, b_route} == {w1, w2}
+
+
+def test_a_run_waits_a_bounded_time_for_the_worker_with_its_checkpoint(bench: Bench, fleet: Fleet) -> None:
+    both = holding("a.safetensors", "b.safetensors")
+    fleet.add("w1", both)
+    fleet.add("w2", both)
+    first_a, first_b = txt2img(bench, "a.safetensors").id, txt2img(bench, "b.safetensors").id
+    assert len(affine(bench, fleet)) == 2
+    end(bench, first_b)  # the b worker is free, the a worker busy
+    waiting = txt2img(bench, "a.safetensors").id
+    taken = bench.dispatcher.take(encode_routes(fleet.workers, affinity=True, affinity_wait=10.0))
+    assert taken.runs == [] and taken.wait is not None and 9.0 < taken.wait <= 10.0  # woken when the wait is up
+    # Its wait is over (it was created long enough ago): it switches the free worker to a.
+    bench.conns.text.hset(keys.run(waiting), "created_at", "1000")
+    assert [r for r, _ in affine(bench, fleet)] == [waiting]
+    assert first_a
+
+
+def test_a_checkpoint_no_worker_has_loaded_goes_at_once(bench: Bench, fleet: Fleet) -> None:
+    both = holding("a.safetensors", "b.safetensors", "c.safetensors")
+    fleet.add("w1", both)
+    fleet.add("w2", both)
+    a, b = txt2img(bench, "a.safetensors").id, txt2img(bench, "b.safetensors").id
+    assert len(affine(bench, fleet)) == 2
+    end(bench, a)
+    c = txt2img(bench, "c.safetensors").id
+    assert [r for r, _ in affine(bench, fleet)] == [c]
+    assert b
+
+
+def test_each_run_taken_says_whether_its_checkpoint_was_loaded(bench: Bench, fleet: Fleet) -> None:
+    both = holding("a.safetensors", "b.safetensors")
+    fleet.add("w1", both)
+    a1, a2, b1 = (txt2img(bench, c).id for c in ("a.safetensors", "a.safetensors", "b.safetensors"))
+    routes = encode_routes(fleet.workers, affinity=True, affinity_wait=0)
+    assert [(d.run_id, d.model) for d in bench.dispatcher.take(routes).runs] == [(a1, "none")]  # nothing loaded
+    end(bench, a1)
+    assert [(d.run_id, d.model) for d in bench.dispatcher.take(routes).runs] == [(a2, "hit")]
+    end(bench, a2)
+    assert [(d.run_id, d.model) for d in bench.dispatcher.take(routes).runs] == [(b1, "switch")]
