@@ -36,6 +36,11 @@ class OutputView(BaseModel):
     size: int = Field(description="bytes")
 
 
+class MissingView(BaseModel):
+    name: str = Field(description="a node class, or a model file")
+    folder: str | None = Field(description="the model folder of a file; null for a node class")
+
+
 class RunView(BaseModel):
     id: str
     workflow: str
@@ -62,6 +67,11 @@ class RunView(BaseModel):
         "its workflow's recent GPU-seconds; null when ended, or with no basis (no ready worker, no run of it yet)",
     )
     batch_id: str | None = Field(None, description="the batch submission that created it (POST /v1/runs/batch)")
+    waiting_for: list[MissingView] | None = Field(
+        None,
+        description="(GET /v1/runs/{id}) queued, and no ready worker's ComfyUI can run it: what the nearest one "
+        "lacks (node classes, model files with their folder; empty when no worker is ready); null otherwise",
+    )
 
 
 class QueuesView(BaseModel):

@@ -21,7 +21,7 @@ import anyio.to_thread
 from fastapi import Header, Query
 from redis.exceptions import RedisError
 
-from api.models import RunView
+from api.models import MissingView, RunView
 from api.services import Services
 from api.views import Links, run_view
 from dispatcher import idempotency, keys, metrics, ratelimit
@@ -30,6 +30,7 @@ from dispatcher.apikeys import Principal
 from dispatcher.binding import refuse_options
 from dispatcher.errors import OutputNotFound, ParameterError, RateLimited, RunNotFound, TooManyWaits
 from dispatcher.eta import eta_seconds
+from dispatcher.routing.capabilities import Needs
 from dispatcher.runs import Output, Run, RunStatus, run_of
 from dispatcher.submit import Submission
 from dispatcher.uploads import Uploads, check_run_images
@@ -281,7 +282,15 @@ def view(svc: Services, run: Run, links: Links) -> RunView:
         mean: str | None = svc.conns.text.hget(keys.WORKFLOW_SECONDS, run.workflow)  # type: ignore[assignment]
         workers = sum(1 for w in svc.handout.workers() if w.ready)
         eta = eta_seconds(position=position, workers=workers, mean_seconds=float(mean) if mean else None)
-    return run_view(run, queue_position=position, links=links, eta_seconds=eta)
+    return run_view(run, queue_position=position, links=links, eta_seconds=eta, waiting_for=waiting_for(svc, run))
+
+
+def waiting_for(svc: Services, run: Run) -> list[MissingView] | None:
+    """What no ready worker has for a queued run (see RunView.waiting_for); None when one can run it."""
+    if run.status is not RunStatus.QUEUED or not run.needs:
+        return None
+    gaps = svc.submitter.fleet.lacking(Needs.from_text(run.needs)) if svc.submitter.fleet is not None else None
+    return None if gaps is None else [MissingView(name=g.name, folder=g.folder or None) for g in gaps]
 
 
 async def view_async(svc: Services, run: Run, links: Links) -> RunView:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from fastapi import Request
 
-from api.models import OutputView, RunView
+from api.models import MissingView, OutputView, RunView
 from dispatcher.runs import Output, Run
 from dispatcher.storage import OutputStore
 
@@ -47,7 +47,14 @@ class Links:
         return f"{self.base}/v1/runs/{quote(run_id, safe='')}/outputs/{quote(output.filename, safe='')}"
 
 
-def run_view(run: Run, *, queue_position: int | None, links: Links, eta_seconds: float | None = None) -> RunView:
+def run_view(
+    run: Run,
+    *,
+    queue_position: int | None,
+    links: Links,
+    eta_seconds: float | None = None,
+    waiting_for: list[MissingView] | None = None,
+) -> RunView:
     """The native API's view of a run (``GET /v1/runs/{id}``)."""
     return RunView(
         id=run.id,
@@ -78,5 +85,6 @@ def run_view(run: Run, *, queue_position: int | None, links: Links, eta_seconds:
         cached_from=run.cached_from or None,
         gpu_seconds=round(run.gpu_seconds, 3),
         eta_seconds=eta_seconds,
+        waiting_for=waiting_for,
         batch_id=run.batch_id or None,
     )

@@ -114,6 +114,15 @@ class FleetCapabilities:
         if gaps:
             raise NoCapableWorker(workflow, [(gap.name, gap.folder) for gap in gaps])
 
+    def lacking(self, needs: Needs) -> list[Gap] | None:
+        """None when a ready worker can run ``needs``; else what the nearest ready worker's set lacks (empty when
+        no worker that published a set is ready)."""
+        workers = [w for w in self.workers() if w.ready]
+        if any(not w.caps for w in workers):
+            return None  # a worker that published no set takes anything
+        sets = self.store.get_many(w.caps for w in workers)
+        return _nearest_gaps(sets, needs) if sets else []
+
     def capable(self, needs: Needs) -> list[WorkerInfo]:
         """The workers alive whose ComfyUI has everything ``needs`` asks for."""
         sets = self.sets()

@@ -83,3 +83,18 @@ def test_runs_go_only_to_workers_that_hold_their_checkpoint(redis_url: str, tmp_
         assert all(fake.stats()["failed"] == 0 for fake in stack.fakes)
         assert sum(fake.stats()["executed"] for fake in stack.fakes) == RUNS
         assert redis.zcard(keys.INFLIGHT) == 0
+
+
+def test_a_run_kept_queued_for_a_capable_worker_says_what_it_waits_for(redis_url: str, tmp_path: Path) -> None:
+    env = {"COMFY_DISPATCH_UNSERVABLE_RUNS": "queue"}
+    with LocalStack(redis_url, tmp_path, workers=1, fake_models=[HOLDS_A], env=env) as stack:
+        wait_for_sets(stack.api, 1)
+        reply = requests.post(f"{stack.api}/v1/workflows/txt2img/runs", json=txt2img("z.safetensors"), timeout=10)
+        assert reply.status_code == 202, reply.text
+        time.sleep(1.0)  # a worker that could would have taken it
+        run = requests.get(f"{stack.api}/v1/runs/{reply.json()['id']}", timeout=10).json()
+        assert run["status"] == "queued" and run["waiting_for"] == [{"name": "z.safetensors", "folder": "checkpoints"}]
+        served = requests.post(
+            f"{stack.api}/v1/workflows/txt2img/runs?wait=30", json=txt2img("a.safetensors"), timeout=40
+        )
+        assert served.json()["status"] == "succeeded" and served.json()["waiting_for"] is None

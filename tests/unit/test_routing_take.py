@@ -269,3 +269,15 @@ def test_each_run_taken_says_whether_its_checkpoint_was_loaded(bench: Bench, fle
     assert [(d.run_id, d.model) for d in bench.dispatcher.take(routes).runs] == [(a2, "hit")]
     end(bench, a2)
     assert [(d.run_id, d.model) for d in bench.dispatcher.take(routes).runs] == [(b1, "switch")]
+
+
+def test_what_a_waiting_run_lacks_is_said_of_the_ready_workers(fleet: Fleet) -> None:
+    fleet.add("wa", holding("a.safetensors"))
+    needs = Needs(TXT2IMG_NODES, frozenset({("checkpoints", "z.safetensors")}))
+    view = fleet.view()
+    assert [(g.name, g.folder) for g in view.lacking(needs) or []] == [("z.safetensors", "checkpoints")]
+    assert view.lacking(Needs(TXT2IMG_NODES, frozenset({("checkpoints", "a.safetensors")}))) is None
+    fleet.workers = [replace(w, state="paused") for w in fleet.workers]
+    assert FleetCapabilities(fleet.store, lambda: fleet.workers).lacking(needs) == []  # no worker is ready
+    fleet.workers = [*fleet.workers, worker("old", "")]
+    assert FleetCapabilities(fleet.store, lambda: fleet.workers).lacking(needs) is None  # takes anything
