@@ -77,6 +77,12 @@ class RunView(BaseModel):
 class QueuesView(BaseModel):
     queues: dict[str, int] = Field(description="queued runs per priority: high, normal, low")
     total: int
+    waiting_for_capability: int = Field(
+        0,
+        description="queued runs no ready worker's ComfyUI can run now (a node class or model file missing; "
+        "COMFY_DISPATCH_UNSERVABLE_RUNS=queue, or the last capable worker left), of at most 10,000 looked at; "
+        "0 while no ready worker has published what it can run",
+    )
 
 
 class WorkerView(BaseModel):

@@ -37,6 +37,8 @@ from dispatcher.errors import (
 )
 from dispatcher.fleet import WorkerInfo, read_workers
 from dispatcher.ratelimit import leak
+from dispatcher.routing.store import CapabilityStore, FleetCapabilities, capabilities_ttl
+from dispatcher.routing.waiting import count_unservable
 from dispatcher.runs import PRIORITIES
 from dispatcher.settings import Settings
 from dispatcher.tenants import DEFAULT_TENANT
@@ -176,6 +178,7 @@ class Snapshot:
     admission: dict[str, float] = field(default_factory=dict)  # tenant -> level of its fullest API key bucket
     dispatch: dict[str, float] = field(default_factory=dict)  # tenant -> level of its dispatch bucket
     webhook_backlog: int = 0
+    waiting_for_capability: int = 0  # queued runs no ready worker can run (dispatcher.routing.waiting)
 
 
 def read_snapshot(
@@ -248,6 +251,9 @@ def read_snapshot(
         snap.admission[tenant] = max(levels, default=0.0)
         snap.dispatch[tenant] = _level(dispatch_bucket, float(dispatch_rate or settings.dispatch_rate), snap.now)
     snap.workers = read_workers(redis, since=snap.now - WORKER_WINDOW_SECONDS)
+    if any(w.caps for w in snap.workers):  # routing by capability: some queued run may have no worker to go to
+        fleet = FleetCapabilities(CapabilityStore(redis, ttl_seconds=capabilities_ttl(settings)), lambda: snap.workers)
+        snap.waiting_for_capability = count_unservable(redis, fleet).runs
     return snap
 
 
@@ -308,7 +314,12 @@ def families(snap: Snapshot) -> list[Metric]:
         dispatch.add_metric([tenant], level)
     webhooks = gauge("webhook_backlog", "Webhook deliveries not done yet (relay lag, queued, scheduled retries).")
     webhooks.add_metric([], snap.webhook_backlog)
-    return [depth, oldest, in_flight, dead, workers, slots, up, admission, dispatch, webhooks]
+    unservable = gauge(
+        "runs_waiting_for_capability",
+        "Queued runs no ready worker's ComfyUI can run now (of at most 10,000 looked at).",
+    )
+    unservable.add_metric([], snap.waiting_for_capability)
+    return [depth, oldest, in_flight, dead, workers, slots, up, admission, dispatch, webhooks, unservable]
 
 
 class RedisCollector(Collector):

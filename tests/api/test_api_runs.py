@@ -117,7 +117,8 @@ def test_queue_positions_and_depths_follow_priority(client: TestClient) -> None:
         run_id: client.get(f"/v1/runs/{run_id}").json()["queue_position"] for run_id in (low, normal1, high, normal2)
     }
     assert positions == {high: 0, normal1: 1, normal2: 2, low: 3}
-    assert client.get("/v1/queues").json() == {"queues": {"high": 1, "normal": 2, "low": 1}, "total": 4}
+    depths = {"queues": {"high": 1, "normal": 2, "low": 1}, "total": 4, "waiting_for_capability": 0}
+    assert client.get("/v1/queues").json() == depths
 
 
 def test_running_run_has_no_queue_position(client: TestClient, fake_conns: Connections) -> None:

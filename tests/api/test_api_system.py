@@ -10,7 +10,8 @@ from tests.api.helpers import TestClient, beat
 
 
 def test_empty_queues(client: TestClient) -> None:
-    assert client.get("/v1/queues").json() == {"queues": {"high": 0, "normal": 0, "low": 0}, "total": 0}
+    empty = {"queues": {"high": 0, "normal": 0, "low": 0}, "total": 0, "waiting_for_capability": 0}
+    assert client.get("/v1/queues").json() == empty
 
 
 def test_workers_health(client: TestClient, fake_conns: Connections) -> None:

@@ -64,6 +64,7 @@ HISTOGRAMS = {
 }
 GAUGES = {
     "comfy_dispatch_queue_depth",
+    "comfy_dispatch_runs_waiting_for_capability",
     "comfy_dispatch_queue_oldest_age_seconds",
     "comfy_dispatch_runs_in_flight",
     "comfy_dispatch_dead_letter_runs",

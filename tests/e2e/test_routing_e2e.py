@@ -94,6 +94,10 @@ def test_a_run_kept_queued_for_a_capable_worker_says_what_it_waits_for(redis_url
         time.sleep(1.0)  # a worker that could would have taken it
         run = requests.get(f"{stack.api}/v1/runs/{reply.json()['id']}", timeout=10).json()
         assert run["status"] == "queued" and run["waiting_for"] == [{"name": "z.safetensors", "folder": "checkpoints"}]
+        queues = requests.get(f"{stack.api}/v1/queues", timeout=10).json()
+        assert queues["total"] == 1 and queues["waiting_for_capability"] == 1, queues
+        metrics = requests.get(f"{stack.api}/metrics", timeout=10).text
+        assert "comfy_dispatch_runs_waiting_for_capability 1.0" in metrics
         served = requests.post(
             f"{stack.api}/v1/workflows/txt2img/runs?wait=30", json=txt2img("a.safetensors"), timeout=40
         )

@@ -281,3 +281,17 @@ def test_what_a_waiting_run_lacks_is_said_of_the_ready_workers(fleet: Fleet) -> 
     assert FleetCapabilities(fleet.store, lambda: fleet.workers).lacking(needs) == []  # no worker is ready
     fleet.workers = [*fleet.workers, worker("old", "")]
     assert FleetCapabilities(fleet.store, lambda: fleet.workers).lacking(needs) is None  # takes anything
+
+
+def test_queued_runs_no_ready_worker_can_run_are_counted(bench: Bench, fleet: Fleet) -> None:
+    from dispatcher.routing.waiting import count_unservable
+
+    fleet.add("wa", holding("a.safetensors"))
+    bench.settings = bench.settings.model_copy(update={"unservable_runs": "queue"})
+    bench.submitter.settings = bench.settings
+    for checkpoint in ("z.safetensors", "z.safetensors", "y.safetensors", "a.safetensors"):
+        txt2img(bench, checkpoint)
+    counted = count_unservable(bench.conns.text, fleet.view())
+    assert (counted.runs, counted.looked_at, counted.complete) == (3, 4, True)
+    partial = count_unservable(bench.conns.text, fleet.view(), limit=2)
+    assert partial.looked_at == 2 and not partial.complete
