@@ -33,10 +33,10 @@ from api.routes import (
 )
 from api.services import Services
 from dispatcher.connections import Connections
-from dispatcher.registry import Registry
 from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore, make_store
 from dispatcher.tenants import DEFAULT_TENANT
+from dispatcher.workflows import Registry
 
 log = logging.getLogger(__name__)
 

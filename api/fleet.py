@@ -8,9 +8,9 @@ from redis import Redis
 from api.models import WorkerView
 from api.views import rfc3339
 from dispatcher.fleet import read_workers
-from dispatcher.registry import Workflow
 from dispatcher.routing.defaults import default_needs
 from dispatcher.routing.store import CapabilityStore, FleetCapabilities
+from dispatcher.workflows import Workflow
 
 # A worker silent for this long is gone for good (scaled down, renamed), not worth listing as offline.
 FORGET_AFTER_SECONDS = 3600.0

@@ -16,7 +16,6 @@ from dispatcher.apikeys import ApiKeyStore
 from dispatcher.batches import BatchStore
 from dispatcher.cancel import Canceller
 from dispatcher.connections import Connections
-from dispatcher.registry import Registry
 from dispatcher.routing.store import CapabilityStore, FleetCapabilities, capabilities_ttl
 from dispatcher.runs import RunStore
 from dispatcher.scheduling.handout import Handout
@@ -26,6 +25,7 @@ from dispatcher.submit import Submitter
 from dispatcher.tenants import TenantStore
 from dispatcher.tokens import TokenStore
 from dispatcher.uploads import run_body_limit
+from dispatcher.workflows import Registry
 
 
 @dataclass(frozen=True)

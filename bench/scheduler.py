@@ -30,7 +30,6 @@ from dispatcher.admission import Admission  # noqa: E402
 from dispatcher.connections import Connections  # noqa: E402
 from dispatcher.fleet import WorkerInfo  # noqa: E402
 from dispatcher.redis_server import RedisServer, find_redis_binary  # noqa: E402
-from dispatcher.registry import Registry  # noqa: E402
 from dispatcher.routing.capabilities import Capabilities, Needs  # noqa: E402
 from dispatcher.routing.lua import encode_routes  # noqa: E402
 from dispatcher.routing.store import CapabilityStore  # noqa: E402
@@ -39,6 +38,7 @@ from dispatcher.scheduling.dispatch import Dispatcher  # noqa: E402
 from dispatcher.scheduling.scheduler import Scheduler  # noqa: E402
 from dispatcher.settings import load_settings  # noqa: E402
 from dispatcher.submit import Submitter  # noqa: E402
+from dispatcher.workflows import Registry  # noqa: E402
 
 
 def admission_rate(url: str, seconds: float, threads: int) -> float:

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dispatcher import keys  # noqa: E402
 from dispatcher.redis_server import RedisServer, find_redis_binary, free_port  # noqa: E402
-from dispatcher.registry import Registry  # noqa: E402
 from dispatcher.settings import load_settings  # noqa: E402
 from dispatcher.submit import Submitter  # noqa: E402
+from dispatcher.workflows import Registry  # noqa: E402
 from tests.support import Proc, wait_http  # noqa: E402
 
 log = logging.getLogger("bench.sse")

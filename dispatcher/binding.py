@@ -23,7 +23,7 @@ from typing import Any
 
 from dispatcher.errors import BadRequest, ParameterError
 from dispatcher.inputs import mark_image_input
-from dispatcher.registry import Param, Workflow, is_link
+from dispatcher.workflows import Param, Workflow, is_link
 
 RUN_OPTION_KEYS = frozenset(
     {

@@ -34,8 +34,8 @@ from dispatcher.errors import ParameterError
 from dispatcher.events import LUA_EMIT
 from dispatcher.idempotency import LUA_IDEMPOTENCY, IdempotencyClaim
 from dispatcher.listing import LUA_INDEX
-from dispatcher.registry import Workflow
 from dispatcher.runs import Run, RunStatus, RunStore
+from dispatcher.workflows import Workflow
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from dispatcher.events import LUA_EMIT
 from dispatcher.idempotency import CONFLICT, LUA_IDEMPOTENCY, REPLAYED, IdempotencyClaim
 from dispatcher.listing import LUA_INDEX, index_horizon
 from dispatcher.pipelining import send_as_made
-from dispatcher.registry import Registry
 from dispatcher.routing.capabilities import needs_of
 from dispatcher.routing.lua import as_routes
 from dispatcher.routing.store import FleetCapabilities
@@ -38,6 +37,7 @@ from dispatcher.runs import PRIORITIES, Priority, Run, RunStore, new_run, new_ru
 from dispatcher.scheduling.dispatch import LUA_TAKE, Dispatched, Taken, parse_taken
 from dispatcher.settings import Settings
 from dispatcher.tenants import DEFAULT_TENANT
+from dispatcher.workflows import Registry
 
 log = logging.getLogger(__name__)
 

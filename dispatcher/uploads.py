@@ -26,9 +26,9 @@ from dispatcher.addresses import AddressNotAllowed, AllowList, Resolver, check_u
 from dispatcher.binding import image_values
 from dispatcher.errors import ParameterError
 from dispatcher.inputs import CONTENT_TYPES, DataImage, UploadImage, UrlImage, base64_size, parse_image
-from dispatcher.registry import Registry, Workflow
 from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore
+from dispatcher.workflows import Registry, Workflow
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from dispatcher.binding import bind
 from dispatcher.errors import ComfyUIError, ComfyUIUnavailable, ComfyUIValidationError, DispatchError
-from dispatcher.registry import Registry
+from dispatcher.workflows import Registry
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)

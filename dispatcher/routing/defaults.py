@@ -11,8 +11,8 @@ from dataclasses import replace
 
 from dispatcher.binding import bind
 from dispatcher.errors import ParameterError
-from dispatcher.registry import Workflow
 from dispatcher.routing.capabilities import KNOWN_LOADERS, Loaders, Needs, needs_of
+from dispatcher.workflows import Workflow
 
 RUN_ID = "capabilities"  # bind() appends a run id to every filename_prefix: any valid one does here
 

@@ -12,11 +12,11 @@ from rq.job import Job
 
 from dispatcher import keys
 from dispatcher.connections import Connections
-from dispatcher.registry import Registry
 from dispatcher.scheduling.dispatch import Dispatched
 from dispatcher.scheduling.handout import JOB_FUNC, Handout
 from dispatcher.settings import Settings, load_settings
 from dispatcher.submit import Submitter
+from dispatcher.workflows import Registry
 
 TIMESTAMPS = {b"created_at", b"enqueued_at", b"last_heartbeat"}
 

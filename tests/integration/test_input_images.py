@@ -18,10 +18,10 @@ from dispatcher import keys
 from dispatcher.errors import ComfyUIError
 from dispatcher.inputs import MARK, DataImage
 from dispatcher.redis_server import free_port
-from dispatcher.registry import Registry
 from dispatcher.runs import Run, RunStatus
 from dispatcher.submit import Submitter
 from dispatcher.uploads import Uploads
+from dispatcher.workflows import Registry
 from tests.integration.conftest import ContextFactory
 from tests.integration.test_runner import execute, final, redispatch
 from tests.support import FakeComfy

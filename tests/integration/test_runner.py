@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from dispatcher import keys
-from dispatcher.registry import Registry
 from dispatcher.runs import Run, RunStatus
 from dispatcher.scheduling.dispatch import Dispatcher
 from dispatcher.submit import Submitter
+from dispatcher.workflows import Registry
 from tests.integration.conftest import ContextFactory
 from tests.support import FakeComfy
 from worker.context import WorkerContext

@@ -17,9 +17,9 @@ from redis import Redis
 
 from api.app import create_app
 from api.routes import events
-from dispatcher.registry import Registry
 from dispatcher.settings import Settings, load_settings
 from dispatcher.submit import Submitter
+from dispatcher.workflows import Registry
 from tests.events_helpers import ApiServer, Life, SseEvent, parse_sse
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]

@@ -15,11 +15,11 @@ from prometheus_client import REGISTRY
 
 from dispatcher import keys
 from dispatcher.fake_comfyui.models import DEFAULT_CHECKPOINTS, MODEL_FOLDERS
-from dispatcher.registry import Registry
 from dispatcher.routing.store import CapabilityStore, capability_keys
 from dispatcher.runs import Run
 from dispatcher.scheduling.dispatch import Dispatcher
 from dispatcher.submit import Submitter
+from dispatcher.workflows import Registry
 from tests.integration.conftest import ContextFactory
 from tests.support import FakeComfy
 from worker import capabilities, heartbeat

@@ -7,12 +7,12 @@ from typing import Any
 
 from dispatcher.connections import Connections
 from dispatcher.lease import Leases
-from dispatcher.registry import Registry
 from dispatcher.runs import Run, RunStore
 from dispatcher.scheduling.dispatch import Dispatcher
 from dispatcher.settings import Settings, load_settings
 from dispatcher.submit import Submitter
 from dispatcher.tenants import TenantStore
+from dispatcher.workflows import Registry
 
 
 @dataclass

@@ -16,9 +16,9 @@ from dispatcher.connections import Connections
 from dispatcher.deadletter import DeadLetters
 from dispatcher.errors import BatchNotFound, Conflict, DispatchError, ParameterError, QueueFull, WorkflowNotFound
 from dispatcher.lease import RequeueResult
-from dispatcher.registry import Registry
 from dispatcher.runs import Run, RunStatus
 from dispatcher.submit import Submission, Submitter
+from dispatcher.workflows import Registry
 from tests.events_helpers import Life
 from tests.unit.dispatch_helpers import Bench
 

@@ -18,7 +18,7 @@ from dispatcher.binding import (
     unique_prefix,
 )
 from dispatcher.errors import BadRequest, ParameterError
-from dispatcher.registry import Param, Workflow
+from dispatcher.workflows import Param, Workflow
 
 SAMPLERS = ("euler", "dpmpp_2m")
 

@@ -14,10 +14,10 @@ from dispatcher.binding import bind
 from dispatcher.cache import CachePlan, cached_run, is_fresh, wants_cache
 from dispatcher.connections import Connections
 from dispatcher.errors import ParameterError
-from dispatcher.registry import Registry
 from dispatcher.runs import Output, RunStatus, new_run
 from dispatcher.settings import load_settings
 from dispatcher.submit import Submitter
+from dispatcher.workflows import Registry
 from tests.events_helpers import Life
 from tests.unit.dispatch_helpers import Bench
 

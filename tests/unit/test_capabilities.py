@@ -11,7 +11,6 @@ import pytest
 
 from dispatcher.fake_comfyui.models import model_folders
 from dispatcher.fake_comfyui.schemas import Catalog, build_schemas
-from dispatcher.registry import Param, Registry, Workflow
 from dispatcher.routing.capabilities import (
     KNOWN_LOADERS,
     Capabilities,
@@ -22,6 +21,7 @@ from dispatcher.routing.capabilities import (
     needs_of,
 )
 from dispatcher.routing.defaults import default_needs
+from dispatcher.workflows import Param, Registry, Workflow
 from tests.conftest import ROOT, TRANSCRIPTS
 from worker.capabilities import due, is_switch
 from worker.context import WorkerState

@@ -13,10 +13,10 @@ from dispatcher import idempotency, keys
 from dispatcher.connections import Connections
 from dispatcher.errors import Conflict, ParameterError, QueueFull
 from dispatcher.idempotency import fingerprint, parse_key
-from dispatcher.registry import Registry
 from dispatcher.runs import RunStatus
 from dispatcher.settings import load_settings
 from dispatcher.submit import Submitter
+from dispatcher.workflows import Registry
 from tests.events_helpers import Life
 from tests.unit.dispatch_helpers import Bench
 

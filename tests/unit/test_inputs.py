@@ -27,9 +27,9 @@ from dispatcher.inputs import (
     take_marks,
     upload_id,
 )
-from dispatcher.registry import Registry
 from dispatcher.settings import PROJECT_ROOT, load_settings
 from dispatcher.uploads import clean_name, run_body_limit
+from dispatcher.workflows import Registry
 
 
 def encoded(fmt: str, size: tuple[int, int] = (4, 4)) -> bytes:

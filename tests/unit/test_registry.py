@@ -11,7 +11,7 @@ import pytest
 
 from dispatcher.binding import bind
 from dispatcher.errors import ManifestError, ParameterError, WorkflowNotFound
-from dispatcher.registry import Param, Registry, load_workflow
+from dispatcher.workflows import Param, Registry, load_workflow
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 BUNDLED = ["blur-slow", "img2img", "invert", "txt2img"]

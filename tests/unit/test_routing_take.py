@@ -13,12 +13,12 @@ from dispatcher import keys
 from dispatcher.connections import Connections
 from dispatcher.errors import NoCapableWorker
 from dispatcher.fleet import WorkerInfo
-from dispatcher.registry import Registry
 from dispatcher.routing.capabilities import Capabilities, Needs, checkpoint_tag
 from dispatcher.routing.lua import ANY, as_routes, encode_routes, route_queue
 from dispatcher.routing.store import CapabilityStore, FleetCapabilities
 from dispatcher.runs import Run
 from dispatcher.submit import Submitter
+from dispatcher.workflows import Registry
 from tests.unit.dispatch_helpers import Bench
 
 TXT2IMG_NODES = frozenset(

@@ -1,8 +1,8 @@
-"""The workflows registry: bundled ComfyUI graphs and the manifests that name their parameters.
+"""A workflow: a ComfyUI API-format graph and the manifest that names its parameters, validated together.
 
-Each workflow lives in ``workflows/<id>/`` as ``workflow.json`` (a ComfyUI API-format graph) and
-``manifest.json`` (which inputs of that graph a run may set, and how). Everything is validated when
-loaded, so a broken manifest stops the service at start-up instead of failing runs later.
+The manifest says which inputs of the graph a run may set, and how. A graph without one gets one inferred
+(:mod:`dispatcher.workflows.infer`). Everything is checked when a workflow is built, so a broken manifest is
+refused when it is published (or stops the service at start-up for a bundled one) instead of failing runs later.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from dispatcher.errors import ManifestError, ParameterError, WorkflowNotFound
+from dispatcher.errors import ManifestError, ParameterError
 from dispatcher.inputs import canonical_image
 
 logger = logging.getLogger(__name__)
@@ -111,40 +111,22 @@ class Workflow:
     max_attempts: int
     timeout_seconds: float
     cache: bool
-    path: Path
+    path: Path | None = None  # the bundled folder it was read from, if any
+    version: int = 1
+    manifest: dict[str, Any] = dataclasses.field(default_factory=dict)  # as given, or as inferred
+    inferred: bool = False  # the manifest was inferred from the graph (none was given)
 
     def describe(self) -> dict[str, Any]:
-        """The API view: ``{"id", "description", "params": {name: {...}}}``."""
+        """The API view: ``{"id", "version", "description", "params": {name: {...}}}``."""
         return {
             "id": self.id,
+            "version": self.version,
             "description": self.description,
             "params": {name: param.describe() for name, param in self.params.items()},
         }
 
 
-def _read_json(path: Path) -> Any:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        # json keeps the last of two equal keys silently; a duplicated node id would vanish unnoticed.
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise ManifestError(str(path), f"key {key!r} appears twice in one object")
-            result[key] = value
-        return result
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(str(path), "file is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(str(path), f"cannot be read: {exc}") from exc
-    try:
-        return json.loads(text, object_pairs_hook=no_duplicates)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(str(path), f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-
-
-def _check_graph(graph: Any, path: str) -> dict[str, Any]:
+def check_graph(graph: Any, path: str) -> dict[str, Any]:
     if not isinstance(graph, dict) or not graph:
         raise ManifestError(path, "must be a non-empty object of nodes (ComfyUI API format, not the UI format)")
     for node_id, node in graph.items():
@@ -280,17 +262,50 @@ def _param(name: Any, spec: Any, graph: dict[str, Any], path: str) -> Param:
     return param
 
 
-def load_workflow(folder: Path) -> Workflow:
-    """Load and validate ``folder/workflow.json`` and ``folder/manifest.json``.
+def parse_json(text: str | bytes, where: str) -> Any:
+    """Parse JSON ``text``, refusing an object with a key twice (ManifestError naming ``where``)."""
 
-    Raises :class:`ManifestError` naming the file (and the parameter or node) for anything wrong.
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json keeps the last of two equal keys silently; a duplicated node id would vanish unnoticed.
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise ManifestError(where, f"key {key!r} appears twice in one object")
+            result[key] = value
+        return result
+
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(where, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError(where, f"is not UTF-8: {exc}") from exc
+
+
+def build_workflow(
+    workflow_id: str,
+    graph: Any,
+    manifest: Any,
+    *,
+    graph_where: str,
+    manifest_where: str,
+    version: int = 1,
+    path: Path | None = None,
+) -> Workflow:
+    """Validate ``graph`` (API format) and ``manifest`` together into a Workflow.
+
+    ``manifest`` None means there is none: one is inferred from the graph. ``*_where`` name the two in errors
+    (a file path, or the field of a request). Raises :class:`ManifestError` for anything wrong.
     """
-    manifest_path, graph_path = folder / "manifest.json", folder / "workflow.json"
-    mpath = str(manifest_path)
-    if not WORKFLOW_ID_RE.match(folder.name):
-        raise ManifestError(str(folder), "a workflow folder name must be url-safe (letters, digits, '.', '_', '-')")
-    manifest = _read_json(manifest_path)
-    graph = _check_graph(_read_json(graph_path), str(graph_path))
+    mpath = manifest_where
+    if not WORKFLOW_ID_RE.match(workflow_id):
+        raise ManifestError(workflow_id, "a workflow id must be url-safe (letters, digits, '.', '_', '-'; 64 at most)")
+    graph = check_graph(graph, graph_where)
+    inferred = manifest is None
+    if manifest is None:
+        from dispatcher.workflows.infer import infer_manifest  # noqa: PLC0415 (infer imports this module)
+
+        manifest = infer_manifest(graph)
     if not isinstance(manifest, dict):
         raise ManifestError(mpath, "must be a JSON object")
     unknown = sorted(set(manifest) - MANIFEST_KEYS)
@@ -321,42 +336,16 @@ def load_workflow(folder: Path) -> Workflow:
                 detail = f"node {target[0]!r} input {target[1]!r} is already set by param {owners[target]!r}"
                 raise ManifestError(mpath, f"param {param.name!r}: {detail}")
             owners[target] = param.name
-    return Workflow(folder.name, description, graph, params, max_attempts, timeout, cache, folder)
-
-
-class Registry:
-    """The loaded workflows, by id."""
-
-    def __init__(self, workflows: Iterable[Workflow] = ()) -> None:
-        self._workflows: dict[str, Workflow] = {}
-        for workflow in workflows:
-            if workflow.id in self._workflows:
-                raise ManifestError(str(workflow.path), f"workflow id {workflow.id!r} is used twice")
-            self._workflows[workflow.id] = workflow
-
-    @classmethod
-    def load(cls, directory: Path) -> Registry:
-        """Load every subfolder of ``directory`` that has a manifest.json; any broken one fails the whole load."""
-        if not directory.is_dir():
-            raise ManifestError(str(directory), "workflows directory does not exist")
-        folders = sorted(p for p in directory.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
-        registry = cls(load_workflow(folder) for folder in folders)
-        logger.info("loaded %d workflows from %s: %s", len(registry), directory, ", ".join(registry._workflows))
-        return registry
-
-    def get(self, workflow_id: str) -> Workflow:
-        """Return the workflow, or raise :class:`WorkflowNotFound`."""
-        try:
-            return self._workflows[workflow_id]
-        except KeyError:
-            raise WorkflowNotFound(workflow_id) from None
-
-    def all(self) -> list[Workflow]:
-        """Every workflow, sorted by id."""
-        return [self._workflows[key] for key in sorted(self._workflows)]
-
-    def __contains__(self, workflow_id: object) -> bool:
-        return workflow_id in self._workflows
-
-    def __len__(self) -> int:
-        return len(self._workflows)
+    return Workflow(
+        workflow_id,
+        description,
+        graph,
+        params,
+        max_attempts,
+        timeout,
+        cache,
+        path=path,
+        version=version,
+        manifest=manifest,
+        inferred=inferred,
+    )

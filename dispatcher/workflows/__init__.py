@@ -1,0 +1,7 @@
+"""Workflows: ComfyUI graphs with the manifests naming their parameters, bundled or published, and versioned."""
+
+from dispatcher.workflows.bundled import load_workflow
+from dispatcher.workflows.manifest import Param, Workflow, build_workflow, is_link
+from dispatcher.workflows.registry import Registry
+
+__all__ = ["Param", "Registry", "Workflow", "build_workflow", "is_link", "load_workflow"]
