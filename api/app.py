@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 
 import dispatcher
 from api import docs, problems
@@ -36,7 +38,9 @@ from dispatcher.connections import Connections
 from dispatcher.settings import Settings
 from dispatcher.storage import OutputStore, make_store
 from dispatcher.tenants import DEFAULT_TENANT
-from dispatcher.workflows import Registry
+from dispatcher.workflows import PublishedRegistry, Registry
+from dispatcher.workflows.bundled import load_folder
+from dispatcher.workflows.store import WorkflowStore
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +71,22 @@ def create_app(
     ones passed in belong to the caller.
     """
     owns_conns = conns is None
+    conns = conns if conns is not None else Connections.from_url(settings.redis_url)
+    bundled = registry.bundled() if registry is not None else load_folder(settings.workflows_dir)
     services = Services.build(
         settings,
-        conns if conns is not None else Connections.from_url(settings.redis_url),
-        registry if registry is not None else Registry.load(settings.workflows_dir),
+        conns,
+        PublishedRegistry(WorkflowStore(conns.text), bundled),
         store if store is not None else make_store(settings),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        log.info("API ready: %d workflow(s), queue %r", len(services.registry), settings.queue_name)
+        try:  # the bundled folders become version 1 (or a new version, edited since): at once, not at the first run
+            await run_in_threadpool(services.registry.seed)
+            log.info("API ready: %d workflow(s), queue %r", len(services.registry), settings.queue_name)
+        except RedisError as exc:  # Redis not up yet: the first request that reads a workflow tries again
+            log.warning("could not publish the bundled workflows yet (%s); trying again at the first request", exc)
         if settings.auth == "disabled":
             log.warning("auth is disabled: every request acts as tenant %r with every scope", DEFAULT_TENANT)
         services.waits.start()

@@ -6,16 +6,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from dispatcher.outputs import INLINE_TEXT_CHARS, Kind
 from dispatcher.runs import Priority, RunStatus
 
 
 class WorkflowView(BaseModel):
     id: str
+    version: int = Field(1, description="the latest version (GET /v1/workflows/{id}/versions), which runs use")
     description: str
     params: dict[str, dict[str, Any]] = Field(description="parameter name -> type, required, default, min, max...")
+    inferred: bool = Field(False, description="the parameters were inferred from the graph (it came with no manifest)")
 
 
 class WorkflowDetailView(WorkflowView):
+    created_at: str | None = Field(None, description="when this version was published (RFC 3339, UTC)")
+    source: str | None = Field(None, description='"bundled" (a folder of workflows/) or "api" (PUT /v1/workflows/{id})')
+    manifest: dict[str, Any] = Field(default_factory=dict, description="the manifest runs are bound by (as inferred)")
+    graph: dict[str, Any] = Field(default_factory=dict, description="the ComfyUI graph, API format")
     capable_workers: int | None = Field(
         description="ready workers whose ComfyUI has every node class and model file a run with the parameters' "
         "defaults needs (a required parameter with no default counts with the workflow's own value, unless it "
@@ -28,12 +35,37 @@ class WorkflowList(BaseModel):
     workflows: list[WorkflowView]
 
 
+class WorkflowVersionView(BaseModel):
+    version: int
+    created_at: str = Field(description="RFC 3339, UTC")
+    source: str = Field(description='"bundled" (a folder of workflows/) or "api" (PUT /v1/workflows/{id})')
+    digest: str = Field(description="the same for the same graph and manifest")
+    inferred: bool = Field(description="its manifest was inferred from the graph")
+    published_by: str | None = Field(None, description="the id of the API key that published it")
+
+
+class WorkflowVersionsView(BaseModel):
+    id: str
+    latest: int = Field(description="the version runs use unless they name one")
+    retired: bool = Field(description="DELETE retired it: new runs are refused until a version is published again")
+    versions: list[WorkflowVersionView] = Field(description="oldest first")
+
+
 class OutputView(BaseModel):
     node: str
     filename: str
-    url: str = Field(description="absolute URL of the file")
+    url: str = Field(description="absolute URL of the file (a text output's too: its text as a UTF-8 file)")
     content_type: str
     size: int = Field(description="bytes")
+    kind: Kind = Field(
+        description="what it is, by its content type: image (animated WEBP/PNG/GIF too), video, audio, text (a "
+        "node's text output, e.g. PreviewAny), or file (3-D models and anything else)"
+    )
+    text: str | None = Field(
+        None,
+        description=f"a text output's string, inline (its first {INLINE_TEXT_CHARS:,} characters; the whole text "
+        "is at url); null for files",
+    )
 
 
 class MissingView(BaseModel):
@@ -44,6 +76,9 @@ class MissingView(BaseModel):
 class RunView(BaseModel):
     id: str
     workflow: str
+    workflow_version: int | None = Field(
+        None, description="the version of the workflow it runs (GET /v1/workflows/{id}/versions); null if not recorded"
+    )
     status: RunStatus
     priority: Priority
     progress: float = Field(ge=0, le=1)

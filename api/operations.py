@@ -35,6 +35,7 @@ from dispatcher.runs import Output, Run, RunStatus, run_of
 from dispatcher.submit import Submission
 from dispatcher.uploads import Uploads, check_run_images
 from dispatcher.waiting import parse_done
+from dispatcher.workflows import Workflow, parse_version
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,12 @@ def submit(
     if options is not None:
         refuse_options(body, options)
     wants_stream(body)  # a malformed flag is a 422 before anything is stored
-    check_images(svc, who, workflow_id, body)
+    workflow = check_images(svc, who, workflow_id, body)
     # The script that stores the run also runs a dispatch pass (the scheduler's take): where a worker has
     # room, the run is on its way without waiting for the scheduler to wake. Stored is stored: a Redis error
     # reading the fleet must not turn this request away.
     done = svc.submitter.accept(
-        workflow_id,
+        workflow,
         body,
         tenant=who.tenant,
         idempotency_key=key,
@@ -183,12 +184,14 @@ def wants_stream(body: Mapping[str, Any]) -> bool:
 # -- input images ------------------------------------------------------------------------------------------------
 
 
-def check_images(svc: Services, who: Principal, workflow_id: str, body: Mapping[str, Any]) -> None:
-    """Check the run's input images and store its base64 ones as uploads (ParameterError, 422, naming one)."""
+def check_images(svc: Services, who: Principal, workflow_id: str, body: Mapping[str, Any]) -> Workflow:
+    """Check the run's input images and store its base64 ones as uploads (ParameterError, 422, naming one);
+    returns the workflow (version) the run is bound to."""
     uploads = Uploads(svc.conns.text, svc.store)
     allow = AllowList.parse(svc.settings.callback_allow)
-    workflow = svc.registry.get(workflow_id)
+    workflow = svc.registry.get(workflow_id, parse_version(body.get("version")))
     check_run_images(uploads, workflow, body, tenant=who.tenant, allow=allow, max_bytes=svc.settings.input_max_bytes)
+    return workflow
 
 
 # -----------------------------------------------------------------------------------------------------------------

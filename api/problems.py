@@ -35,6 +35,7 @@ from dispatcher.errors import (
     Conflict,
     DispatchError,
     Forbidden,
+    ManifestError,
     NoCapableWorker,
     NotAvailableYet,
     OutputNotFound,
@@ -51,6 +52,7 @@ from dispatcher.errors import (
     TooManyWaits,
     Unauthorized,
     WorkflowNotFound,
+    WorkflowRetired,
 )
 from dispatcher.ratelimit import ceil_seconds
 
@@ -144,6 +146,8 @@ class Kind:
 # Looked up along the exception's MRO, so a subclass (PayloadTooLarge) wins over its base (BadRequest).
 KINDS: dict[type[DispatchError], Kind] = {
     WorkflowNotFound: Kind(404, "workflow-not-found", "Workflow not found"),
+    WorkflowRetired: Kind(410, "workflow-retired", "Workflow retired"),
+    ManifestError: Kind(422, "invalid-workflow", "Invalid workflow"),
     RunNotFound: Kind(404, "run-not-found", "Run not found"),
     BatchNotFound: Kind(404, "batch-not-found", "Batch not found"),
     NoCapableWorker: Kind(422, "no-capable-worker", "No worker can run this"),
@@ -220,6 +224,8 @@ def extensions_of(exc: DispatchError) -> dict[str, Any]:
     """Extension members that carry an error's data (the bad parameter, the failed run...)."""
     if isinstance(exc, ParameterError):
         return {"errors": [{"param": exc.param, "detail": exc.detail}]}
+    if isinstance(exc, ManifestError):
+        return {"errors": [{"param": exc.path, "detail": exc.detail}]}
     if isinstance(exc, PayloadTooLarge):
         return {"max_body_bytes": exc.limit}
     if isinstance(exc, RunFailed):

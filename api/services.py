@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from api.body import read_json_object
 from api.keycache import KeyCache
@@ -25,7 +26,7 @@ from dispatcher.submit import Submitter
 from dispatcher.tenants import TenantStore
 from dispatcher.tokens import TokenStore
 from dispatcher.uploads import run_body_limit
-from dispatcher.workflows import Registry
+from dispatcher.workflows import PublishedRegistry
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Services:
 
     settings: Settings
     conns: Connections
-    registry: Registry
+    registry: PublishedRegistry
     store: OutputStore
     runs: RunStore
     submitter: Submitter
@@ -53,7 +54,7 @@ class Services:
     ended: Ended
 
     @classmethod
-    def build(cls, settings: Settings, conns: Connections, registry: Registry, store: OutputStore) -> Services:
+    def build(cls, settings: Settings, conns: Connections, registry: PublishedRegistry, store: OutputStore) -> Services:
         key_cache = KeyCache()
         waits = RunWaits(
             conns.aio, channels={keys.API_KEYS_CHANGED: key_cache.forget}, on_listening=key_cache.listening
@@ -100,6 +101,8 @@ async def json_object_body(request: Request, svc: ServicesDep) -> dict[str, Any]
     ``max_body_bytes`` when their workflow has image parameters (:func:`dispatcher.uploads.run_body_limit`).
     """
     workflow_id = request.path_params.get("workflow_id") or request.path_params.get("name")  # the Flask seed's
+    if workflow_id is not None and svc.registry.peek(workflow_id) is None:
+        await run_in_threadpool(svc.registry.learn, workflow_id)  # published since, through another replica
     return await read_json_object(request, run_body_limit(svc.settings, svc.registry, workflow_id))
 
 

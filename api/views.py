@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi import Request
 
 from api.models import MissingView, OutputView, RunView
+from dispatcher.outputs import kind_named
 from dispatcher.runs import Output, Run
 from dispatcher.storage import OutputStore
 
@@ -47,6 +48,19 @@ class Links:
         return f"{self.base}/v1/runs/{quote(run_id, safe='')}/outputs/{quote(output.filename, safe='')}"
 
 
+def output_view(run_id: str, output: Output, links: Links) -> OutputView:
+    """One output as the native API shows it (a text output with its text inline)."""
+    return OutputView(
+        node=output.node,
+        filename=output.filename,
+        url=links.output(run_id, output),
+        content_type=output.content_type,
+        size=output.size,
+        kind=kind_named(output.kind, output.content_type),
+        text=output.text,
+    )
+
+
 def run_view(
     run: Run,
     *,
@@ -59,22 +73,14 @@ def run_view(
     return RunView(
         id=run.id,
         workflow=run.workflow,
+        workflow_version=run.workflow_version or None,
         status=run.status,
         priority=run.priority,
         # Workers report progress as a fraction; clamp so a rounding slip never breaks the documented range.
         progress=min(max(run.progress, 0.0), 1.0),
         queue_position=queue_position,
         params=run.params,
-        outputs=[
-            OutputView(
-                node=o.node,
-                filename=o.filename,
-                url=links.output(run.id, o),
-                content_type=o.content_type,
-                size=o.size,
-            )
-            for o in run.outputs
-        ],
+        outputs=[output_view(run.id, o, links) for o in run.outputs],
         error=run.error,
         created_at=rfc3339(run.created_at) if run.created_at else None,
         started_at=rfc3339(run.started_at),

@@ -38,9 +38,10 @@ RUN_OPTION_KEYS = frozenset(
         "webhook",
         "workflow_id",
         "input",
+        "version",
     }
 )
-NATIVE_OPTION_KEYS = frozenset({"priority", "callback_urls", "stream", "cache", "timeout_seconds"})
+NATIVE_OPTION_KEYS = frozenset({"priority", "callback_urls", "stream", "cache", "timeout_seconds", "version"})
 """The run options the native API's body takes. The rest of :data:`RUN_OPTION_KEYS` are other products' fields,
 which their compatibility routes accept (and ignore): the native route refuses them (:func:`refuse_options`)."""
 # What a native client sending another product's field most likely meant.

@@ -25,7 +25,8 @@ class ConfigError(DispatchError):
 
 
 class ManifestError(DispatchError):
-    """Raised when a bundled workflow or its manifest is invalid; the message names the file."""
+    """Raised when a workflow's graph or manifest is invalid; the message names the file (or the request's
+    field) and what is wrong."""
 
     def __init__(self, path: str, detail: str) -> None:
         super().__init__(f"{path}: {detail}")
@@ -33,12 +34,31 @@ class ManifestError(DispatchError):
         self.detail = detail
 
 
+class UIFormatError(ManifestError):
+    """Raised when a graph in ComfyUI's UI format (as its editor saves it) cannot be converted to the API format:
+    no node definitions to convert it with, a node class they lack, or a feature the conversion does not cover.
+    The message says how to export the API format instead."""
+
+
 class WorkflowNotFound(DispatchError):
-    """Raised when a run names a workflow the registry does not have."""
+    """Raised when a run names a workflow (or a version of one) the registry does not have."""
+
+    def __init__(self, workflow_id: str, version: int | None = None) -> None:
+        what = f"workflow {workflow_id!r} does not exist"
+        if version is not None:
+            what = f"workflow {workflow_id!r} has no version {version}"
+        super().__init__(what)
+        self.workflow_id = workflow_id
+        self.version = version
+
+
+class WorkflowRetired(WorkflowNotFound):
+    """Raised when a run names a workflow that was retired (``DELETE /v1/workflows/{id}``); publishing it again
+    brings it back."""
 
     def __init__(self, workflow_id: str) -> None:
-        super().__init__(f"workflow {workflow_id!r} does not exist")
-        self.workflow_id = workflow_id
+        super().__init__(workflow_id)
+        self.args = (f"workflow {workflow_id!r} was retired; publish it again to run it",)
 
 
 class ParameterError(DispatchError):

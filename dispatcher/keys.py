@@ -165,3 +165,17 @@ def webhook_message(webhook_id: str) -> str:
 def upload(tenant: str, ident: str) -> str:
     """Hash with a TTL: one input image upload of a tenant (name, content type, size, store key)."""
     return f"{NS}:upload:{tenant}:{ident}"
+
+
+WORKFLOWS = f"{NS}:workflows"
+"""Hash: workflow id -> its latest version number; negative (``-N``) once retired (``DELETE``)."""
+
+
+def workflow_graphs(workflow_id: str) -> str:
+    """Hash: version number -> that version's graph and manifest, as JSON (never changed once written)."""
+    return f"{NS}:workflow:{workflow_id}:graphs"
+
+
+def workflow_versions(workflow_id: str) -> str:
+    """Hash: version number -> what is known of that version (when, by whom, from where, its digest), as JSON."""
+    return f"{NS}:workflow:{workflow_id}:versions"

@@ -18,6 +18,7 @@ from typing import Any
 from redis import Redis
 
 from dispatcher import keys
+from dispatcher.outputs import kind_of
 from dispatcher.routing.capabilities import checkpoint_tag
 
 
@@ -44,7 +45,7 @@ PRIORITIES: tuple[Priority, ...] = (Priority.HIGH, Priority.NORMAL, Priority.LOW
 
 @dataclass(frozen=True)
 class Output:
-    """One stored output file of a run."""
+    """One stored output of a run: a file ComfyUI saved, or a text a node showed (stored as a text file)."""
 
     node: str
     filename: str
@@ -53,6 +54,14 @@ class Output:
     key: str  # where the output store keeps it
     subfolder: str = ""
     type: str = "output"  # ComfyUI's folder type: output or temp
+    kind: str = ""  # image, video, audio, text or file: by default, of its content type (dispatcher.outputs)
+    text: str | None = None  # a text output's string (its first INLINE_TEXT_CHARS characters)
+    ui_key: str = ""  # the key of the node's UI output that listed it (images, gifs, audio, 3d, text)
+
+    def __post_init__(self) -> None:
+        # Records written before outputs had a kind get it from their content type, as new ones do.
+        if not self.kind:
+            object.__setattr__(self, "kind", kind_of(self.content_type))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Output:
@@ -91,12 +100,14 @@ class Run:
     batch_id: str = ""  # the batch submission that created it (dispatcher.batches)
     needs: str = ""  # what it needs of a ComfyUI (dispatcher.routing.capabilities.Needs.to_text), "" for nothing known
     checkpoint: str = ""  # the diffusion model it loads ("checkpoints/x.safetensors"), '' for none
+    workflow_version: int = 0  # the version of its workflow it runs (dispatcher.workflows); 0: not recorded
 
     def to_redis(self) -> dict[str, str]:
         """The record as flat strings for HSET."""
         return {
             "id": self.id,
             "workflow": self.workflow,
+            **({"workflow_version": str(self.workflow_version)} if self.workflow_version else {}),
             "priority": self.priority.value,
             "status": self.status.value,
             "params": json.dumps(self.params),
@@ -136,6 +147,7 @@ class Run:
         return cls(
             id=data["id"],
             workflow=data["workflow"],
+            workflow_version=int(data.get("workflow_version") or 0),
             priority=Priority(data.get("priority", "normal")),
             status=RunStatus(data["status"]),
             params=json.loads(data.get("params") or "{}"),

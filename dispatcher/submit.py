@@ -37,7 +37,7 @@ from dispatcher.runs import PRIORITIES, Priority, Run, RunStore, new_run, new_ru
 from dispatcher.scheduling.dispatch import LUA_TAKE, Dispatched, Taken, parse_taken
 from dispatcher.settings import Settings
 from dispatcher.tenants import DEFAULT_TENANT
-from dispatcher.workflows import Registry
+from dispatcher.workflows import Registry, Workflow, parse_version
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class Submitter:
 
     def accept(
         self,
-        workflow_id: str,
+        workflow_id: str | Workflow,
         body: Mapping[str, Any],
         *,
         tenant: str = DEFAULT_TENANT,
@@ -299,7 +299,7 @@ class Submitter:
 
     def _prepare(
         self,
-        workflow_id: str,
+        workflow_id: str | Workflow,
         body: Mapping[str, Any],
         *,
         tenant: str,
@@ -308,7 +308,10 @@ class Submitter:
     ) -> _NewRun:
         """Validate and bind a run (no write): WorkflowNotFound or ParameterError for what does not fit, and
         NoCapableWorker when no worker of the fleet has a node class or model file it needs."""
-        workflow = self.registry.get(workflow_id)
+        if isinstance(workflow_id, Workflow):
+            workflow = workflow_id
+        else:
+            workflow = self.registry.get(workflow_id, parse_version(body.get("version")))
         priority = parse_priority(body.get("priority"))
         timeout = parse_timeout(
             body.get("timeout_seconds"), float(workflow.timeout_seconds or self.settings.run_timeout)
@@ -327,6 +330,7 @@ class Submitter:
         )
         run.callbacks = callbacks
         run.batch_id = batch_id
+        run.workflow_version = workflow.version
         if self.fleet is not None:
             needs = needs_of(bound.graph, self.fleet.loaders())
             if self.settings.unservable_runs == "refuse":

@@ -156,12 +156,14 @@ def check_run_images(
 def run_body_limit(settings: Settings, registry: Registry, workflow_id: str | None) -> int:
     """The largest body a run of ``workflow_id`` may send: ``max_body_bytes``, plus room for each image in base64.
 
-    With no workflow id (Comflowy names it inside the body) the workflow taking the most images counts.
+    With no workflow id (Comflowy names it inside the body) the workflow taking the most images counts. No I/O:
+    the versions this process knows count (the caller reads a workflow it does not know first).
     """
     if workflow_id is None:
-        images = max((_image_params(w) for w in registry.all()), default=0)
+        images = max((_image_params(w) for w in registry.known()), default=0)
     else:
-        images = _image_params(registry.get(workflow_id)) if workflow_id in registry else 0
+        workflow = registry.peek(workflow_id)
+        images = _image_params(workflow) if workflow is not None else 0
     per_image = base64_size(settings.input_max_bytes)
     return settings.max_body_bytes + images * (per_image + per_image // BASE64_SLACK_DIVISOR + BODY_SLACK_BYTES)
 

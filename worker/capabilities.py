@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -26,9 +27,11 @@ from worker.context import WorkerContext, WorkerState
 log = logging.getLogger(__name__)
 
 
-def discover(client: ComfyClient) -> Capabilities:
-    """Read what ``client``'s ComfyUI has: ``/object_info`` and its model folders' files."""
-    return from_comfyui(client.object_info(), client.model_folders())
+def discover(client: ComfyClient) -> tuple[Capabilities, dict[str, Any]]:
+    """Read what ``client``'s ComfyUI has: ``/object_info`` and its model folders' files; returns the set and the
+    node definitions as read (published too: they convert UI-format workflows)."""
+    definitions = client.object_info()
+    return from_comfyui(definitions, client.model_folders()), definitions
 
 
 def publish(ctx: WorkerContext) -> str:
@@ -36,8 +39,8 @@ def publish(ctx: WorkerContext) -> str:
 
     Raises ComfyUIError when ComfyUI does not answer, RedisError when Redis does not.
     """
-    capabilities = discover(ctx.client)
-    digest = ctx.capabilities.publish(capabilities)
+    capabilities, definitions = discover(ctx.client)
+    digest = ctx.capabilities.publish(capabilities, definitions)
     with ctx.state.lock:
         before = ctx.state.caps
         ctx.state.caps, ctx.state.caps_read_at = digest, time.monotonic()

@@ -10,7 +10,7 @@ import time
 
 from dispatcher import keys
 from dispatcher.fleet import WorkerMode
-from dispatcher.routing.store import capabilities_ttl, capability_keys
+from dispatcher.routing.store import capabilities_ttl, capability_keys, definitions_key
 from worker import capabilities
 from worker.context import WorkerContext
 
@@ -79,6 +79,8 @@ def _write_state(ctx: WorkerContext, healthy: bool) -> None:
     caps_keys = capability_keys(caps) if caps else ()
     for key in caps_keys:  # a set lives while a worker that has it beats
         pipe.expire(key, capabilities_ttl(ctx.settings))
+    if caps:
+        pipe.expire(definitions_key(caps), capabilities_ttl(ctx.settings))
     pipe.zadd(keys.WORKERS, {ctx.name: now})
     replies = pipe.execute()
     if not all(replies[2 : 2 + len(caps_keys)]):  # the set is gone (Redis restarted empty, say): publish it again

@@ -31,7 +31,7 @@ from dispatcher.errors import (
     RunReleased,
 )
 from dispatcher.lease import ClaimResult, Lease, ReleaseResult, RequeueResult
-from dispatcher.outputs import OutputFile, content_type, files_from_outputs, unique_names
+from dispatcher.outputs import OutputFile, content_type, files_from_outputs, inline_text, kind_of, unique_names
 from dispatcher.runs import Output, Run, RunStatus
 from worker import capabilities, context, heartbeat
 from worker.context import WorkerContext
@@ -261,7 +261,18 @@ class RunExecution:
         size = store_output(self.ctx.client, self.ctx.store, file, key, ctype, attempts=attempts)
         metrics.OUTPUT_BYTES.inc(size)
         self.store_seconds += time.monotonic() - started
-        return Output(file.node, name, ctype, size, key, file.subfolder, file.type)
+        return Output(
+            file.node,
+            name,
+            ctype,
+            size,
+            key,
+            file.subfolder,
+            file.type,
+            kind=kind_of(ctype),
+            text=inline_text(file.text),
+            ui_key=file.ui_key,
+        )
 
     def _failed(self, run: Run, lease: Lease, exc: ComfyUIError) -> str:
         ctx = self.ctx

@@ -37,13 +37,16 @@ def store_output(
     attempts: int = STORE_ATTEMPTS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Download ``file`` from ComfyUI into ``store`` under ``key``; returns its size.
+    """Download ``file`` from ComfyUI into ``store`` under ``key``; returns its size. A text output has no file
+    on ComfyUI: its string is stored, UTF-8.
 
     Retries store failures (StorageError) and broken downloads (a connection dropped mid-file); a
     ComfyUI that refuses the file (``ComfyUIError``) is not retried here.
     """
     for attempt in range(1, attempts + 1):
         try:
+            if file.text is not None:
+                return store.put(key, [file.text.encode()], content_type)
             with client.view(file.filename, file.subfolder, file.type) as chunks:
                 return store.put(key, chunks, content_type)
         except (StorageError, HTTPError) as exc:

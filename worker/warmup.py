@@ -17,9 +17,19 @@ import time
 import uuid
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from dispatcher.binding import bind
-from dispatcher.errors import ComfyUIError, ComfyUIUnavailable, ComfyUIValidationError, DispatchError
-from dispatcher.workflows import Registry
+from dispatcher.errors import (
+    ComfyUIError,
+    ComfyUIUnavailable,
+    ComfyUIValidationError,
+    DispatchError,
+    WorkflowNotFound,
+    WorkflowRetired,
+)
+from dispatcher.workflows import PublishedRegistry, Registry, Workflow
+from dispatcher.workflows.store import WorkflowStore
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -32,6 +42,18 @@ class WarmupFailed(Exception):
     """The warm-up workflow did not succeed; the message says why."""
 
 
+def warmup_workflow(ctx: WorkerContext) -> Workflow:
+    """The latest published version of the warm-up workflow (pushed over the API, or a bundled folder the API
+    published), else this host's folder of it. Read only: a worker never publishes (its folders may be older)."""
+    name = ctx.settings.warmup_workflow
+    try:
+        return PublishedRegistry(WorkflowStore(ctx.conns.text)).get(name)
+    except (WorkflowNotFound, RedisError) as exc:
+        if isinstance(exc, WorkflowRetired):
+            raise
+        return Registry.load(ctx.settings.workflows_dir).get(name)
+
+
 def graph_of(ctx: WorkerContext) -> dict[str, Any]:
     """The warm-up workflow bound with its parameters (WarmupFailed naming what does not fit)."""
     settings = ctx.settings
@@ -39,7 +61,7 @@ def graph_of(ctx: WorkerContext) -> dict[str, Any]:
         params = json.loads(settings.warmup_params or "{}")
         if not isinstance(params, dict):
             raise WarmupFailed("COMFY_DISPATCH_WARMUP_PARAMS must be a JSON object")
-        workflow = Registry.load(settings.workflows_dir).get(settings.warmup_workflow)
+        workflow = warmup_workflow(ctx)
         return bind(workflow, {"params": params}, run_id=f"warmup-{ctx.name}").graph
     except ValueError as exc:
         raise WarmupFailed(f"COMFY_DISPATCH_WARMUP_PARAMS is not JSON: {exc}") from None

@@ -12,6 +12,11 @@ succeeded                         success
 failed, canceled                  failed
 ================================  =========
 
+Comflowy lists images only (``output_images``, and ``full_outputs[node].images``): those hold the image outputs
+(animated WEBP/PNG/GIF too); a node's other outputs go beside its ``images``, as ``videos``, ``audio``, ``files``
+(URLs) and ``text`` (the strings, as ComfyUI shows them): :func:`dispatcher.webhooks.payloads.comflowy_outputs`,
+the same for the ``on_result_url`` callback.
+
 Problems under ``/api/open/v0`` carry ``"success": false`` like Comflowy's own answers.
 ``callback_urls`` are delivered by the webhook sender (`dispatcher.webhooks`), signed per tenant.
 
@@ -39,6 +44,7 @@ from api.services import JsonBody, ServicesDep
 from api.views import Links
 from dispatcher.errors import ParameterError, Unauthorized
 from dispatcher.runs import Run, RunStatus
+from dispatcher.webhooks.payloads import comflowy_outputs
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +128,14 @@ def comflowy_status(run: Run) -> str:
 
 
 def check_data(run: Run, links: Links) -> dict[str, Any]:
-    """The ``data`` of Comflowy's check answer: status, error, output URLs overall and per node."""
+    """The ``data`` of Comflowy's check answer: status, error, image URLs overall, and every output per node
+    (images under ``images``; videos, audio, files and texts beside them: :func:`comflowy_outputs`)."""
     status = comflowy_status(run)
     data: dict[str, Any] = {"status": status, "output_images": [], "full_outputs": {}}
     if status == "failed":
         data["error"] = str((run.error or {}).get("message") or f"run {run.status.value}")
-    for output in run.outputs if status == "success" else []:
-        url = links.output(run.id, output)
-        data["output_images"].append(url)
-        data["full_outputs"].setdefault(output.node, {"images": []})["images"].append(url)
+    if status == "success":
+        data["output_images"], data["full_outputs"] = comflowy_outputs(run.outputs, lambda o: links.output(run.id, o))
     return data
 
 

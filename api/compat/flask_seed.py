@@ -29,6 +29,7 @@ from api.services import JsonBody, Services, ServicesDep
 from api.views import Links
 from dispatcher import keys
 from dispatcher.errors import OutputNotFound
+from dispatcher.outputs import kind_named
 from dispatcher.runs import Output, Run, RunStatus
 
 router = APIRouter(prefix="/api", tags=["compat: Flask seed"])
@@ -116,9 +117,23 @@ def image(run: Run, output: Output, links: Links) -> dict[str, str]:
     }
 
 
-def images(run: Run, links: Links) -> list[dict[str, str]]:
-    """The seed's image list: every output of the run (not only pictures: a video is listed the same way)."""
-    return [image(run, o, links) for o in run.outputs]
+# Where outputs other than images go, beside the seed's "images" (which lists pictures only, animated ones too).
+SEED_KEYS = {"video": "videos", "audio": "audio", "file": "files", "text": "files"}
+
+
+def files_by_kind(run: Run, links: Links) -> dict[str, Any]:
+    """The seed's ``images`` (image outputs), and the run's other outputs beside it, each key only when the run
+    has some: ``videos``, ``audio``, ``files`` (the same dicts as images) and ``text`` (the strings)."""
+    listed: dict[str, Any] = {"images": []}
+    for output in run.outputs:
+        kind = kind_named(output.kind, output.content_type)
+        if kind == "image":
+            listed["images"].append(image(run, output, links))
+        elif kind == "text" and output.text is not None:
+            listed.setdefault("text", []).append(output.text)
+        else:
+            listed.setdefault(SEED_KEYS[kind], []).append(image(run, output, links))
+    return listed
 
 
 def task_status(run: Run, queue_position: int | None, links: Links) -> dict[str, Any]:
@@ -139,7 +154,7 @@ def task_status(run: Run, queue_position: int | None, links: Links) -> dict[str,
         return {
             "status": "completed",
             "message": "Image generation completed",
-            "images": images(run, links),
+            **files_by_kind(run, links),
             "execution_time": round(max(finished - started, 0.0), 3),
             "node_errors": {},
         }
@@ -149,10 +164,16 @@ def task_status(run: Run, queue_position: int | None, links: Links) -> dict[str,
 
 
 def history_entry(run: Run, links: Links) -> dict[str, Any]:
-    """A finished run shaped like an entry of ComfyUI's ``/history`` (which the seed passed through)."""
-    outputs: dict[str, dict[str, list[dict[str, str]]]] = {}
+    """A finished run shaped like an entry of ComfyUI's ``/history`` (which the seed passed through): each node's
+    outputs under the UI key ComfyUI listed them by (``images``, ``gifs``, ``audio``, ``3d``; ``text``: the
+    strings), each file with its URL."""
+    outputs: dict[str, dict[str, list[Any]]] = {}
     for output in run.outputs:
-        outputs.setdefault(output.node, {"images": []})["images"].append(image(run, output, links))
+        node = outputs.setdefault(output.node, {})
+        if output.text is not None:
+            node.setdefault("text", []).append(output.text)
+        else:
+            node.setdefault(output.ui_key or "images", []).append(image(run, output, links))
     succeeded = run.status is RunStatus.SUCCEEDED
     return {
         "prompt_id": run.id,
@@ -235,11 +256,12 @@ def get_history(prompt_id: str, request: Request, svc: ServicesDep, who: CanRead
 
 @router.get("/image/{prompt_id}")
 def get_image(prompt_id: str, request: Request, svc: ServicesDep, who: CanRead) -> dict[str, Any]:
-    """The output files of a succeeded run; 404 while it has none."""
+    """The output files of a succeeded run: ``images``, and its other outputs beside (``videos``, ``audio``,
+    ``files``, ``text``); 404 while it has none."""
     run = operations.get_run(svc, prompt_id, who)
     if run.status is not RunStatus.SUCCEEDED or not run.outputs:
         raise OutputNotFound(f"run {run.id} has no images (status: {run.status.value})")
-    return {"status": "success", "images": images(run, _links(request, svc))}
+    return {"status": "success", **files_by_kind(run, _links(request, svc))}
 
 
 @router.get(

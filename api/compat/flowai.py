@@ -1,16 +1,19 @@
 """Compatibility with FlowAI's workflow API: ``POST /v1/api/workflow/run/{id}``, synchronous or streamed.
 
 Without ``"stream"`` the request waits (up to :data:`WAIT_SECONDS`) for the run to end and answers its
-output URLs. FlowAI tells its clients to try a 5xx again later, so a run that fails answers by whose
-fault it was (``RunFailed.of``): a 422 naming the cause when the request itself cannot succeed (a node
-error, a missing model, a bad input, its time limit), a 409 when it was canceled, and only a failure
-of the infrastructure after every attempt (out of GPU memory, ComfyUI or storage down) a 503 with
-``Retry-After``; each problem carries the run's error. A run still going when the wait ends is no
+output URLs as ``output``, or, when every output is text (FlowAI's text workflows answer ``{"output": "..."}``),
+the text itself; ``outputs`` lists each output with its kind, content type and (a text) its string.
+
+FlowAI tells its clients to try a 5xx again later, so a run that fails answers by whose fault it was
+(``RunFailed.of``): a 422 naming the cause when the request itself cannot succeed (a node error, a missing
+model, a bad input, its time limit), a 409 when it was canceled, and only a failure of the infrastructure
+after every attempt (out of GPU memory, ComfyUI or storage down) a 503 with ``Retry-After``; each problem
+carries the run's error. A run still going when the wait ends is no
 error: 202 with its ``run_id`` and ``Location: /v1/runs/{id}`` (trying again would run it twice).
 
 With ``"stream": true`` the answer is FlowAI's server-sent events, built from the run's own events
 (:class:`FlowAIStream`): ``event: msg`` frames ``{"Node", "Msg", "Type", "Data"}`` for the start and
-for each node starting and finishing, then ``event: output`` with ``{"output": [urls], "total_time"}``,
+for each node starting and finishing, then ``event: output`` with ``{"output", "outputs", "total_time"}`` as above,
 or ``event: error``. FlowAI's clients send their API key as ``X-API-KEY``.
 """
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -33,7 +36,8 @@ from api.services import JsonBody, ServicesDep
 from api.views import Links
 from dispatcher.errors import RunFailed, TooManyWaits
 from dispatcher.events import Event
-from dispatcher.runs import Run, RunStatus
+from dispatcher.outputs import kind_named
+from dispatcher.runs import Output, Run, RunStatus
 
 router = APIRouter(prefix="/v1/api/workflow", tags=["compat: FlowAI"])
 
@@ -71,10 +75,26 @@ RUN_REQUEST_DOC: dict[str, Any] = {
         },
     }
 }
+OUTPUT_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "node": {"type": "string"},
+        "url": {"type": "string"},
+        "kind": {"enum": ["image", "video", "audio", "text", "file"]},
+        "content_type": {"type": "string"},
+        "size": {"type": "integer"},
+        "text": {"type": "string", "description": "a text output's string"},
+    },
+    "required": ["node", "url", "kind", "content_type", "size"],
+}
 RESULT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "output": {"type": "array", "items": {"type": "string"}, "description": "the output URLs; none until it ends"},
+        "output": {
+            "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+            "description": "the output URLs (none until it ends); a run whose every output is text: the text",
+        },
+        "outputs": {"type": "array", "items": OUTPUT_ITEM_SCHEMA, "description": "each output, with its kind"},
         "total_time": {"type": ["number", "null"], "description": "seconds since it was queued; null until it ends"},
         "run_id": {"type": "string"},
         "status": {"type": "string", "description": "on 202: queued or running"},
@@ -136,11 +156,39 @@ async def run_workflow(
         raise RunFailed.of(run.id, run.status.value, run.error)
     # Time as the caller lived it: queueing included, since FlowAI has no separate queue time.
     finished = run.finished_at if run.finished_at is not None else run.created_at
+    urls = [links.output(run.id, o) for o in run.outputs]
     return {
-        "output": [links.output(run.id, o) for o in run.outputs],
+        "output": flowai_output(run.outputs, urls),
+        "outputs": output_items(run.outputs, urls),
         "total_time": round(max(finished - run.created_at, 0.0), 3),
         "run_id": run.id,
     }
+
+
+def flowai_output(outputs: Sequence[Output], urls: Sequence[str]) -> str | list[str]:
+    """FlowAI's ``output``: the text itself when every output is text (a FlowAI text workflow answers its text:
+    several texts, one per line), else every output's URL."""
+    texts = [o.text for o in outputs if o.text is not None]
+    if outputs and len(texts) == len(outputs):
+        return "\n".join(texts)
+    return list(urls)
+
+
+def output_items(outputs: Sequence[Output], urls: Sequence[str]) -> list[dict[str, Any]]:
+    """Each output with its kind and content type (a text with its string): what ``output`` leaves out."""
+    items = []
+    for output, url in zip(outputs, urls, strict=True):
+        item: dict[str, Any] = {
+            "node": output.node,
+            "url": url,
+            "kind": kind_named(output.kind, output.content_type),
+            "content_type": output.content_type,
+            "size": output.size,
+        }
+        if output.text is not None:
+            item["text"] = output.text
+        items.append(item)
+    return items
 
 
 def _frame(event: str, data: Mapping[str, Any]) -> bytes:
@@ -164,6 +212,7 @@ class FlowAIStream:
         self.started: float | None = None
         self.node: str = ""
         self.node_started = 0.0
+        self.outputs: list[Output] = []
         self.urls: list[str] = []
 
     def __call__(self, event: Event) -> bytes:
@@ -182,11 +231,17 @@ class FlowAIStream:
             self.node = ""  # a new attempt starts over; the old attempt's node never finished
             return b""
         if event.type == "output":
+            self.outputs.append(Output.from_dict(event.data))
             self.urls.append(sse.public_data(event, self.run.id, self.links)["url"])
             return b""
         if event.type == "done":
             total = now - (self.started if self.started is not None else self.run.created_at)
-            data = {"output": self.urls, "total_time": round(max(total, 0.0), 3), "run_id": self.run.id}
+            data = {
+                "output": flowai_output(self.outputs, self.urls),
+                "outputs": output_items(self.outputs, self.urls),
+                "total_time": round(max(total, 0.0), 3),
+                "run_id": self.run.id,
+            }
             return self._finish_node(now) + _frame("output", data)
         if event.terminal:
             error = event.data.get("error") or {}

@@ -19,7 +19,7 @@ from api.views import Links, run_view
 from dispatcher import listing, metrics
 from dispatcher.binding import NATIVE_OPTION_KEYS
 from dispatcher.cancel import CancelResult
-from dispatcher.errors import TooManyWaits
+from dispatcher.errors import ParameterError, TooManyWaits
 from dispatcher.runs import RunStatus
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
 
 # An input image for examples: a 1x1 PNG as a data: URI (an http(s) URL or upload:<id> would do as well).
+VersionQuery = Annotated[
+    int | None, Query(ge=1, le=2**31, description="the workflow version to run; default: the latest")
+]
+
 EXAMPLE_IMAGE = (
     "data:image/png;base64,"
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -60,6 +64,11 @@ RUN_REQUEST_DOC: dict[str, Any] = {
                             "type": "boolean",
                             "description": "serve an identical run that succeeded within the cache TTL (only if every "
                             "seed is fixed); default: the workflow's manifest",
+                        },
+                        "version": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "the workflow version to run (as ?version=); default: the latest",
                         },
                     },
                     "additionalProperties": True,
@@ -106,6 +115,7 @@ async def create_run(
     who: CanSubmit,
     wait: WaitQuery = 0,
     idempotency_key: IdempotencyKeyHeader = None,
+    version: VersionQuery = None,
 ) -> RunView | Response:
     """Queue a run of a workflow: 202 with the queued run and ``Location: /v1/runs/{id}``.
 
@@ -118,6 +128,10 @@ async def create_run(
     ``RateLimit-Policy`` fields of the key. An ``Idempotency-Key`` sent again with the same body
     answers the first run (``Idempotent-Replayed: true``); with another body, a 409.
     """
+    if version is not None:
+        if body.get("version", version) != version:
+            raise ParameterError("version", "?version= and the body's version differ; give one")
+        body = {**body, "version": version}
     accepted = await run_in_threadpool(
         operations.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key, options=NATIVE_OPTION_KEYS
     )

@@ -16,6 +16,7 @@ from dispatcher.cli.batch import batch_command
 from dispatcher.cli.common import die, redis_reachable
 from dispatcher.cli.ops import dead_letter_app
 from dispatcher.cli.run import run_command
+from dispatcher.cli.workflows import workflows_app
 from dispatcher.errors import DispatchError, WorkerNameTaken
 from dispatcher.logs import setup_logging
 from dispatcher.settings import Settings, load_settings
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(dead_letter_app, name="dead-letter")
+app.add_typer(workflows_app, name="workflows")
 
 RedisOpt = Annotated[str | None, typer.Option("--redis-url", help="overrides COMFY_DISPATCH_REDIS_URL")]
 OutputOpt = Annotated[Path | None, typer.Option("--output-dir", help="overrides COMFY_DISPATCH_OUTPUT_DIR")]

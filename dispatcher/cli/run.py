@@ -44,6 +44,10 @@ def run_command(
         str | None, typer.Option("--idempotency-key", help="send again with the same key: no second run")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the run as JSON")] = False,
+    version: Annotated[
+        int | None,
+        typer.Option("--workflow-version", min=1, help="run this version of the workflow (default: the latest)"),
+    ] = None,
     api_url: ApiUrlOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
@@ -61,7 +65,8 @@ def run_command(
 
     files: list[Path] = []
     with connect(api_url, api_key) as client, api_errors(f"run of {workflow}"):
-        run = client.submit(workflow, params, priority=priority, idempotency_key=idempotency_key)
+        options = {"version": version} if version is not None else {}
+        run = client.submit(workflow, params, priority=priority, idempotency_key=idempotency_key, **options)
         if wait or out is not None:
             try:
                 run = follow(client, run, timeout=timeout, progress=RunProgress(run.id, enabled=sys.stderr.isatty()))

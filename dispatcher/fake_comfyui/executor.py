@@ -23,6 +23,7 @@ from dispatcher.fake_comfyui.failures import OOM_TYPE, Interrupted, NodeFailure,
 from dispatcher.fake_comfyui.files import Dirs
 from dispatcher.fake_comfyui.graph import execution_order, full_type_name, is_link
 from dispatcher.fake_comfyui.hub import Hub
+from dispatcher.fake_comfyui.media_nodes import MEDIA_FUNCTIONS
 from dispatcher.fake_comfyui.models import ModelMemory
 from dispatcher.fake_comfyui.nodes import NODE_FUNCTIONS, NodeContext
 from dispatcher.fake_comfyui.png import encode_solid_png
@@ -254,7 +255,7 @@ class _PromptRun:
         self.ex.check_interrupt()  # ComfyUI checks the flag as a node starts
         await self.ex.hang()
         controls = self.ex.controls
-        function_name, function = NODE_FUNCTIONS[class_type]
+        function_name, function = NODE_FUNCTIONS.get(class_type) or MEDIA_FUNCTIONS[class_type]
         if controls.take_failure(class_type):
             raise injected(class_type, function_name, controls.exception_type, controls.exception_message)
         context = NodeContext(

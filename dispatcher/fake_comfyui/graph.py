@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.fake_comfyui.nodeschema import combo_choices
 from dispatcher.fake_comfyui.schemas import NodeSchema, types_match
 
 # A node's own VALIDATE_INPUTS: gets the node's constant inputs, returns True, False or a reason.
@@ -251,10 +252,11 @@ class _Checker:
             return _error("value_smaller_than_min", f"Value {value} smaller than min of {options['min']}", name, extra)
         if "max" in options and value > options["max"]:
             return _error("value_bigger_than_max", f"Value {value} bigger than max of {options['max']}", name, extra)
-        if isinstance(input_type, list) and value not in input_type:
+        choices = combo_choices(input_type, options)  # a V1 list, or a V3 node's COMBO options
+        if choices is not None and value not in choices:
             # As ComfyUI: long option lists (model files) are summarised, not echoed back.
-            listing = f"(list of length {len(input_type)})" if len(input_type) > 20 else str(input_type)
-            if len(input_type) > 20:
+            listing = f"(list of length {len(choices)})" if len(choices) > 20 else str(choices)
+            if len(choices) > 20:
                 extra["input_config"] = None
             return _error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listing}", extra)
         return None

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-DEFAULT_CHECKPOINTS = ("v1-5-pruned-emaonly-fp16.safetensors", "v1-5-pruned-emaonly.safetensors")
+DEFAULT_CHECKPOINTS = (
+    "sd-v1-5-inpainting.ckpt",
+    "sd_xl_base_1.0.safetensors",
+    "v1-5-pruned-emaonly-fp16.safetensors",
+    "v1-5-pruned-emaonly.safetensors",
+)
+"""The checkpoints a fake has unless told otherwise: those of the bundled workflows (ComfyUI lists them sorted)."""
 
 MODEL_FOLDERS = (
     "checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision", "style_models",

@@ -145,7 +145,7 @@ async def preview_any(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
         text = "None"
     else:
         try:
-            text = json.dumps(source)
+            text = json.dumps(source, indent=4)  # as PreviewAny prints lists and dicts
         except TypeError:
             text = str(format_value(source))
     return NodeResult((), {"text": [text]})
@@ -319,6 +319,18 @@ async def vae_encode(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
     return NodeResult((Latent(image.width // 8, image.height // 8, tuple(to_rgb8(c) for c in image.colors)),))
 
 
+async def vae_encode_for_inpaint(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
+    """Pixels under the mask (rounded) turn mid-grey before encoding, as ComfyUI's ``VAEEncodeForInpaint``; a
+    solid mask covers a whole frame or none of it."""
+    image: Image = a["pixels"]
+    mask: Mask = a["mask"]
+    grey: Pixel = (0.5, 0.5, 0.5)
+    colors = tuple(
+        grey if round(mask.values[index % len(mask.values)]) else color for index, color in enumerate(image.colors)
+    )
+    return NodeResult((Latent(image.width // 8, image.height // 8, tuple(to_rgb8(c) for c in colors)),))
+
+
 NODE_FUNCTIONS: dict[str, tuple[str, NodeFunction]] = {
     # class_type -> (Python function name ComfyUI would show in a traceback, implementation)
     "EmptyImage": ("generate", empty_image),
@@ -352,4 +364,5 @@ NODE_FUNCTIONS: dict[str, tuple[str, NodeFunction]] = {
     "KSampler": ("sample", ksampler),
     "VAEDecode": ("decode", vae_decode),
     "VAEEncode": ("encode", vae_encode),
+    "VAEEncodeForInpaint": ("encode", vae_encode_for_inpaint),
 }

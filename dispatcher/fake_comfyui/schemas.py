@@ -1,6 +1,7 @@
 """Node schemas of the simulated nodes: what ``/object_info`` shows and what validation checks.
 
-Shapes follow ComfyUI 0.3.64's ``node_info()`` for classic (V1) nodes; ``EmptyImage`` is byte-for-byte the
+Shapes follow ComfyUI 0.3.64's ``node_info()`` for classic (V1) nodes (the save nodes of other output kinds are
+in :mod:`dispatcher.fake_comfyui.media_schemas`); ``EmptyImage`` is byte-for-byte the
 recorded ``object_info_EmptyImage.json``. Some combo lists depend on the machine (files in the input folder,
 model files of each loader), so schemas are built from a :class:`Catalog`.
 """
@@ -8,38 +9,29 @@ model files of each loader), so schemas are built from a :class:`Catalog`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-MAX_RESOLUTION = 16384
-ANY = "*"
+from dispatcher.fake_comfyui.media_schemas import media_schemas
+from dispatcher.fake_comfyui.nodeschema import ANY, MAX_RESOLUTION, Catalog, NodeSchema
+from dispatcher.fake_comfyui.nodeschema import SAVE_PREFIX_TIP as _SAVE_PREFIX_TIP
+from dispatcher.fake_comfyui.nodeschema import float_input as _float
+from dispatcher.fake_comfyui.nodeschema import int_input as _int
+from dispatcher.workflows import comfy_nodes
+
+__all__ = ["ANY", "MAX_RESOLUTION", "Catalog", "NodeSchema", "build_schemas", "types_match"]
+
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 CROP_METHODS = ["disabled", "center"]
-SAMPLERS = [
-    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
-    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
-    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
-    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
-    "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
-    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
-    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
-]  # fmt: skip
-SCHEDULERS = [
-    "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic",
-    "kl_optimal",
-]  # fmt: skip
+# ComfyUI 0.3.64's lists, shared with parameter inference (one place to update).
+SAMPLERS = list(comfy_nodes.SAMPLERS)
+SCHEDULERS = list(comfy_nodes.SCHEDULERS)
 CLIP_TYPES = [
     "stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos", "lumina2", "wan",
     "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image",
 ]  # fmt: skip
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 
-_SAVE_PREFIX_TIP = (
-    "The prefix for the file to save. This may include formatting information such as %date:yyyy-MM-dd% "
-    "or %Empty Latent Image.width% to include values from nodes."
-)
 _CLIP_RECIPES = (
     "[Recipes]\n\nstable_diffusion: clip-l\nstable_cascade: clip-g\nsd3: t5 xxl/ clip-g / clip-l\n"
     "stable_audio: t5 base\nmochi: t5 xxl\ncosmos: old t5 xxl\nlumina2: gemma 2 2B\nwan: umt5 xxl\n"
@@ -51,88 +43,6 @@ _CFG_TIP = (
     "The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values result "
     "in images more closely matching the prompt however too high values will negatively impact quality."
 )
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """The machine-dependent combo lists: image files in the input folder, files of each model folder."""
-
-    input_images: tuple[str, ...] = ()
-    models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def files(self, folder: str) -> list[str]:
-        """A loader's combo list: the folder's files (a new list each time, as ``get_filename_list``)."""
-        return list(self.models.get(folder, ()))
-
-
-@dataclass(frozen=True)
-class NodeSchema:
-    """One node class. ``inputs`` maps category (required/optional/hidden) to name -> spec, in order."""
-
-    name: str
-    inputs: dict[str, dict[str, Any]]
-    returns: tuple[str, ...]
-    category: str
-    display_name: str | None = None
-    description: str = ""
-    python_module: str = "nodes"
-    output_node: bool = False
-    output_tooltips: tuple[str, ...] | None = None
-    is_async: bool = False
-    return_names: tuple[str, ...] | None = None
-    # Inputs checked by the node's own VALIDATE_INPUTS instead of the generic min/max/combo checks.
-    self_validated: tuple[str, ...] = field(default=())
-
-    def input_info(self, name: str) -> tuple[Any, str, dict[str, Any]] | None:
-        """(type, category, options) of an input, as ComfyUI's ``get_input_info``."""
-        for category in ("required", "optional", "hidden"):
-            spec = self.inputs.get(category, {}).get(name)
-            if spec is None:
-                continue
-            if category == "hidden":
-                return spec, category, {}
-            options = spec[1] if len(spec) > 1 else {}
-            return spec[0], category, options
-        return None
-
-    def info(self) -> dict[str, Any]:
-        """The ``/object_info`` entry."""
-        out: dict[str, Any] = {
-            "input": _jsonable(self.inputs),
-            "input_order": {category: list(specs) for category, specs in self.inputs.items()},
-            "output": list(self.returns),
-            "output_is_list": [False] * len(self.returns),
-            "output_name": list(self.return_names or self.returns),
-            "name": self.name,
-            "display_name": self.display_name or self.name,
-            "description": self.description,
-            "python_module": self.python_module,
-            "category": self.category,
-            "output_node": self.output_node,
-        }
-        if self.output_tooltips is not None:
-            out["output_tooltips"] = list(self.output_tooltips)
-        return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _int(default: int, lo: int, hi: int, step: int | None = 1, **extra: Any) -> tuple[str, dict[str, Any]]:
-    opts: dict[str, Any] = {"default": default, "min": lo, "max": hi}
-    if step is not None:
-        opts["step"] = step
-    opts.update(extra)
-    return ("INT", opts)
-
-
-def _float(default: float, lo: float, hi: float, step: float, **extra: Any) -> tuple[str, dict[str, Any]]:
-    return ("FLOAT", {"default": default, "min": lo, "max": hi, "step": step, **extra})
 
 
 def build_schemas(catalog: Catalog) -> dict[str, NodeSchema]:
@@ -200,6 +110,9 @@ def build_schemas(catalog: Catalog) -> dict[str, NodeSchema]:
         ),
         NodeSchema("VAEEncode", {"required": {"pixels": ("IMAGE",), "vae": ("VAE",)}}, ("LATENT",), "latent",
                    "VAE Encode"),
+        NodeSchema("VAEEncodeForInpaint", {"required": {
+            "pixels": ("IMAGE",), "vae": ("VAE",), "mask": ("MASK",), "grow_mask_by": _int(6, 0, 64),
+        }}, ("LATENT",), "latent/inpaint", "VAE Encode (for Inpainting)"),
         NodeSchema("VAELoader", {"required": {"vae_name": (catalog.files("vae"),)}}, ("VAE",), "loaders", "Load VAE"),
         NodeSchema(
             "EmptyLatentImage",
@@ -316,6 +229,7 @@ def build_schemas(catalog: Catalog) -> dict[str, NodeSchema]:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }, (ANY,), "_for_testing", "Test Sleep", python_module="custom_nodes.testing-pack", is_async=True),
     ]  # fmt: skip
+    schemas.extend(media_schemas(catalog))  # the save nodes of every output kind, and what feeds them
     return {schema.name: schema for schema in schemas}
 
 

@@ -8,8 +8,12 @@ its digest: a process caches what it read forever.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
+import zlib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from redis import Redis
 
@@ -26,6 +30,13 @@ def capability_keys(digest: str) -> tuple[str, str]:
     return keys.capabilities(digest), keys.capabilities(digest) + ":items"
 
 
+def definitions_key(digest: str) -> str:
+    """String: the node definitions (``/object_info``) of the ComfyUI that published a set first, as zlib-compressed
+    base64 JSON (a ComfyUI with many custom nodes serves megabytes); renewed with the set. What converts a
+    workflow saved in ComfyUI's editor (UI format) to the API format (:mod:`dispatcher.workflows.uiformat`)."""
+    return keys.capabilities(digest) + ":object_info"
+
+
 def capabilities_ttl(settings: Settings) -> int:
     """How long a capability set outlives the last heartbeat that renewed it."""
     return max(int(3 * settings.worker_heartbeat), 30)
@@ -40,16 +51,21 @@ class CapabilityStore:
         self._known: dict[str, Capabilities] = {}
         self._lock = threading.Lock()
 
-    def publish(self, capabilities: Capabilities) -> str:
-        """Store ``capabilities`` (if no worker has yet) and return their digest."""
+    def publish(self, capabilities: Capabilities, definitions: dict[str, Any] | None = None) -> str:
+        """Store ``capabilities`` and the ComfyUI's node ``definitions`` (if no worker has yet) and return their
+        digest."""
         digest = capabilities.digest()
         record, items = capability_keys(digest)
+        defs = definitions_key(digest)
         pipe = self.redis.pipeline(transaction=True)
         if not self.redis.exists(items):
             pipe.set(record, capabilities.to_json())
             for start in range(0, len(capabilities.items()), 1000):
                 pipe.sadd(items, *capabilities.items()[start : start + 1000])
-        for key in (record, items):
+        if definitions is not None and not self.redis.exists(defs):
+            packed = base64.b64encode(zlib.compress(json.dumps(definitions).encode(), 6)).decode()
+            pipe.set(defs, packed)
+        for key in (record, items, defs):
             pipe.expire(key, self.ttl)
         pipe.execute()
         with self._lock:
@@ -70,6 +86,20 @@ class CapabilityStore:
             with self._lock:
                 self._known.update({d: found[d] for d in unread if d in found})
         return found
+
+    def definitions(self, digests: Iterable[str]) -> dict[str, Any]:
+        """The node definitions published with the sets of ``digests``, merged (a class from the first set that
+        has it); empty when none was published."""
+        merged: dict[str, Any] = {}
+        wanted = sorted({d for d in digests if d})
+        if not wanted:
+            return merged
+        packed: list[str | None] = self.redis.mget([definitions_key(d) for d in wanted])  # type: ignore[assignment]
+        for text in packed:
+            if text:
+                for name, spec in json.loads(zlib.decompress(base64.b64decode(text))).items():
+                    merged.setdefault(name, spec)
+        return merged
 
 
 class FleetCapabilities:
@@ -102,6 +132,10 @@ class FleetCapabilities:
     def loaders(self) -> dict[str, dict[str, str]]:
         """Which inputs name model files, as the fleet's ComfyUIs say, with ComfyUI's own loaders."""
         return self._view()[1]
+
+    def node_definitions(self) -> dict[str, Any]:
+        """What the ComfyUIs of the workers alive serve as ``/object_info``, merged; empty before any published."""
+        return self.store.definitions(w.caps for w in self.workers() if w.state != "offline")
 
     def check(self, workflow: str, needs: Needs) -> None:
         """NoCapableWorker naming what is missing when no set of the fleet covers ``needs``; nothing when one

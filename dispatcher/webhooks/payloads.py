@@ -5,6 +5,10 @@ A terminal event (``done``, ``error``, ``canceled``) goes to ``on_result_url`` a
     {"type": "success" | "failed", "run_id": "...", "error": "..." (failed only),
      "output_images": [url, ...], "full_outputs": {"<node id>": {"images": [url, ...]}}}
 
+Comflowy lists images only: ``output_images`` and each node's ``images`` hold the image outputs (animated
+WEBP/PNG/GIF included); a node's other outputs go beside its ``images``, under ``videos``, ``audio``,
+``files`` (URLs) and ``text`` (the strings themselves, as ComfyUI shows them): see :func:`comflowy_outputs`.
+
 Every other event goes to ``on_progress_event_url`` (when the run gave one) as
 ``{"type": "waiting" | "pending" | "running" | "message", "payload": {...}}``: ``queued`` is
 waiting, ``started`` pending, ``progress`` running, ``output`` and ``retrying`` are messages.
@@ -30,6 +34,7 @@ from urllib.parse import quote
 
 from dispatcher.batches import BATCH_DONE, Batch
 from dispatcher.events import TERMINAL_EVENTS, Event
+from dispatcher.outputs import kind_named
 from dispatcher.runs import Output
 
 
@@ -52,7 +57,7 @@ PUBLIC_FIELDS: dict[str, tuple[str, ...]] = {
     "queued": ("workflow", "priority"),
     "started": ("attempt",),
     "progress": ("progress", "node"),
-    "output": ("node", "filename", "content_type", "size"),
+    "output": ("node", "filename", "content_type", "size", "kind", "text"),
     "retrying": ("attempt", "retry_at", "error"),
 }
 
@@ -97,11 +102,34 @@ def result_payload(run_id: str, event: Event, outputs: Sequence[Output], url_for
         message = error.get("message") if isinstance(error, dict) else None
         payload["error"] = str(message or f"run {event.data.get('status') or event.type}")
         return payload
-    for output in outputs:
-        url = url_for(run_id, output)
-        payload["output_images"].append(url)
-        payload["full_outputs"].setdefault(output.node, {"images": []})["images"].append(url)
+    payload["output_images"], payload["full_outputs"] = comflowy_outputs(outputs, lambda o: url_for(run_id, o))
     return payload
+
+
+# Where a node's outputs other than images go in Comflowy's full_outputs, beside its images.
+COMFLOWY_KEYS = {"video": "videos", "audio": "audio", "file": "files", "text": "files"}
+
+
+def comflowy_outputs(
+    outputs: Sequence[Output], url: Callable[[Output], str]
+) -> tuple[list[str], dict[str, dict[str, list[str]]]]:
+    """Comflowy's ``output_images`` and ``full_outputs`` of a run's outputs (see the module docstring).
+
+    A text output is its string under ``text``; a text file a node saved (no inline text) is a file.
+    """
+    images: list[str] = []
+    full: dict[str, dict[str, list[str]]] = {}
+    for output in outputs:
+        node = full.setdefault(output.node, {"images": []})
+        kind = kind_named(output.kind, output.content_type)
+        if kind == "image":
+            images.append(url(output))
+            node["images"].append(url(output))
+        elif kind == "text" and output.text is not None:
+            node.setdefault("text", []).append(output.text)
+        else:
+            node.setdefault(COMFLOWY_KEYS[kind], []).append(url(output))
+    return images, full
 
 
 def progress_payload(run_id: str, event: Event, url_for: UrlFor) -> dict[str, Any]:

@@ -2,6 +2,15 @@
 
 from dispatcher.workflows.bundled import load_workflow
 from dispatcher.workflows.manifest import Param, Workflow, build_workflow, is_link
-from dispatcher.workflows.registry import Registry
+from dispatcher.workflows.registry import PublishedRegistry, Registry, parse_version
 
-__all__ = ["Param", "Registry", "Workflow", "build_workflow", "is_link", "load_workflow"]
+__all__ = [
+    "Param",
+    "PublishedRegistry",
+    "Registry",
+    "parse_version",
+    "Workflow",
+    "build_workflow",
+    "is_link",
+    "load_workflow",
+]

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from dispatcher.errors import ManifestError, ParameterError
+from dispatcher.errors import ManifestError, ParameterError, UIFormatError
 from dispatcher.inputs import canonical_image
+from dispatcher.workflows.uiformat import EXPORT_HINT, is_ui_format
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ class Workflow:
 
 
 def check_graph(graph: Any, path: str) -> dict[str, Any]:
+    if is_ui_format(graph):  # converting takes node definitions (uiformat.to_api_format): callers that have them do
+        raise UIFormatError(path, f"is a workflow in ComfyUI's UI format, not the API format: {EXPORT_HINT}")
     if not isinstance(graph, dict) or not graph:
         raise ManifestError(path, "must be a non-empty object of nodes (ComfyUI API format, not the UI format)")
     for node_id, node in graph.items():
@@ -291,10 +294,12 @@ def build_workflow(
     manifest_where: str,
     version: int = 1,
     path: Path | None = None,
+    node_definitions: dict[str, Any] | None = None,
 ) -> Workflow:
     """Validate ``graph`` (API format) and ``manifest`` together into a Workflow.
 
-    ``manifest`` None means there is none: one is inferred from the graph. ``*_where`` name the two in errors
+    ``manifest`` None means there is none: one is inferred from the graph (with the choices and ranges of a
+    ComfyUI's ``node_definitions`` where given). ``*_where`` name the two in errors
     (a file path, or the field of a request). Raises :class:`ManifestError` for anything wrong.
     """
     mpath = manifest_where
@@ -305,7 +310,7 @@ def build_workflow(
     if manifest is None:
         from dispatcher.workflows.infer import infer_manifest  # noqa: PLC0415 (infer imports this module)
 
-        manifest = infer_manifest(graph)
+        manifest = infer_manifest(graph, node_definitions)
     if not isinstance(manifest, dict):
         raise ManifestError(mpath, "must be a JSON object")
     unknown = sorted(set(manifest) - MANIFEST_KEYS)

@@ -39,6 +39,8 @@ from comfy_dispatch_client.models import (
     Run,
     RunPage,
     RunStatus,
+    Workflow,
+    WorkflowVersion,
 )
 from comfy_dispatch_client.retrying import RetryPolicy
 from comfy_dispatch_client.transport import VERSION
@@ -75,6 +77,8 @@ __all__ = [
     "ServiceUnavailable",
     "Unauthorized",
     "WaitTimeout",
+    "Workflow",
+    "WorkflowVersion",
     "errors",
     "models",
 ]

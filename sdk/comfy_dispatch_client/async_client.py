@@ -32,7 +32,16 @@ from comfy_dispatch_client.errors import (
     RunFailed,
     WaitTimeout,
 )
-from comfy_dispatch_client.models import Batch, BatchSubmission, Event, Output, Run, RunPage
+from comfy_dispatch_client.models import (
+    Batch,
+    BatchSubmission,
+    Event,
+    Output,
+    Run,
+    RunPage,
+    Workflow,
+    WorkflowVersion,
+)
 from comfy_dispatch_client.retrying import RetryPolicy, async_retrying, backoff, retry_after_of
 from comfy_dispatch_client.streaming import READ_TIMEOUT, EventCursor
 from comfy_dispatch_client.transport import DEFAULT_TIMEOUT, client_options, failure, raise_for_answer, request_timeout
@@ -229,6 +238,31 @@ class AsyncClient:
 
     async def cancel_batch(self, batch_id: str) -> Batch:
         return await self._do(calls.cancel_batch(batch_id))
+
+    # -- workflows ------------------------------------------------------------------------------------------
+
+    async def list_workflows(self) -> list[Workflow]:
+        """Every workflow that takes runs, at its latest version."""
+        return await self._do(calls.list_workflows())
+
+    async def get_workflow(self, workflow: str, version: int | None = None) -> Workflow:
+        """A workflow's latest version (or ``version``) with its manifest and graph."""
+        return await self._do(calls.get_workflow(workflow, version))
+
+    async def workflow_versions(self, workflow: str) -> list[WorkflowVersion]:
+        """Every published version of a workflow, oldest first."""
+        return await self._do(calls.workflow_versions(workflow))
+
+    async def publish_workflow(
+        self, workflow: str, graph: Mapping[str, Any], manifest: Mapping[str, Any] | None = None
+    ) -> Workflow:
+        """Publish ``graph`` (API or UI format) with ``manifest`` (None: inferred) as the workflow's new latest
+        version (admin key); the same graph and manifest as the latest publish nothing and give it back."""
+        return await self._do(calls.publish_workflow(workflow, graph, manifest))
+
+    async def retire_workflow(self, workflow: str) -> None:
+        """Retire a workflow (admin key): new runs are refused, queued ones still run."""
+        await self._do(calls.retire_workflow(workflow))
 
     # -- plumbing -------------------------------------------------------------------------------------------
 

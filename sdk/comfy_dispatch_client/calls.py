@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from comfy_dispatch_client.errors import ProtocolError
-from comfy_dispatch_client.models import Batch, Run, RunPage
+from comfy_dispatch_client.models import Batch, Run, RunPage, Workflow, WorkflowVersion
 
 T = TypeVar("T")
 
@@ -181,3 +181,49 @@ def cancel_batch(batch_id: str) -> Op[Batch]:
 
 def events_path(run_id: str) -> str:
     return f"/v1/runs/{segment(run_id, 'run_id')}/events"
+
+
+# -- workflows ------------------------------------------------------------------------------------------------
+
+
+def _workflow(response: httpx.Response) -> Workflow:
+    return Workflow.from_json(json_of(response))
+
+
+def list_workflows() -> Op[list[Workflow]]:
+    def parse(response: httpx.Response) -> list[Workflow]:
+        data = json_of(response)
+        items = data.get("workflows") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ProtocolError("GET /v1/workflows: no workflows list in the answer")
+        return [Workflow.from_json(item) for item in items]
+
+    return Op("GET", "/v1/workflows", parse)
+
+
+def get_workflow(workflow: str, version: int | None = None) -> Op[Workflow]:
+    params = {"version": str(version)} if version is not None else None
+    return Op("GET", f"/v1/workflows/{segment(workflow, 'workflow')}", _workflow, params=params)
+
+
+def workflow_versions(workflow: str) -> Op[list[WorkflowVersion]]:
+    def parse(response: httpx.Response) -> list[WorkflowVersion]:
+        data = json_of(response)
+        items = data.get("versions") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ProtocolError("GET /v1/workflows/{id}/versions: no versions list in the answer")
+        return [WorkflowVersion.from_json(item) for item in items]
+
+    return Op("GET", f"/v1/workflows/{segment(workflow, 'workflow')}/versions", parse)
+
+
+def publish_workflow(workflow: str, graph: Mapping[str, Any], manifest: Mapping[str, Any] | None) -> Op[Workflow]:
+    """``PUT /v1/workflows/{id}``: safe to send again (the same graph and manifest publish no new version)."""
+    body: dict[str, Any] = {"graph": dict(graph)}
+    if manifest is not None:
+        body["manifest"] = dict(manifest)
+    return Op("PUT", f"/v1/workflows/{segment(workflow, 'workflow')}", _workflow, json=body)
+
+
+def retire_workflow(workflow: str) -> Op[None]:
+    return Op("DELETE", f"/v1/workflows/{segment(workflow, 'workflow')}", lambda response: None)

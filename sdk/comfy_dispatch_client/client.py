@@ -26,7 +26,16 @@ from comfy_dispatch_client.errors import (
     RunFailed,
     WaitTimeout,
 )
-from comfy_dispatch_client.models import Batch, BatchSubmission, Event, Output, Run, RunPage
+from comfy_dispatch_client.models import (
+    Batch,
+    BatchSubmission,
+    Event,
+    Output,
+    Run,
+    RunPage,
+    Workflow,
+    WorkflowVersion,
+)
 from comfy_dispatch_client.retrying import RetryPolicy, backoff, retry_after_of, retrying
 from comfy_dispatch_client.streaming import READ_TIMEOUT, EventCursor
 from comfy_dispatch_client.transport import (
@@ -242,6 +251,31 @@ class Client:
     def cancel_batch(self, batch_id: str) -> Batch:
         """Cancel every run of the batch that has not ended; the batch as it is then."""
         return self._do(calls.cancel_batch(batch_id))
+
+    # -- workflows ------------------------------------------------------------------------------------------
+
+    def list_workflows(self) -> list[Workflow]:
+        """Every workflow that takes runs, at its latest version."""
+        return self._do(calls.list_workflows())
+
+    def get_workflow(self, workflow: str, version: int | None = None) -> Workflow:
+        """A workflow's latest version (or ``version``) with its manifest and graph."""
+        return self._do(calls.get_workflow(workflow, version))
+
+    def workflow_versions(self, workflow: str) -> list[WorkflowVersion]:
+        """Every published version of a workflow, oldest first."""
+        return self._do(calls.workflow_versions(workflow))
+
+    def publish_workflow(
+        self, workflow: str, graph: Mapping[str, Any], manifest: Mapping[str, Any] | None = None
+    ) -> Workflow:
+        """Publish ``graph`` (API or UI format) with ``manifest`` (None: inferred) as the workflow's new latest
+        version (admin key); the same graph and manifest as the latest publish nothing and give it back."""
+        return self._do(calls.publish_workflow(workflow, graph, manifest))
+
+    def retire_workflow(self, workflow: str) -> None:
+        """Retire a workflow (admin key): new runs are refused, queued ones still run."""
+        self._do(calls.retire_workflow(workflow))
 
     # -- plumbing -------------------------------------------------------------------------------------------
 

@@ -91,7 +91,8 @@ class Forbidden(ApiError):
 
 
 class NotFound(ApiError):
-    """Raised on 404: no such workflow, run, batch or output (or another tenant's)."""
+    """Raised on 404: no such workflow, run, batch or output (or another tenant's); and on 410: a retired
+    workflow."""
 
 
 class Conflict(ApiError):
@@ -148,6 +149,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
+    410: NotFound,
     409: Conflict,
     422: InvalidRequest,
     429: RateLimited,

@@ -73,7 +73,7 @@ def _time(data: Mapping[str, Any], name: str, what: str) -> datetime | None:
 
 @dataclass(frozen=True)
 class Output:
-    """One file a run produced; ``url`` is absolute (the API's, or a presigned storage URL)."""
+    """One output a run produced; ``url`` is absolute (the API's, or a presigned storage URL)."""
 
     node: str
     filename: str
@@ -82,6 +82,10 @@ class Output:
     size: int
     sha256: str | None = None
     """Hex digest of the file, when the API gives one (a download is checked against it)."""
+    kind: str = "file"
+    """image, video, audio, text or file (by its content type; file when the API does not say)."""
+    text: str | None = None
+    """A text output's string (also downloadable at ``url``); None for files."""
 
     @classmethod
     def from_json(cls, data: Any) -> Output:
@@ -93,6 +97,8 @@ class Output:
             content_type=str(data.get("content_type") or "application/octet-stream"),
             size=int(_number(data, "size", "output", 0) or 0),
             sha256=_optional(data, "sha256", str, "output"),
+            kind=str(data.get("kind") or "file"),
+            text=_optional(data, "text", str, "output"),
         )
 
 
@@ -119,6 +125,8 @@ class Run:
     gpu_seconds: float
     eta_seconds: float | None
     batch_id: str | None
+    workflow_version: int | None = None
+    """The version of its workflow it runs (None from an API that does not say)."""
     replayed: bool = False
     """Set on a submission's answer: its Idempotency-Key had been used before, and this is that first run."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -162,6 +170,7 @@ class Run:
             gpu_seconds=float(_number(data, "gpu_seconds", what, 0.0) or 0.0),
             eta_seconds=_number(data, "eta_seconds", what),
             batch_id=_optional(data, "batch_id", str, what),
+            workflow_version=_optional(data, "workflow_version", int, what),
             replayed=replayed,
             raw=dict(data),
         )
@@ -301,3 +310,60 @@ class BatchSubmission:
     @property
     def runs(self) -> list[Run]:
         return [item.run for item in self.items if item.run is not None]
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A workflow as the API shows it (``GET /v1/workflows/{id}``): its latest version (or the one asked for),
+    its parameters, and, in the detail view, its manifest and graph (``raw`` has every field)."""
+
+    id: str
+    version: int
+    description: str
+    params: dict[str, dict[str, Any]]
+    inferred: bool
+    manifest: dict[str, Any] | None = None
+    graph: dict[str, Any] | None = None
+    source: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Workflow:
+        data = _object(data, "a workflow")
+        what = f"workflow {data.get('id')!r}"
+        return cls(
+            id=_get(data, "id", str, what),
+            version=int(_number(data, "version", what, 1) or 1),
+            description=str(data.get("description") or ""),
+            params=dict(_optional(data, "params", dict, what) or {}),
+            inferred=bool(data.get("inferred", False)),
+            manifest=_optional(data, "manifest", dict, what),
+            graph=_optional(data, "graph", dict, what),
+            source=_optional(data, "source", str, what),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class WorkflowVersion:
+    """One published version of a workflow (``GET /v1/workflows/{id}/versions``)."""
+
+    version: int
+    created_at: datetime | None
+    source: str
+    digest: str
+    inferred: bool
+    published_by: str | None
+
+    @classmethod
+    def from_json(cls, data: Any) -> WorkflowVersion:
+        data = _object(data, "a workflow version")
+        what = f"version {data.get('version')!r}"
+        return cls(
+            version=int(_get(data, "version", int, what)),
+            created_at=_time(data, "created_at", what),
+            source=str(data.get("source") or ""),
+            digest=str(data.get("digest") or ""),
+            inferred=bool(data.get("inferred", False)),
+            published_by=_optional(data, "published_by", str, what),
+        )

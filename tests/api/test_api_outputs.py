@@ -33,6 +33,8 @@ def test_output_is_served_from_the_store(client: TestClient, fake_conns: Connect
         "url": f"http://testserver/v1/runs/{run_id}/outputs/invert_00001_.png",
         "content_type": "image/png",
         "size": len(PNG),
+        "kind": "image",
+        "text": None,
     }
     response = client.get(run["outputs"][0]["url"])
     assert response.status_code == 200

@@ -14,9 +14,9 @@ from dispatcher.connections import Connections
 from tests.api.helpers import Backlog, TestClient, assert_problem, finish_run, start_run
 
 RUN_FIELDS = {
-    "id", "workflow", "status", "priority", "progress", "queue_position", "params", "outputs", "error",
-    "created_at", "started_at", "finished_at", "attempts", "max_attempts", "cached", "cached_from", "gpu_seconds",
-    "eta_seconds", "batch_id", "waiting_for",
+    "id", "workflow", "workflow_version", "status", "priority", "progress", "queue_position", "params", "outputs",
+    "error", "created_at", "started_at", "finished_at", "attempts", "max_attempts", "cached", "cached_from",
+    "gpu_seconds", "eta_seconds", "batch_id", "waiting_for",
 }  # fmt: skip
 
 

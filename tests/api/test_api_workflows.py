@@ -26,7 +26,12 @@ def test_get_workflow(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["id"] == "invert"
-    assert set(body) == {"id", "description", "params", "capable_workers"}
+    assert set(body) == {
+        "id", "version", "description", "params", "inferred", "created_at", "source", "manifest", "graph",
+        "capable_workers",
+    }  # fmt: skip
+    assert body["version"] == 1 and body["source"] == "bundled" and body["inferred"] is False
+    assert body["graph"]["2"]["class_type"] == "ImageInvert" and set(body["manifest"]["params"]) == set(body["params"])
     assert body["capable_workers"] is None  # no worker has said what its ComfyUI can run
     assert set(body["params"]) == {"width", "height", "color"}
 

@@ -58,6 +58,8 @@ UNDESCRIBED_422 = {
     ("POST", "/v1/api/workflow/run/{workflow_id}"),
     # The bytes of a PNG, JPEG, WebP or GIF image.
     ("POST", "/v1/uploads"),
+    # A ComfyUI graph whose nodes and links hold together, and a manifest naming its inputs; a url-safe id.
+    ("PUT", "/v1/workflows/{workflow_id}"),
     # A range of at most 366 days that does not run backwards.
     ("GET", "/v1/usage"),
     # A callback URL must name an address callbacks may go to (COMFY_DISPATCH_CALLBACK_ALLOW).

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from dispatcher import keys
 from dispatcher.fake_comfyui.models import DEFAULT_CHECKPOINTS, MODEL_FOLDERS
-from dispatcher.routing.store import CapabilityStore, capability_keys
+from dispatcher.routing.store import CapabilityStore, capability_keys, definitions_key
 from dispatcher.runs import Run
 from dispatcher.scheduling.dispatch import Dispatcher
 from dispatcher.submit import Submitter
@@ -108,8 +108,9 @@ def test_a_comfyui_without_model_folders_is_read_from_its_loaders(
     stub.answer({**EMPTY_IMAGE_INFO, **CHECKPOINT_LOADER_INFO}, None)
     client = worker_context(comfyui_url=stub.url).client
     assert client.model_folders() is None
-    caps = capabilities.discover(client)
+    caps, definitions = capabilities.discover(client)
     assert caps.nodes == {"EmptyImage", "CheckpointLoaderSimple"}
+    assert definitions == {**EMPTY_IMAGE_INFO, **CHECKPOINT_LOADER_INFO}
     assert caps.model_counts() == {"checkpoints": 1}
 
 
@@ -124,8 +125,11 @@ def test_the_first_beat_names_the_published_set(worker_context: ContextFactory) 
     assert state["checkpoint"] == ""
     caps = published(ctx, ctx.state.caps)
     assert caps is not None and caps.models["checkpoints"] == set(DEFAULT_CHECKPOINTS)
-    for key in capability_keys(ctx.state.caps):
+    for key in (*capability_keys(ctx.state.caps), definitions_key(ctx.state.caps)):
         assert 0 < ctx.conns.text.ttl(key) <= 30
+    # The node definitions go with the set: what converts a UI-format workflow on the API's side.
+    definitions = CapabilityStore(ctx.conns.text, ttl_seconds=30).definitions([ctx.state.caps])
+    assert "EmptyImage" in definitions and "CheckpointLoaderSimple" in definitions
 
 
 def test_a_read_at_start_is_not_repeated_by_the_first_beat(worker_context: ContextFactory, stub: StubComfy) -> None:
@@ -226,7 +230,7 @@ def test_a_posted_run_sets_the_checkpoint_and_a_change_counts_a_switch(
     worker_context: ContextFactory, fake_comfyui: FakeComfy
 ) -> None:
     ctx = worker_context()
-    first, second = DEFAULT_CHECKPOINTS
+    first, second = DEFAULT_CHECKPOINTS[-2:]
     start = switches()
     run_txt2img(ctx, first)
     heartbeat.beat(ctx)

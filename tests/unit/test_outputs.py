@@ -2,10 +2,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dispatcher.outputs import OutputFile, content_type, files_from_history, unique_names
+from dispatcher.outputs import (
+    INLINE_TEXT_CHARS,
+    TEXT_CONTENT_TYPE,
+    OutputFile,
+    content_type,
+    files_from_history,
+    files_from_outputs,
+    inline_text,
+    kind_named,
+    kind_of,
+    unique_names,
+)
+from dispatcher.runs import Output
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "transcripts"
 
@@ -14,6 +27,10 @@ def _history(name: str) -> dict[str, object]:
     data = json.loads((TRANSCRIPTS / name).read_text())
     (entry,) = data["history"].values()
     return entry  # type: ignore[no-any-return]
+
+
+def _ref(name: str, subfolder: str = "", kind: str = "output") -> dict[str, str]:
+    return {"filename": name, "subfolder": subfolder, "type": kind}
 
 
 def test_saved_files_of_the_recorded_invert_run() -> None:
@@ -29,25 +46,106 @@ def test_failed_prompt_has_no_files() -> None:
 
 
 def test_previews_count_only_when_nothing_was_saved() -> None:
-    entry = {
-        "outputs": {"4": {"images": [{"filename": "ComfyUI_temp_abcde_00001_.png", "subfolder": "", "type": "temp"}]}}
-    }
+    entry = {"outputs": {"4": {"images": [_ref("ComfyUI_temp_abcde_00001_.png", kind="temp")]}}}
     assert files_from_history(entry) == [OutputFile("4", "ComfyUI_temp_abcde_00001_.png", "", "temp", "images")]
 
 
-@pytest.mark.parametrize(
-    ("ui", "expected"),
-    [
-        ({"images": [{"filename": "a.png", "subfolder": "x/y", "type": "output"}]}, [("a.png", "x/y", "images")]),
-        ({"gifs": [{"filename": "v.mp4", "subfolder": "", "type": "output"}]}, [("v.mp4", "", "gifs")]),
-        ({"audio": [{"filename": "s.flac", "subfolder": "au", "type": "output"}]}, [("s.flac", "au", "audio")]),
-        ({"text": ["hello"]}, []),
-        ({"images": [{"subfolder": ""}]}, []),
-    ],
-)
-def test_every_file_kind_keeps_its_subfolder(ui: dict[str, object], expected: list[tuple[str, str, str]]) -> None:
+def test_a_text_is_no_saved_file_so_previews_stay() -> None:
+    outputs = {"4": {"images": [_ref("ComfyUI_temp_x_00001_.png", kind="temp")]}, "5": {"text": ["hi"]}}
+    assert [(f.filename, f.kind) for f in files_from_outputs(outputs)] == [
+        ("ComfyUI_temp_x_00001_.png", "image"),
+        ("text-5.txt", "text"),
+    ]
+
+
+def test_saved_files_drop_previews_but_keep_texts() -> None:
+    outputs = {
+        "4": {"images": [_ref("ComfyUI_temp_x_00001_.png", kind="temp")]},
+        "5": {"text": ["hi"]},
+        "9": {"images": [_ref("a_00001_.png")]},
+    }
+    assert [f.filename for f in files_from_outputs(outputs)] == ["text-5.txt", "a_00001_.png"]
+
+
+# Each UI output shape ComfyUI 0.3.64 (and VideoHelperSuite) sends -> (filename, ui key, kind, content type, text).
+SHAPES: list[tuple[str, dict[str, Any], list[tuple[str, str, str, str, str | None]]]] = [
+    ("SaveImage", {"images": [_ref("a_00001_.png", "x/y")]}, [("a_00001_.png", "images", "image", "image/png", None)]),
+    (
+        "SaveAnimatedWEBP",
+        {"images": [_ref("w_00001_.webp")], "animated": [True]},
+        [("w_00001_.webp", "images", "image", "image/webp", None)],
+    ),
+    (
+        "SaveAnimatedPNG",
+        {"images": [_ref("p_00001_.png")], "animated": [True]},
+        [("p_00001_.png", "images", "image", "image/png", None)],
+    ),
+    (
+        "SaveVideo: an mp4 under images, animated",
+        {"images": [_ref("video_00001_.mp4", "video")], "animated": [True]},
+        [("video_00001_.mp4", "images", "video", "video/mp4", None)],
+    ),
+    (
+        "SaveWEBM",
+        {"images": [_ref("ComfyUI_00001_.webm")], "animated": [True]},
+        [("ComfyUI_00001_.webm", "images", "video", "video/webm", None)],
+    ),
+    (
+        "VHS_VideoCombine image/gif",
+        {"gifs": [{**_ref("AnimateDiff_00001.gif"), "format": "image/gif", "frame_rate": 8.0, "workflow": "x.png"}]},
+        [("AnimateDiff_00001.gif", "gifs", "image", "image/gif", None)],
+    ),
+    (
+        "VHS_VideoCombine video/h264-mp4",
+        {"gifs": [{**_ref("AnimateDiff_00001.mp4"), "format": "video/h264-mp4", "frame_rate": 8.0}]},
+        [("AnimateDiff_00001.mp4", "gifs", "video", "video/mp4", None)],
+    ),
+    (
+        "SaveAudio",
+        {"audio": [_ref("a_00001_.flac", "audio")]},
+        [("a_00001_.flac", "audio", "audio", "audio/flac", None)],
+    ),
+    ("SaveAudioMP3", {"audio": [_ref("a_00001_.mp3")]}, [("a_00001_.mp3", "audio", "audio", "audio/mpeg", None)]),
+    (
+        "SaveAudioOpus",
+        {"audio": [_ref("a_00001_.opus")]},
+        [("a_00001_.opus", "audio", "audio", "audio/ogg; codecs=opus", None)],
+    ),
+    ("SaveGLB", {"3d": [_ref("m_00001_.glb", "mesh")]}, [("m_00001_.glb", "3d", "file", "model/gltf-binary", None)]),
+    ("PreviewAny", {"text": ["hello"]}, [("text-9.txt", "text", "text", TEXT_CONTENT_TYPE, "hello")]),
+    (
+        "several texts",
+        {"text": ["a", "b"]},
+        [
+            ("text-9-1.txt", "text", "text", TEXT_CONTENT_TYPE, "a"),
+            ("text-9-2.txt", "text", "text", TEXT_CONTENT_TYPE, "b"),
+        ],
+    ),
+    ("a bare string under text", {"text": "plain"}, [("text-9.txt", "text", "text", TEXT_CONTENT_TYPE, "plain")]),
+    ("no strings under text", {"text": [1, None, {"x": 1}]}, []),
+    ("a file without a name", {"images": [{"subfolder": ""}]}, []),
+    ("animated flags alone", {"animated": [True]}, []),
+    ("Preview3D's result paths", {"result": ["3d/x.glb", None, None]}, []),
+    (
+        "an unknown extension",
+        {"images": [_ref("x.unknownext")]},
+        [("x.unknownext", "images", "file", "application/octet-stream", None)],
+    ),
+]
+
+
+@pytest.mark.parametrize(("ui", "expected"), [(ui, expected) for _, ui, expected in SHAPES], ids=[s[0] for s in SHAPES])
+def test_each_ui_output_shape_maps_to_its_kind_and_content_type(
+    ui: dict[str, Any], expected: list[tuple[str, str, str, str, str | None]]
+) -> None:
     files = files_from_history({"outputs": {"9": ui}})
-    assert [(f.filename, f.subfolder, f.kind) for f in files] == expected
+    assert [(f.filename, f.ui_key, f.kind, f.content_type, f.text) for f in files] == expected
+    assert all(f.node == "9" for f in files)
+
+
+def test_files_keep_their_subfolder_and_type() -> None:
+    (video,) = files_from_outputs({"3": {"images": [_ref("v_00001_.mp4", "video")], "animated": [True]}})
+    assert (video.subfolder, video.type) == ("video", "output")
 
 
 @pytest.mark.parametrize(
@@ -67,13 +165,50 @@ def test_names_are_unique_within_a_run(files: list[tuple[str, str, str]], names:
 
 
 @pytest.mark.parametrize(
-    ("name", "ctype"),
+    ("name", "ctype", "kind"),
     [
-        ("a.png", "image/png"),
-        ("a.webp", "image/webp"),
-        ("a.mp4", "video/mp4"),
-        ("a.unknownext", "application/octet-stream"),
+        ("a.png", "image/png", "image"),
+        ("A.PNG", "image/png", "image"),
+        ("a.webp", "image/webp", "image"),
+        ("a.gif", "image/gif", "image"),
+        ("a.svg", "image/svg+xml", "image"),
+        ("a.mp4", "video/mp4", "video"),
+        ("a.webm", "video/webm", "video"),
+        ("a.flac", "audio/flac", "audio"),
+        ("a.mp3", "audio/mpeg", "audio"),
+        ("a.opus", "audio/ogg; codecs=opus", "audio"),
+        ("a.wav", "audio/wav", "audio"),
+        ("a.glb", "model/gltf-binary", "file"),
+        ("a.txt", TEXT_CONTENT_TYPE, "text"),
+        ("a.json", "application/json", "file"),
+        ("a.unknownext", "application/octet-stream", "file"),
     ],
 )
-def test_content_type(name: str, ctype: str) -> None:
+def test_content_type_and_kind(name: str, ctype: str, kind: str) -> None:
     assert content_type(name) == ctype
+    assert kind_of(ctype) == kind
+
+
+@pytest.mark.parametrize(
+    ("media_type", "kind"),
+    [("IMAGE/PNG", "image"), ("text/plain", "text"), ("text/html", "file"), ("", "file"), ("video", "video")],
+)
+def test_kind_of_any_media_type(media_type: str, kind: str) -> None:
+    assert kind_of(media_type) == kind
+
+
+def test_kind_named_falls_back_to_the_content_type() -> None:
+    assert kind_named("audio", "image/png") == "audio"
+    assert kind_named("", "video/mp4") == "video"
+    assert kind_named("nonsense", "model/gltf-binary") == "file"
+
+
+def test_inline_text_is_cut_at_its_limit() -> None:
+    assert inline_text(None) is None
+    assert inline_text("x" * (INLINE_TEXT_CHARS + 5)) == "x" * INLINE_TEXT_CHARS
+
+
+def test_a_record_written_before_kinds_gets_its_kind_from_its_content_type() -> None:
+    old = {"node": "3", "filename": "v.mp4", "content_type": "video/mp4", "size": 5, "key": "r/1/v.mp4"}
+    assert Output.from_dict(old).kind == "video"
+    assert Output.from_dict({**old, "kind": "image"}).kind == "image"

@@ -14,7 +14,7 @@ from dispatcher.errors import ManifestError, ParameterError, WorkflowNotFound
 from dispatcher.workflows import Param, Registry, load_workflow
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-BUNDLED = ["blur-slow", "img2img", "invert", "txt2img"]
+BUNDLED = ["animated-webp", "blur-slow", "img2img", "invert", "sd15-inpaint", "sdxl-txt2img", "txt2img"]
 IMAGE = "https://example.com/x.png"  # image parameters take URLs, base64 or upload ids (dispatcher.inputs)
 
 GRAPH: dict[str, Any] = {
@@ -76,7 +76,7 @@ def test_bundled_workflow_loads_and_binds_its_defaults(workflow_id: str) -> None
 def test_registry_loads_every_bundled_workflow_sorted() -> None:
     registry = Registry.load(WORKFLOWS)
     assert [w.id for w in registry.all()] == BUNDLED
-    assert len(registry) == 4 and "txt2img" in registry and "nope" not in registry
+    assert len(registry) == len(BUNDLED) and "txt2img" in registry and "nope" not in registry
     assert registry.get("invert").params["color"].description == "fill colour as 0xRRGGBB integer"
 
 
@@ -108,6 +108,9 @@ def test_registry_loads_every_bundled_workflow_sorted() -> None:
         ("img2img", "11", "VAEEncode", {"pixels", "vae"}),
         ("blur-slow", "2", "ImageBlur", {"image", "blur_radius", "sigma"}),
         ("invert", "1", "EmptyImage", {"width", "height", "batch_size", "color"}),
+        ("sdxl-txt2img", "5", "EmptyLatentImage", {"width", "height", "batch_size"}),
+        ("sd15-inpaint", "1", "LoadImage", {"image"}),
+        ("sd15-inpaint", "9", "VAEEncodeForInpaint", {"grow_mask_by", "pixels", "vae", "mask"}),
     ],
 )
 def test_bundled_graphs_use_real_comfyui_inputs(
@@ -333,7 +336,7 @@ def test_bad_manifest(tmp_path: Path, manifest: Any, detail: str) -> None:
         ('{"1": {"class_type": "A", "inputs": {}}, "1": {"class_type": "B", "inputs": {}}}', "'1' appears twice"),
         ([], "non-empty object of nodes"),
         ({}, "non-empty object of nodes"),
-        ({"nodes": [], "links": []}, "node 'nodes' must be an object"),
+        ({"nodes": [], "links": []}, "is a workflow in ComfyUI's UI format, not the API format: export the API"),
         ({"1": {"inputs": {}}}, "node '1' has no class_type"),
         ({"1": {"class_type": "A"}}, "node '1' has no inputs"),
         ({"1": {"class_type": "A", "inputs": {}, "_meta": "x"}}, "_meta"),
@@ -365,7 +368,7 @@ def test_folder_name_must_be_url_safe(tmp_path: Path) -> None:
 # --- the registry --------------------------------------------------------------------------------------
 
 
-def test_registry_load_skips_folders_without_manifest(tmp_path: Path) -> None:
+def test_registry_load_skips_folders_without_a_graph(tmp_path: Path) -> None:
     write(tmp_path / "b")
     write(tmp_path / "a")
     (tmp_path / "notes").mkdir()
@@ -373,6 +376,22 @@ def test_registry_load_skips_folders_without_manifest(tmp_path: Path) -> None:
     registry = Registry.load(tmp_path)
     assert [w.id for w in registry.all()] == ["a", "b"]
     assert registry.get("a").id == "a" and len(registry) == 2 and "notes" not in registry
+
+
+def test_a_folder_without_a_manifest_gets_one_inferred(tmp_path: Path) -> None:
+    write(tmp_path / "a")
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    (folder / "workflow.json").write_text(json.dumps(GRAPH))
+    registry = Registry.load(tmp_path)
+    assert [w.id for w in registry.all()] == ["a", "bare"]
+    bare = registry.get("bare")
+    assert bare.inferred and not registry.get("a").inferred
+    assert "inferred" in bare.description.lower() and bare.manifest["params"].keys() == bare.params.keys()
+    # GRAPH's "KSamplerish" node counts as a sampler (its class names one): its cfg and sampler_name.
+    assert set(bare.params) == {"cfg", "sampler"} and bare.params["sampler"].default == "euler"
+    bound = bind(bare, {"params": {"cfg": 5}}, run_id="r1")
+    assert bound.graph["4"]["inputs"]["cfg"] == 5.0 and bound.graph["1"]["inputs"]["width"] == 512
 
 
 def test_registry_one_broken_workflow_fails_the_load(tmp_path: Path) -> None:

@@ -11,11 +11,12 @@ from urllib3.exceptions import ProtocolError
 
 from dispatcher.comfyui.client import ComfyClient
 from dispatcher.errors import ComfyUIError, OutputNotStored, StorageError
+from dispatcher.outputs import TEXT_CONTENT_TYPE as TEXT
 from dispatcher.outputs import OutputFile
 from dispatcher.storage import MemoryStore
 from worker.storing import store_output
 
-FILE = OutputFile(node="9", filename="a.png", subfolder="", type="output", kind="images")
+FILE = OutputFile(node="9", filename="a.png", subfolder="", type="output", ui_key="images")
 
 
 class Response:
@@ -98,3 +99,12 @@ def test_comfyui_refusing_the_file_is_not_retried() -> None:
     with pytest.raises(ComfyUIError) as info:
         call(client, MemoryStore(), sleeps)
     assert not isinstance(info.value, OutputNotStored) and client.views == 1 and sleeps == []
+
+
+def test_a_text_output_is_stored_from_its_string_without_asking_comfyui() -> None:
+    text = OutputFile("7", "text-7.txt", "", "output", "text", "a lighthouse — 灯塔")
+    client, store = Client(), FlakyStore(failures=1)  # no response queued: a /view call would fail the test
+    sleeps: list[float] = []
+    size = store_output(cast(ComfyClient, client), store, text, "r/1/text-7.txt", TEXT, sleep=sleeps.append)
+    assert size == len("a lighthouse — 灯塔".encode()) and client.views == 0 and len(sleeps) == 1
+    assert store.files["r/1/text-7.txt"] == ("a lighthouse — 灯塔".encode(), TEXT)

@@ -115,3 +115,21 @@ def test_ids_times_and_bytes() -> None:
     body = encode({"b": "é", "a": [1]})
     assert body == '{"b":"é","a":[1]}'.encode()
     assert json.loads(body) == {"b": "é", "a": [1]}
+
+
+def test_result_payload_lists_images_as_images_and_other_kinds_beside_them() -> None:
+    outputs = [
+        Output("3", "v_00001_.mp4", "video/mp4", 10, "r1/1/v_00001_.mp4", kind="video", ui_key="images"),
+        Output("4", "w_00001_.webp", "image/webp", 10, "r1/1/w_00001_.webp", kind="image", ui_key="images"),
+        Output("7", "text-7.txt", "text/plain; charset=utf-8", 2, "r1/1/text-7.txt", kind="text", text="hi"),
+        Output("8", "s_00001_.opus", "audio/ogg; codecs=opus", 9, "r1/1/s_00001_.opus"),  # no kind: an old record
+    ]
+    payload = result_payload(RUN, Event(EVENT_ID, "done", {"status": "succeeded"}), outputs, URL_FOR)
+    base = "https://api.example.com/v1/runs/r1/outputs"
+    assert payload["output_images"] == [f"{base}/w_00001_.webp"]
+    assert payload["full_outputs"] == {
+        "3": {"images": [], "videos": [f"{base}/v_00001_.mp4"]},
+        "4": {"images": [f"{base}/w_00001_.webp"]},
+        "7": {"images": [], "text": ["hi"]},
+        "8": {"images": [], "audio": [f"{base}/s_00001_.opus"]},
+    }

@@ -1,0 +1,157 @@
+"""Published workflows: PUT /v1/workflows/{id}, its versions, ?version= on runs, DELETE."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from api.app import create_app
+from dispatcher import keys
+from dispatcher.connections import Connections
+from dispatcher.settings import Settings
+from dispatcher.storage import MemoryStore
+from dispatcher.workflows import Registry, load_workflow
+from tests.api.helpers import TestClient, assert_problem, tenant_with_key
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+GRAPH: dict[str, Any] = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "p", "images": ["2", 0]}},
+}
+MANIFEST = {"params": {"size": {"targets": [{"node": "1", "input": "width"}, {"node": "1", "input": "height"}],
+                                "type": "int", "default": 64, "min": 8, "max": 256}}}  # fmt: skip
+
+
+def graph_of(conns: Connections, run_id: str) -> dict[str, Any]:
+    return json.loads(conns.text.get(keys.run_graph(run_id)) or "{}")  # type: ignore[arg-type]
+
+
+def test_a_put_publishes_version_1_then_2_and_runs_use_the_latest(client: TestClient, fake_conns: Connections) -> None:
+    first = client.put("/v1/workflows/tiny", json={"graph": GRAPH, "manifest": MANIFEST})
+    assert first.status_code == 201 and first.headers["location"] == "/v1/workflows/tiny"
+    assert first.json()["version"] == 1 and first.json()["source"] == "api" and not first.json()["inferred"]
+    changed = {**GRAPH, "1": {**GRAPH["1"], "inputs": {**GRAPH["1"]["inputs"], "color": 255}}}
+    second = client.put("/v1/workflows/tiny", json={"graph": changed, "manifest": MANIFEST})
+    assert second.status_code == 201 and second.json()["version"] == 2
+
+    run = client.post("/v1/workflows/tiny/runs", json={"params": {"size": 32}}).json()
+    assert run["workflow_version"] == 2
+    assert graph_of(fake_conns, run["id"])["1"]["inputs"] == {"width": 32, "height": 32, "batch_size": 1, "color": 255}
+    old = client.post("/v1/workflows/tiny/runs?version=1", json={}).json()
+    assert old["workflow_version"] == 1 and graph_of(fake_conns, old["id"])["1"]["inputs"]["color"] == 0
+
+    versions = client.get("/v1/workflows/tiny/versions").json()
+    assert versions["latest"] == 2 and versions["retired"] is False
+    assert [v["version"] for v in versions["versions"]] == [1, 2]
+    assert all(v["source"] == "api" and v["created_at"].endswith("Z") for v in versions["versions"])
+    assert client.get("/v1/workflows/tiny?version=1").json()["graph"]["1"]["inputs"]["color"] == 0
+    assert "tiny" in {w["id"] for w in client.get("/v1/workflows").json()["workflows"]}
+
+
+def test_the_same_graph_and_manifest_again_publish_nothing(client: TestClient) -> None:
+    assert client.put("/v1/workflows/tiny", json={"graph": GRAPH}).status_code == 201
+    again = client.put("/v1/workflows/tiny", json={"graph": GRAPH})
+    assert again.status_code == 200 and again.json()["version"] == 1
+
+
+def test_a_bare_graph_gets_its_manifest_inferred(client: TestClient) -> None:
+    body = client.put("/v1/workflows/bare", json=GRAPH).json()
+    assert body["inferred"] is True and body["version"] == 1
+    assert client.get("/v1/workflows/bare/versions").json()["versions"][0]["inferred"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"graph": {"1": {"inputs": {}}}}, "class_type"),
+        ({"graph": GRAPH, "manifest": {"params": {"x": {"node": "9", "input": "a", "type": "int"}}}}, "'9'"),
+        ({"graph": GRAPH, "manifest": {"nope": 1}}, "unknown field"),
+        ({"graph": GRAPH, "extra": 1}, "unknown field"),
+        ({"manifest": MANIFEST}, "needs its graph"),
+        ({"graph": {"1": {"class_type": "X", "inputs": {"a": ["7", 0]}}}}, "missing node"),
+        ({"graph": []}, "non-empty object"),
+    ],
+)
+def test_an_invalid_publication_is_a_422_naming_what_is_wrong(
+    client: TestClient, body: dict[str, Any], detail: str
+) -> None:
+    problem = assert_problem(client.put("/v1/workflows/tiny", json=body), 422)
+    assert problem["type"].endswith("invalid-workflow") and detail in problem["detail"]
+    assert_problem(client.get("/v1/workflows/tiny"), 404)  # nothing stored
+
+
+def test_a_bad_id_or_duplicate_keys_are_refused(client: TestClient) -> None:
+    assert client.put("/v1/workflows/has%20space", json={"graph": GRAPH}).status_code == 422
+    raw = '{"graph": {"1": {"class_type": "A", "inputs": {}}, "1": {"class_type": "B", "inputs": {}}}}'
+    problem = assert_problem(client.put("/v1/workflows/dup", content=raw), 422)
+    assert "twice" in problem["detail"]
+    assert_problem(client.put("/v1/workflows/empty", content=b""), 400)
+
+
+def test_delete_retires_new_runs_and_a_put_brings_it_back(client: TestClient) -> None:
+    client.put("/v1/workflows/tiny", json={"graph": GRAPH})
+    queued = client.post("/v1/workflows/tiny/runs", json={}).json()
+    assert client.delete("/v1/workflows/tiny").status_code == 204
+    assert client.delete("/v1/workflows/tiny").status_code == 204  # idempotent
+    assert assert_problem(client.post("/v1/workflows/tiny/runs", json={}), 410)["type"].endswith("workflow-retired")
+    assert_problem(client.get("/v1/workflows/tiny"), 410)
+    assert "tiny" not in {w["id"] for w in client.get("/v1/workflows").json()["workflows"]}
+    assert client.get("/v1/workflows/tiny/versions").json()["retired"] is True
+    assert client.get(f"/v1/runs/{queued['id']}").json()["status"] == "queued"  # already queued: still runs
+    back = client.put("/v1/workflows/tiny", json={"graph": GRAPH})
+    assert back.status_code == 201 and back.json()["version"] == 2
+    assert client.post("/v1/workflows/tiny/runs", json={}).status_code == 202
+    assert_problem(client.delete("/v1/workflows/nope"), 404)
+
+
+def test_an_unknown_version_is_a_404_and_a_bad_one_a_422(client: TestClient) -> None:
+    assert assert_problem(client.post("/v1/workflows/invert/runs?version=9", json={}), 404)["detail"].endswith(
+        "has no version 9"
+    )
+    assert_problem(client.post("/v1/workflows/invert/runs?version=0", json={}), 422)
+    assert_problem(client.post("/v1/workflows/invert/runs", json={"version": "x"}), 422)
+    assert_problem(client.post("/v1/workflows/invert/runs?version=1", json={"version": 2}), 422)
+    assert client.post("/v1/workflows/invert/runs", json={"version": 1}).json()["workflow_version"] == 1
+    assert_problem(client.get("/v1/workflows/invert?version=3"), 404)
+
+
+def test_publishing_needs_the_admin_scope(settings: Settings, fake_conns: Connections) -> None:
+    app = create_app(settings.model_copy(update={"auth": "enabled"}), conns=fake_conns, store=MemoryStore())
+    key = tenant_with_key(fake_conns, "acme", scopes="submit,read")
+    with TestClient(app) as client:
+        headers = {"X-API-KEY": key}
+        assert_problem(client.put("/v1/workflows/tiny", json={"graph": GRAPH}, headers=headers), 403)
+        assert_problem(client.delete("/v1/workflows/invert", headers=headers), 403)
+
+
+def test_bundled_workflows_are_version_1_and_an_edited_folder_adds_one(
+    settings: Settings, fake_conns: Connections, app: FastAPI
+) -> None:
+    with TestClient(app) as client:
+        assert client.get("/v1/workflows/invert/versions").json()["latest"] == 1
+    edited = load_workflow(WORKFLOWS / "invert")
+    graph = {**edited.graph, "1": {**edited.graph["1"], "inputs": {**edited.graph["1"]["inputs"], "color": 7}}}
+    restarted = create_app(settings, conns=fake_conns, registry=Registry([replace(edited, graph=graph)]))
+    with TestClient(restarted) as client:
+        versions = client.get("/v1/workflows/invert/versions").json()
+        assert versions["latest"] == 2 and [v["source"] for v in versions["versions"]] == ["bundled", "bundled"]
+        # published over the API since: a restart with the folder as it was does not overwrite it
+        client.put("/v1/workflows/invert", json={"graph": GRAPH})
+    again = create_app(settings, conns=fake_conns, registry=Registry([edited]))
+    with TestClient(again) as client:
+        assert client.get("/v1/workflows/invert/versions").json()["latest"] == 3
+        assert client.get("/v1/workflows/invert").json()["source"] == "api"
+
+
+def test_a_redis_restarted_empty_gets_the_bundled_workflows_again(client: TestClient, fake_conns: Connections) -> None:
+    assert client.get("/v1/workflows/invert").status_code == 200
+    fake_conns.text.flushall()
+    assert client.post("/v1/workflows/invert/runs", json={}).json()["workflow_version"] == 1
+    fake_conns.text.flushall()
+    assert "invert" in {w["id"] for w in client.get("/v1/workflows").json()["workflows"]}
