@@ -27,6 +27,7 @@ from dispatcher.tenants import TenantStore
 from dispatcher.tokens import TokenStore
 from dispatcher.uploads import run_body_limit
 from dispatcher.workflows import PublishedRegistry
+from dispatcher.workflows.store import parse_entry
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,13 @@ async def json_object_body(request: Request, svc: ServicesDep) -> dict[str, Any]
     ``max_body_bytes`` when their workflow has image parameters (:func:`dispatcher.uploads.run_body_limit`).
     """
     workflow_id = request.path_params.get("workflow_id") or request.path_params.get("name")  # the Flask seed's
-    if workflow_id is not None and svc.registry.peek(workflow_id) is None:
-        await run_in_threadpool(svc.registry.learn, workflow_id)  # published since, through another replica
+    if workflow_id is not None:
+        # The latest version decides how many images the body may carry: one published since, through another
+        # replica, is learned first (an HGET here; the build, rarely, in a thread).
+        entry: str | None = await svc.conns.aio.hget(keys.WORKFLOWS, workflow_id)  # type: ignore[assignment]
+        latest = parse_entry(entry)
+        if latest is not None and latest != svc.registry.peek_latest(workflow_id):
+            await run_in_threadpool(svc.registry.learn, workflow_id)
     return await read_json_object(request, run_body_limit(svc.settings, svc.registry, workflow_id))
 
 

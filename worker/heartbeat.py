@@ -76,11 +76,11 @@ def _write_state(ctx: WorkerContext, healthy: bool) -> None:
         },
     )
     pipe.expire(keys.worker(ctx.name), ttl)
-    caps_keys = capability_keys(caps) if caps else ()
+    # The node definitions go with the set: one gone alone is published again too (the API converts UI-format
+    # workflows with them).
+    caps_keys = (*capability_keys(caps), definitions_key(caps)) if caps else ()
     for key in caps_keys:  # a set lives while a worker that has it beats
         pipe.expire(key, capabilities_ttl(ctx.settings))
-    if caps:
-        pipe.expire(definitions_key(caps), capabilities_ttl(ctx.settings))
     pipe.zadd(keys.WORKERS, {ctx.name: now})
     replies = pipe.execute()
     if not all(replies[2 : 2 + len(caps_keys)]):  # the set is gone (Redis restarted empty, say): publish it again

@@ -21,6 +21,7 @@ from dispatcher.binding import NATIVE_OPTION_KEYS
 from dispatcher.cancel import CancelResult
 from dispatcher.errors import ParameterError, TooManyWaits
 from dispatcher.runs import RunStatus
+from dispatcher.workflows import parse_version
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ async def create_run(
     answers the first run (``Idempotent-Replayed: true``); with another body, a 409.
     """
     if version is not None:
-        if body.get("version", version) != version:
+        if parse_version(body.get("version", version)) != version:
             raise ParameterError("version", "?version= and the body's version differ; give one")
         body = {**body, "version": version}
     accepted = await run_in_threadpool(

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 DEFAULT_CHECKPOINTS = (
     "sd-v1-5-inpainting.ckpt",
     "sd_xl_base_1.0.safetensors",
+    "sd_xl_refiner_1.0.safetensors",
     "v1-5-pruned-emaonly-fp16.safetensors",
     "v1-5-pruned-emaonly.safetensors",
 )

@@ -3,10 +3,11 @@
 Colour rules tests can rely on: EmptyImage's ``color`` is 0xRRGGBB; images hold float32 channels and
 ImageInvert gives 1.0 minus each, saved truncated as ComfyUI does (``values.inverted_rgb8``);
 blur/sharpen/scale/crop keep colours; ImageBatch concatenates; KSampler's colour comes from the seed
-and positive text; LoRA and ControlNet leave them as they are; an upscale model scales by the factor in
-its file name. Only ImageBlur/ImageSharpen (time proportional to pixels), TestSleep (its ``seconds``),
-KSampler (one progress frame per step) and CheckpointLoaderSimple/UNETLoader (``model_load_seconds`` when
-they switch the loaded model) spend simulated time.
+and positive text, as KSamplerAdvanced's does when it adds noise (without, it keeps the input's: a refiner
+pass); LoRA and ControlNet leave them as they are; an upscale model scales by the factor in its file name.
+Only ImageBlur/ImageSharpen (time proportional to pixels), TestSleep (its ``seconds``), the samplers (one
+progress frame per step they run) and CheckpointLoaderSimple/UNETLoader (``model_load_seconds`` when they
+switch the loaded model) spend simulated time.
 """
 
 from __future__ import annotations
@@ -286,26 +287,57 @@ async def empty_latent(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
     return NodeResult((Latent(a["width"] // 8, a["height"] // 8, ((0, 0, 0),) * a["batch_size"]),))
 
 
-async def ksampler(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
-    latent: Latent = a["latent_image"]
-    positive: Conditioning = a["positive"]
-    digest = hashlib.sha256(f"{a['seed']}:{positive.text}".encode()).digest()
-    target: RGB = (digest[0], digest[1], digest[2])
-    denoise = float(a["denoise"])
+def _seed_color(seed: int, positive: Conditioning) -> RGB:
+    """The colour a sampler paints: from its noise seed and positive text, as a real one's image is."""
+    digest = hashlib.sha256(f"{seed}:{positive.text}".encode()).digest()
+    return (digest[0], digest[1], digest[2])
+
+
+def _paint(latent: Latent, target: RGB, strength: float) -> Latent:
+    """Strength 1 paints ``target``; less keeps that much of the input latent (image to image)."""
 
     def mix(source: RGB) -> RGB:
-        # denoise 1 paints the sampler's colour; less keeps some of the input latent (image to image).
-        r, g, b = (round(s * (1.0 - denoise) + t * denoise) for s, t in zip(source, target, strict=True))
+        r, g, b = (round(s * (1.0 - strength) + t * strength) for s, t in zip(source, target, strict=True))
         return (r, g, b)
 
-    result = Latent(latent.width, latent.height, tuple(mix(source) for source in latent.colors))
-    steps = int(a["steps"])
+    return Latent(latent.width, latent.height, tuple(mix(source) for source in latent.colors))
+
+
+async def _run_steps(ctx: NodeContext, result: Latent, steps: int) -> None:
+    """One interruptible progress frame per step (1..steps of steps), the preview with the last, as ComfyUI's
+    sampler callback sends them."""
     for step in range(steps):
         await ctx.work(0.0)
         preview = None
         if ctx.previews and step == steps - 1:
-            preview = Image(max(1, latent.width), max(1, latent.height), (from_rgb8(result.colors[0]),))
+            preview = Image(max(1, result.width), max(1, result.height), (from_rgb8(result.colors[0]),))
         await ctx.progress(step + 1, steps, preview)
+
+
+async def ksampler(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
+    result = _paint(a["latent_image"], _seed_color(a["seed"], a["positive"]), float(a["denoise"]))
+    await _run_steps(ctx, result, int(a["steps"]))
+    return NodeResult((result,))
+
+
+async def ksampler_advanced(ctx: NodeContext, a: dict[str, Any]) -> NodeResult:
+    """Steps ``start_at_step`` to ``min(end_at_step, steps)`` of a ``steps``-step schedule, one progress frame each
+    (ComfyUI's callback counts the steps it runs); with none to run, the latent comes back as it came, as in ComfyUI.
+
+    ``add_noise`` enable paints the seed's colour as KSampler does, at the strength ``(steps - start_at_step) /
+    steps`` (all of it from step 0). ``add_noise`` disable draws no noise, so nothing new is painted: the output
+    keeps the input latent's colours exactly (a refiner pass goes on with the base pass's image, whatever its
+    ``noise_seed``). ``return_with_leftover_noise`` changes no colour: the fake's latents hold no noise.
+    """
+    latent: Latent = a["latent_image"]
+    steps, start = int(a["steps"]), int(a["start_at_step"])
+    run = min(int(a["end_at_step"]), steps) - start
+    if run <= 0:
+        return NodeResult((latent,))
+    result = latent
+    if a["add_noise"] == "enable":
+        result = _paint(latent, _seed_color(a["noise_seed"], a["positive"]), (steps - start) / steps)
+    await _run_steps(ctx, result, run)
     return NodeResult((result,))
 
 
@@ -362,6 +394,7 @@ NODE_FUNCTIONS: dict[str, tuple[str, NodeFunction]] = {
     "CLIPTextEncode": ("encode", clip_text_encode),
     "EmptyLatentImage": ("generate", empty_latent),
     "KSampler": ("sample", ksampler),
+    "KSamplerAdvanced": ("sample", ksampler_advanced),
     "VAEDecode": ("decode", vae_decode),
     "VAEEncode": ("encode", vae_encode),
     "VAEEncodeForInpaint": ("encode", vae_encode_for_inpaint),

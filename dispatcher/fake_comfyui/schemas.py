@@ -156,6 +156,18 @@ def build_schemas(catalog: Catalog) -> dict[str, NodeSchema]:
             "width": _int(512, 1, MAX_RESOLUTION), "height": _int(512, 1, MAX_RESOLUTION),
             "batch_size": _int(1, 1, 4096, None), "color": _int(0, 0, 0xFFFFFF, 1, display="color"),
         }}, ("IMAGE",), "image"),
+        # Untooltipped, as in 0.3.64 (its "advanced" input flags came in 2026).
+        NodeSchema("KSamplerAdvanced", {"required": {
+            "model": ("MODEL",), "add_noise": (["enable", "disable"],),
+            "noise_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+            "sampler_name": (SAMPLERS,), "scheduler": (SCHEDULERS,),
+            "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "latent_image": ("LATENT",),
+            "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000}),
+            "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000}),
+            "return_with_leftover_noise": (["disable", "enable"],),
+        }}, ("LATENT",), "sampling", "KSampler (Advanced)"),
         NodeSchema(
             "LoraLoader",
             {"required": {

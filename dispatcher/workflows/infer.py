@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,6 +42,7 @@ from dispatcher.routing.capabilities import KNOWN_LOADERS
 from dispatcher.workflows import comfy_nodes as known
 from dispatcher.workflows.comfy_nodes import Role
 from dispatcher.workflows.manifest import Param, is_link
+from dispatcher.workflows.uiformat import node_order
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +133,8 @@ def _definition(defs: Definitions, class_type: str, name: str) -> tuple[Any, Map
     definition = defs.get(class_type)
     inputs = definition.get("input") if isinstance(definition, Mapping) else None
     for group in ("required", "optional"):
-        spec = (inputs or {}).get(group, {}).get(name) if isinstance(inputs, Mapping) else None
+        specs = inputs.get(group) if isinstance(inputs, Mapping) else None
+        spec = specs.get(name) if isinstance(specs, Mapping) else None
         if isinstance(spec, list | tuple) and spec:
             options = spec[1] if len(spec) > 1 and isinstance(spec[1], Mapping) else {}
             return spec[0], options
@@ -191,10 +194,18 @@ def _candidate(
 
 
 def _bound(value: Any, kind: str, fallback: int | float | None) -> int | float | None:
-    """A definition's min or max, if it suits a parameter of ``kind`` (an int one takes only integers)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A definition's min or max, if it suits a parameter of ``kind`` (an int one takes only integers), and is
+    finite: ComfyUI writes ``Infinity`` for an unbounded one, which a manifest refuses."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         return fallback
     return value if kind == "float" or isinstance(value, int) else fallback
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float, which the manifest's check cannot take either
+        return False
 
 
 # What a graph value must be for a parameter of each type to be written over it (as build_workflow checks).
@@ -231,7 +242,9 @@ def _prompts(graph: Graph, defs: Definitions) -> Iterator[_Candidate]:
             continue
         role = PROMPT_ROLES["positive" if "positive" in fed else "negative"]
         note = "; it feeds a negative input too" if len(fed) > 1 else ""
-        found = _candidate(role, tuple(t for t, _ in texts), texts[0][1], graph, defs, note)
+        # One primitive may feed two texts of an encoder (text_g and text_l): one target, written once.
+        where = tuple(dict.fromkeys(target for target, _ in texts))
+        found = _candidate(role, where, texts[0][1], graph, defs, note)
         if found is not None:
             yield found
 
@@ -293,8 +306,11 @@ def _sampling(graph: Graph, defs: Definitions) -> Iterator[_Candidate]:
         if class_type not in known.SAMPLING_CLASSES and "KSampler" not in class_type:
             if not _consumer_inputs(graph, node_id):
                 continue
+        # A sampler that adds no noise (SDXL's refiner pass) ignores its seed: no parameter that changes nothing.
+        silent = graph[node_id]["inputs"].get("add_noise") == "disable"
         for name, role in known.SAMPLER_INPUTS.items():
-            yield from _plain(role, graph, defs, node_id, name)
+            if not (silent and name == "noise_seed"):
+                yield from _plain(role, graph, defs, node_id, name)
 
 
 def _latents(graph: Graph, defs: Definitions) -> Iterator[_Candidate]:
@@ -338,10 +354,6 @@ def _images(graph: Graph) -> list[_Candidate]:
 # --- naming -----------------------------------------------------------------------------------------------------
 
 
-def _node_order(node_id: str) -> tuple[int, int, str]:
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
-
-
 def _named(found: list[_Candidate]) -> dict[str, Any]:
     """The parameters by name: a kind found once takes its plain name, each of several ``<node>.<name>``."""
     unique: dict[tuple[str, tuple[Target, ...]], _Candidate] = {}
@@ -354,7 +366,7 @@ def _named(found: list[_Candidate]) -> dict[str, Any]:
     owned: set[Target] = set()
     rank = {name: index for index, name in enumerate(ORDER)}
     for name in sorted(by_name, key=lambda n: rank.get(n, len(ORDER))):
-        group = sorted(by_name[name], key=lambda c: _node_order(c.node))
+        group = sorted(by_name[name], key=lambda c: node_order(c.node))
         for candidate in group:
             if owned & set(candidate.targets):
                 continue  # an input two kinds claim (a primitive feeding a seed and a width) stays with the first

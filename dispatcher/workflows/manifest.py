@@ -155,7 +155,9 @@ def _number(spec: dict[str, Any], key: str, fail: Fail) -> int | float | None:
     value = spec.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # An int of hundreds of digits (JSON allows it) is finite but no float: math.isfinite would overflow on it.
+    finite = isinstance(value, int) and abs(value) < 2**1023 or isinstance(value, float) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not finite:
         fail(f"{key} must be a number")
     if spec.get("type") == "int" and not isinstance(value, int):
         fail(f"{key} must be an integer for an int parameter")
@@ -203,7 +205,7 @@ def _param(name: Any, spec: Any, graph: dict[str, Any], path: str) -> Param:
     if unknown:
         fail(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(PARAM_KEYS))}")
     kind = spec.get("type")
-    if kind not in PARAM_TYPES:
+    if not isinstance(kind, str) or kind not in PARAM_TYPES:
         fail(f"unknown type {kind!r}; use one of: {', '.join(sorted(PARAM_TYPES))}")
     targets = _targets(spec, fail)
     for node_id, input_name in targets:
@@ -283,6 +285,10 @@ def parse_json(text: str | bytes, where: str) -> Any:
         raise ManifestError(where, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except UnicodeDecodeError as exc:
         raise ManifestError(where, f"is not UTF-8: {exc}") from exc
+    except RecursionError:
+        raise ManifestError(where, "is nested too deeply to read") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4,300)
+        raise ManifestError(where, f"cannot be read: {exc}") from None
 
 
 def build_workflow(

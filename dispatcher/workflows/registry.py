@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from dispatcher.errors import ManifestError, ParameterError, WorkflowNotFound, WorkflowRetired
 from dispatcher.workflows.bundled import load_folder
 from dispatcher.workflows.manifest import Workflow, build_workflow
-from dispatcher.workflows.store import BUNDLED, Published, Stored, Version, WorkflowStore, digest
+from dispatcher.workflows.store import BUNDLED, Latest, Published, Stored, Version, WorkflowStore, digest
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def parse_version(value: object) -> int | None:
     """A run's ``version`` (body field or ``?version=``): None for the latest, else a version number >= 1."""
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdecimal() and len(value) <= 10:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ParameterError("version", "must be a workflow version number (an integer >= 1)")
@@ -93,8 +93,9 @@ class PublishedRegistry(Registry):
     def __init__(self, store: WorkflowStore, bundled: Iterable[Workflow] = ()) -> None:
         super().__init__(bundled)
         self.store = store
-        self._built: OrderedDict[tuple[str, int], Workflow] = OrderedDict()
-        self._newest: dict[str, Workflow] = {}  # the newest version built of each id (peek, known)
+        # Built versions by (id, epoch, version): a version written anew after Redis lost it has another epoch.
+        self._built: OrderedDict[tuple[str, str, int], Workflow] = OrderedDict()
+        self._newest: dict[str, tuple[Latest, Workflow]] = {}  # the latest version built of each id (peek, known)
         self._lock = threading.Lock()
         self._seeded = False
 
@@ -115,16 +116,15 @@ class PublishedRegistry(Registry):
     def publish(self, workflow: Workflow, *, by: str = "") -> tuple[Workflow, Published]:
         """Store ``workflow`` (built by :func:`build_workflow`, so valid) as a new version, unless its graph and
         manifest are those of the latest; returns it as stored and what was done."""
-        self.seed()
+        self._latest(workflow.id)  # the bundled ones first (again, if Redis lost them): they are version 1
         stored = Stored(workflow.graph, workflow.manifest, workflow.inferred)
         source = digest(workflow.graph, None if workflow.inferred else workflow.manifest)
         done = self.store.publish(workflow.id, stored, source_digest=source, by=by)
-        return self._build(workflow.id, done.version), done
+        return self._build(workflow.id, Latest(done.version, done.epoch), done.version), done
 
     def retire(self, workflow_id: str) -> None:
         """Retire a workflow: new runs are refused (410), queued ones still run; WorkflowNotFound if unknown."""
-        self.seed()
-        if not self.store.retire(workflow_id):
+        if self._latest(workflow_id) is None or not self.store.retire(workflow_id):
             raise WorkflowNotFound(workflow_id)
         log.info("workflow %s retired", workflow_id)
 
@@ -134,18 +134,18 @@ class PublishedRegistry(Registry):
         latest = self._latest(workflow_id)
         if latest is None:
             raise WorkflowNotFound(workflow_id)
-        if latest < 0:
+        if latest.retired:
             raise WorkflowRetired(workflow_id)
-        if version is not None and version > latest:
+        if version is not None and version > latest.version:
             raise WorkflowNotFound(workflow_id, version)
-        return self._build(workflow_id, latest if version is None else version)
+        return self._build(workflow_id, latest, latest.version if version is None else version)
 
     def versions(self, workflow_id: str) -> tuple[int, list[Version]]:
         """The latest version (negative: retired) and every version, oldest first; WorkflowNotFound if none."""
         latest = self._latest(workflow_id)
         if latest is None:
             raise WorkflowNotFound(workflow_id)
-        return latest, self.store.versions(workflow_id)
+        return latest.version, self.store.versions(workflow_id)
 
     def all(self) -> list[Workflow]:
         self.seed()
@@ -153,21 +153,30 @@ class PublishedRegistry(Registry):
         if not index and super().all():  # Redis lost its data (restarted empty): the bundled ones again
             self._seed_again()
             index = self.store.index()
-        live = sorted((wid, n) for wid, n in index.items() if n > 0)
-        return [self._build(wid, n) for wid, n in live]
+        live = sorted((wid, latest) for wid, latest in index.items() if not latest.retired)
+        return [self._build(wid, latest, latest.version) for wid, latest in live]
 
     def __contains__(self, workflow_id: object) -> bool:
         if not isinstance(workflow_id, str):
             return False
         latest = self._latest(workflow_id)
-        return latest is not None and latest > 0
+        return latest is not None and not latest.retired
 
     def __len__(self) -> int:
         self.seed()
-        return sum(1 for n in self.store.index().values() if n > 0)
+        return sum(1 for latest in self.store.index().values() if not latest.retired)
 
     def peek(self, workflow_id: str) -> Workflow | None:
-        return self._newest.get(workflow_id) or super().peek(workflow_id)
+        newest = self._newest.get(workflow_id)
+        return newest[1] if newest is not None else super().peek(workflow_id)
+
+    def peek_latest(self, workflow_id: str) -> Latest | None:
+        """Which latest version :meth:`peek` gives (None: a bundled one not looked up yet, or none known)."""
+        newest = self._newest.get(workflow_id)
+        return newest[0] if newest is not None else None
+
+    def known(self) -> list[Workflow]:
+        return list(({w.id: w for w in super().known()} | {k: v[1] for k, v in self._newest.items()}).values())
 
     def learn(self, workflow_id: str) -> None:
         """Build the latest version of a workflow if there is one (so :meth:`peek` knows it); never raises for a
@@ -177,12 +186,9 @@ class PublishedRegistry(Registry):
         except (WorkflowNotFound, RedisError):
             pass
 
-    def known(self) -> list[Workflow]:
-        return list(({w.id: w for w in super().known()} | self._newest).values())
-
-    def _latest(self, workflow_id: str) -> int | None:
-        """The latest version of a workflow (negative: retired), publishing the bundled ones again if Redis lost
-        them (restarted empty), so a bundled workflow is never missing."""
+    def _latest(self, workflow_id: str) -> Latest | None:
+        """The latest version of a workflow, publishing the bundled ones again if Redis lost them (restarted
+        empty), so a bundled workflow is never missing."""
         self.seed()
         latest = self.store.latest(workflow_id)
         if latest is None and super().peek(workflow_id) is not None:
@@ -193,17 +199,16 @@ class PublishedRegistry(Registry):
     def _seed_again(self) -> None:
         with self._lock:
             self._seeded = False
-            self._built.clear()  # versions numbered anew: what was built under a number may be another version now
-            self._newest.clear()
         log.warning("the published workflows are gone from Redis (restarted empty?): publishing the bundled ones again")
         self.seed()
 
-    def _build(self, workflow_id: str, version: int) -> Workflow:
-        key = (workflow_id, version)
+    def _build(self, workflow_id: str, latest: Latest, version: int) -> Workflow:
+        key = (workflow_id, latest.epoch, version)
         with self._lock:
             built = self._built.get(key)
             if built is not None:
                 self._built.move_to_end(key)
+                self._note_newest(workflow_id, latest, version, built)
                 return built
         stored = self.store.stored(workflow_id, version)
         where = f"{workflow_id} version {version}"
@@ -214,9 +219,11 @@ class PublishedRegistry(Registry):
         built = dataclasses.replace(built, inferred=stored.inferred)
         with self._lock:
             self._built[key] = built
-            newest = self._newest.get(workflow_id)
-            if newest is None or newest.version <= version:
-                self._newest[workflow_id] = built
             while len(self._built) > BUILT_KEPT:
                 self._built.popitem(last=False)
+            self._note_newest(workflow_id, latest, version, built)
         return built
+
+    def _note_newest(self, workflow_id: str, latest: Latest, version: int, built: Workflow) -> None:
+        if version == latest.version:  # the latest as Redis said it: what peek() answers (for body limits)
+            self._newest[workflow_id] = (latest, built)

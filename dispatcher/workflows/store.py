@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,18 +26,29 @@ from dispatcher.errors import WorkflowNotFound
 
 BUNDLED, PUBLISHED = "bundled", "api"
 
-# KEYS: index, graphs, versions. ARGV: id, graph doc, meta doc (without "version"), digest, mode ("put" | "seed").
-# Returns {version, created (1 | 0)}: an unchanged graph and manifest add no version.
+# An index entry is "<version> <epoch>", the version negative once retired. The epoch is made with the first version:
+# a workflow written anew after Redis lost it (restarted empty) numbers its versions from 1 again, under a new
+# epoch, so what a process built of the old "version 1" is never taken for the new one.
+#
+# KEYS: index, graphs, versions. ARGV: id, graph doc, meta doc (without "version"), digest, mode ("put" | "seed"),
+# a new epoch (used if the workflow has none). Returns {version, created (1 | 0), epoch}: a put of the latest
+# version's graph and manifest adds none; a seed (a bundled folder at start) adds one only for a graph and manifest
+# never published before and a workflow not retired, and never over a version published through the API.
 _PUBLISH = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
+local epoch = ARGV[6]
 if current then
-  local n = tonumber(current)
+  local n, e = string.match(current, '^(-?%d+) (%S+)$')
+  n = tonumber(n)
+  epoch = e
   local meta = cjson.decode(redis.call('HGET', KEYS[3], tostring(math.abs(n))))
   if ARGV[5] == 'seed' then
-    if n < 0 then return {n, 0} end
-    if meta.digest == ARGV[4] or meta.source ~= 'bundled' then return {n, 0} end
+    if n < 0 or meta.source ~= 'bundled' then return {n, 0, epoch} end
+    for _, doc in ipairs(redis.call('HVALS', KEYS[3])) do
+      if cjson.decode(doc).digest == ARGV[4] then return {n, 0, epoch} end
+    end
   elseif n > 0 and meta.digest == ARGV[4] then
-    return {n, 0}
+    return {n, 0, epoch}
   end
 end
 local version = redis.call('HLEN', KEYS[2]) + 1
@@ -44,18 +56,39 @@ local meta = cjson.decode(ARGV[3])
 meta.version = version
 redis.call('HSET', KEYS[2], version, ARGV[2])
 redis.call('HSET', KEYS[3], version, cjson.encode(meta))
-redis.call('HSET', KEYS[1], ARGV[1], version)
-return {version, 1}
+redis.call('HSET', KEYS[1], ARGV[1], version .. ' ' .. epoch)
+return {version, 1, epoch}
 """
 
 # KEYS: index. ARGV: id. Returns the latest version (negative: retired now), or 0 for no such workflow.
 _RETIRE = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return 0 end
-local n = -math.abs(tonumber(current))
-redis.call('HSET', KEYS[1], ARGV[1], n)
+local n, epoch = string.match(current, '^(-?%d+) (%S+)$')
+n = -math.abs(tonumber(n))
+redis.call('HSET', KEYS[1], ARGV[1], n .. ' ' .. epoch)
 return n
 """
+
+
+def parse_entry(value: str | None) -> Latest | None:
+    """An index entry ``"<version> <epoch>"`` (None: no such workflow)."""
+    if value is None:
+        return None
+    number, _, epoch = value.partition(" ")
+    return Latest(int(number), epoch)
+
+
+@dataclass(frozen=True)
+class Latest:
+    """A workflow's latest version (negative: retired) and the epoch its versions are numbered in."""
+
+    version: int
+    epoch: str
+
+    @property
+    def retired(self) -> bool:
+        return self.version < 0
 
 
 def digest(graph: dict[str, Any], manifest: dict[str, Any] | None) -> str:
@@ -100,6 +133,7 @@ class Stored:
 class Published:
     version: int
     created: bool  # False: the latest version had the same graph and manifest already
+    epoch: str
 
 
 class WorkflowStore:
@@ -133,23 +167,25 @@ class WorkflowStore:
             }
         )
         index = [keys.WORKFLOWS, keys.workflow_graphs(workflow_id), keys.workflow_versions(workflow_id)]
-        version, created = self._publish(
-            keys=index, args=[workflow_id, doc, meta, source_digest, "seed" if seed else "put"]
+        mode = "seed" if seed else "put"
+        version, created, epoch = self._publish(
+            keys=index, args=[workflow_id, doc, meta, source_digest, mode, uuid.uuid4().hex[:12]]
         )
-        return Published(abs(int(version)), bool(created))
+        return Published(abs(int(version)), bool(created), str(epoch))
 
     def retire(self, workflow_id: str) -> bool:
         """Retire the workflow (new runs refused; queued ones still run). False if there is no such workflow."""
         return int(self._retire(keys=[keys.WORKFLOWS], args=[workflow_id])) != 0
 
-    def latest(self, workflow_id: str) -> int | None:
-        """The latest version, negative if retired; None if there is no such workflow."""
-        value = self.redis.hget(keys.WORKFLOWS, workflow_id)
-        return int(value) if value is not None else None
+    def latest(self, workflow_id: str) -> Latest | None:
+        """The latest version (negative if retired) and its epoch; None if there is no such workflow."""
+        return parse_entry(self.redis.hget(keys.WORKFLOWS, workflow_id))  # type: ignore[arg-type]
 
-    def index(self) -> dict[str, int]:
+    def index(self) -> dict[str, Latest]:
         """Every workflow id and its latest version (negative: retired)."""
-        return {str(k): int(v) for k, v in self.redis.hgetall(keys.WORKFLOWS).items()}
+        entries: dict[str, str] = self.redis.hgetall(keys.WORKFLOWS)  # type: ignore[assignment]
+        found = {str(k): parse_entry(v) for k, v in entries.items()}
+        return {k: v for k, v in found.items() if v is not None}
 
     def stored(self, workflow_id: str, version: int) -> Stored:
         """A version's graph and manifest; WorkflowNotFound if there is no such version."""

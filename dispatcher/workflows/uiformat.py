@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from dispatcher.errors import UIFormatError
 from dispatcher.workflows.widgets import (
+    DynamicPromptTooDeep,
     UnsupportedWidget,
     ordered_inputs,
     process_dynamic_prompt,
@@ -55,11 +57,18 @@ def is_ui_format(graph: Any) -> bool:
     return isinstance(graph, dict) and isinstance(graph.get("nodes"), list) and "links" in graph
 
 
+LinkId = int | str
+"""A link's id: a number as the editor saves it (a string is taken too)."""
+MAX_INDEX = 2**32 - 2
+"""The largest array index of JavaScript, whose objects list such keys first."""
+_ARRAY_INDEX = re.compile(r"0|[1-9][0-9]{0,9}")  # [0-9], not \d: that takes other scripts' digits
+
+
 @dataclass(frozen=True)
 class _Input:
     name: str
-    type: Any
-    link: Any  # the link id, or None
+    type: Any  # a string (a number or None too, as litegraph's wildcards): hashable
+    link: LinkId | None
     widget: str | None  # the widget this socket stands for, if any
 
 
@@ -86,19 +95,29 @@ def to_api_format(
     return _Converter(graph, node_definitions, where).convert()
 
 
-def _id_order(node_id: str) -> tuple[int, int, str]:
-    """Integer ids first, ascending, then any others: how JavaScript orders the keys of the exported object."""
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+def node_order(node_id: str) -> tuple[int, int, str]:
+    """Integer ids first, ascending, then any others: how JavaScript orders the keys of the exported object.
+
+    Integers are what JavaScript takes for array indices: ASCII digits without a leading zero, up to 2**32 - 2
+    (``str.isdigit`` takes ``"²"``, which ``int`` refuses, and ``int`` refuses thousands of digits)."""
+    if _ARRAY_INDEX.fullmatch(node_id) and int(node_id) <= MAX_INDEX:
+        return 0, int(node_id), ""
+    return 1, 0, node_id
 
 
 def _valid_connection(a: Any, b: Any) -> bool:
     """litegraph's ``isValidConnection``: equal, a wildcard, or overlapping comma-separated unions."""
     if a in ("", "*", None, 0) or b in ("", "*", None, 0) or a == b:
         return True
-    first, second = str(a).lower(), str(b).lower()
-    if "," not in first and "," not in second:
-        return first == second
-    return any(_valid_connection(x, y) for x in first.split(",") for y in second.split(","))
+    first, second = str(a).lower().split(","), str(b).lower().split(",")
+    # litegraph compares every part with every other; a set does the same in linear time (types are user data).
+    return any(part in ("", "*") for part in (*first, *second)) or not set(first).isdisjoint(second)
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message: a scalar as it is (cut short), a list or an object by its kind only."""
+    text = "a list" if isinstance(value, list) else "an object" if isinstance(value, Mapping) else repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 class _Converter:
@@ -114,6 +133,10 @@ class _Converter:
                 self.fail(f"node id {node.id} appears twice")
             self.nodes[node.id] = node
         self.random = random.Random(0)  # {a|b} choices: the same file converts to the same graph
+        # Where each (node, output slot, wanted type) leads: a long chain of reroutes is followed once, not once
+        # per input it feeds; and so is each link's primitive value.
+        self.resolved: dict[tuple[str, int, Any], tuple[str, int] | None] = {}
+        self.primitives: dict[LinkId, tuple[bool, Any]] = {}
 
     def fail(self, detail: str) -> NoReturn:
         raise UIFormatError(self.where, detail)
@@ -126,82 +149,134 @@ class _Converter:
         if isinstance(extra, Mapping) and extra.get("groupNodes"):
             self.fail(f"uses group nodes, which this conversion does not expand: {EXPORT_HINT}")
 
-    def _links(self, raw: Any) -> dict[Any, tuple[str, int]]:
+    # --- reading the graph, its shape checked: every later step may rely on it ------------------------------
+
+    def _links(self, raw: Any) -> dict[LinkId, tuple[str, int]]:
         """link id -> (origin node id, origin slot), from ``[id, origin, slot, target, slot, type]`` rows or
         the newer ``{"id", "origin_id", "origin_slot", ...}`` objects."""
-        links: dict[Any, tuple[str, int]] = {}
-        for row in raw if isinstance(raw, list) else []:
+        if raw is not None and not isinstance(raw, list):
+            self.fail(f"links must be a list, not {_shown(raw)}")
+        links: dict[LinkId, tuple[str, int]] = {}
+        for row in raw or []:
             if isinstance(row, list) and len(row) >= 3:
                 link_id, origin, slot = row[0], row[1], row[2]
             elif isinstance(row, Mapping):
                 link_id, origin, slot = row.get("id"), row.get("origin_id"), row.get("origin_slot")
             else:
-                self.fail(f"a link must be [id, origin_id, origin_slot, target_id, target_slot, type], not {row!r}")
-            if isinstance(slot, bool) or not isinstance(slot, int) or origin is None:
-                self.fail(f"link {link_id!r} has no origin node and slot")
-            links[link_id] = (str(origin), slot)
+                self.fail("a link must be [id, origin_id, origin_slot, target_id, target_slot, type], "
+                          f"not {_shown(row)}")  # fmt: skip
+            if not _is_id(link_id):
+                self.fail(f"a link's id must be a number or a string, not {_shown(link_id)}")
+            if origin is None or slot is None:
+                self.fail(f"link {_shown(link_id)} has no origin node and slot")
+            links[link_id] = self._id(origin, f"link {_shown(link_id)}: its origin node id"), self._slot(slot, link_id)
         return links
+
+    def _id(self, value: Any, what: str) -> str:
+        if not _is_id(value):
+            self.fail(f"{what} must be a number or a string, not {_shown(value)}")
+        return str(value)
+
+    def _slot(self, value: Any, link_id: LinkId) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.fail(f"link {_shown(link_id)}: its origin slot must be a whole number from 0, not {_shown(value)}")
+        return value
+
+    def _list(self, raw: Mapping[str, Any], key: str, node_id: str) -> list[Mapping[str, Any]]:
+        entries = raw.get(key)
+        if entries is None:
+            return []
+        if not isinstance(entries, list) or not all(isinstance(entry, Mapping) for entry in entries):
+            self.fail(f"node {node_id}: {key} must be a list of objects, not {_shown(entries)}")
+        return entries
+
+    def _type(self, entry: Mapping[str, Any], default: Any, what: str) -> Any:
+        kind = entry.get("type", default)
+        if not _is_type(kind):
+            self.fail(f"{what}: its type must be a string, not {_shown(kind)}")
+        return kind
 
     def _node(self, raw: Any) -> _Node:
         if not isinstance(raw, Mapping) or raw.get("id") is None or not isinstance(raw.get("type"), str):
             self.fail("every node needs an id and a type")
-        node_id, class_type = str(raw["id"]), raw["type"]
+        node_id, class_type = self._id(raw["id"], "a node's id"), raw["type"]
         if class_type.startswith(("workflow>", "workflow/")):
             self.fail(f"node {node_id} is a group node ({class_type}), which this conversion does not expand: "
                       f"{EXPORT_HINT}")  # fmt: skip
-        saved = [entry for entry in raw.get("inputs") or [] if isinstance(entry, Mapping)]
-        by_name = {entry.get("name"): entry for entry in saved}
+        by_name: dict[str, Mapping[str, Any]] = {}
+        for entry in self._list(raw, "inputs", node_id):
+            name = entry.get("name")
+            if not isinstance(name, str):
+                self.fail(f"node {node_id}: an input's name must be a string, not {_shown(name)}")
+            by_name[name] = entry
         inputs: list[_Input] = []
         definition = self.definitions.get(class_type)
         # Since frontend 1.16 a node's inputs follow its definition, a socket per widget included; a saved
         # workflow keeps only the connected ones (compressWidgetInputSlots).
         for name, spec in ordered_inputs(definition) if isinstance(definition, Mapping) else []:
             kind, _ = spec_parts(spec)
-            entry = by_name.pop(name, None)
-            default_type = "COMBO" if isinstance(kind, list) else kind
-            inputs.append(self._input(name, entry, default_type))
-        inputs += [self._input(str(entry.get("name")), entry, None) for entry in by_name.values()]
-        outputs = [entry.get("type") for entry in raw.get("outputs") or [] if isinstance(entry, Mapping)]
-        if not outputs and isinstance(definition, Mapping):
-            outputs = ["COMBO" if isinstance(t, list) else t for t in definition.get("output") or []]
+            inputs.append(self._input(node_id, name, by_name.pop(name, None), _defined_type(kind)))
+        inputs += [self._input(node_id, name, entry, None) for name, entry in by_name.items()]
+        outputs = [self._type(e, None, f"node {node_id} output") for e in self._list(raw, "outputs", node_id)]
+        if not outputs and isinstance(definition, Mapping) and isinstance(definition.get("output"), list):
+            outputs = [_defined_type(kind) for kind in definition["output"]]
         return _Node(node_id, class_type, raw.get("mode", 0), tuple(inputs), tuple(outputs), raw)
 
-    @staticmethod
-    def _input(name: str, entry: Mapping[str, Any] | None, default_type: Any) -> _Input:
+    def _input(self, node_id: str, name: str, entry: Mapping[str, Any] | None, default_type: Any) -> _Input:
         if entry is None:
             return _Input(name, default_type, None, None)
+        what = f"node {node_id} input {name!r}"
+        link = entry.get("link")
+        if link is not None and not _is_id(link):
+            self.fail(f"{what}: its link must be a link id (a number), not {_shown(link)}")
         widget = entry.get("widget")
         widget_name = widget.get("name") if isinstance(widget, Mapping) else None
-        return _Input(name, entry.get("type", default_type), entry.get("link"), widget_name)
+        if widget_name is not None and not isinstance(widget_name, str):
+            self.fail(f"{what}: its widget's name must be a string, not {_shown(widget_name)}")
+        return _Input(name, self._type(entry, default_type, what), link, widget_name)
 
     # --- resolving links (litegraph's ExecutableNodeDTO.resolveInput / resolveOutput) ---------------------
 
-    def resolve_input(
-        self, node: _Node, slot: int, wanted: Any, seen: set[tuple[str, str, int]]
-    ) -> tuple[str, int] | None:
-        """Where input ``slot`` of ``node`` comes from: (node id, output slot), or None when nothing is."""
-        self._visit(seen, (node.id, "I", slot))
-        if slot >= len(node.inputs) or node.inputs[slot].link is None:
-            return None
-        entry = node.inputs[slot]
-        link = self.links.get(entry.link)
-        if link is None:
-            self.fail(f"node {node.id} input {entry.name!r} names link {entry.link!r}, which is not in the links")
-        origin = self.nodes.get(link[0])
-        if origin is None:
-            self.fail(f"node {node.id} input {entry.name!r} is linked from node {link[0]}, which does not exist")
-        return self.resolve_output(origin, link[1], wanted if wanted is not None else entry.type, seen)
+    def resolve_input(self, node: _Node, slot: int) -> tuple[str, int] | None:
+        """Where input ``slot`` of ``node`` comes from: (node id, output slot), or None when nothing is.
 
-    def resolve_output(
-        self, node: _Node, slot: int, wanted: Any, seen: set[tuple[str, str, int]]
-    ) -> tuple[str, int] | None:
-        self._visit(seen, (node.id, "O", slot))
-        if node.mode == MODE_BYPASS:
-            index = self._bypass_slot(node, slot, wanted)
-            return None if index < 0 else self.resolve_input(node, index, None, seen)
-        if node.type in VIRTUAL_TYPES:  # a reroute passes its input on; a primitive's value went to the widget
-            return self.resolve_input(node, slot, wanted, seen) if slot < len(node.inputs) else None
-        return node.id, slot
+        litegraph recurses between an input and the output feeding it; a loop here, so that hundreds of
+        reroutes or bypassed nodes in a row exhaust no stack. Every step is remembered: a link seen twice is a
+        circle (refused), and the answer of each output is kept for the next input that reaches it."""
+        seen: set[tuple[str, str, int]] = set()
+        outputs: list[tuple[str, int, Any]] = []  # the outputs passed through, which all lead to the answer
+        wanted: Any = None
+        found: tuple[str, int] | None = None
+        while True:
+            self._visit(seen, (node.id, "I", slot))
+            if slot >= len(node.inputs) or node.inputs[slot].link is None:
+                break
+            entry = node.inputs[slot]
+            link = self.links.get(entry.link) if entry.link is not None else None
+            if link is None:
+                self.fail(f"node {node.id} input {entry.name!r} names link {entry.link!r}, which is not in the links")
+            origin = self.nodes.get(link[0])
+            if origin is None:
+                self.fail(f"node {node.id} input {entry.name!r} is linked from node {link[0]}, which does not exist")
+            node, slot, wanted = origin, link[1], wanted if wanted is not None else entry.type
+            key = (node.id, slot, wanted)
+            if key in self.resolved:
+                found = self.resolved[key]
+                break
+            outputs.append(key)
+            self._visit(seen, (node.id, "O", slot))
+            if node.mode == MODE_BYPASS:
+                slot, wanted = self._bypass_slot(node, slot, wanted), None
+                if slot < 0:
+                    break
+            elif node.type not in VIRTUAL_TYPES:
+                found = node.id, slot
+                break
+            elif slot >= len(node.inputs):  # a reroute passes its input on; a primitive's value went to the widget
+                break
+        for key in outputs:
+            self.resolved[key] = found
+        return found
 
     def _visit(self, seen: set[tuple[str, str, int]], key: tuple[str, str, int]) -> None:
         if key in seen:
@@ -234,19 +309,28 @@ class _Converter:
         """(True, value) when the widget's socket is fed by a PrimitiveNode (through reroutes), whose value the
         editor writes into the widget before it serialises (``applyToGraph``)."""
         entry = next((e for e in node.inputs if (e.widget or e.name) == widget and e.link is not None), None)
-        seen: set[Any] = set()
-        while entry is not None and entry.link in self.links and entry.link not in seen:
-            seen.add(entry.link)
+        passed: dict[LinkId, None] = {}  # the links followed (in a dict: looked up at each step), all leading here
+        found: tuple[bool, Any] = (False, None)
+        while entry is not None and entry.link is not None and entry.link in self.links:
+            if entry.link in self.primitives:
+                found = self.primitives[entry.link]
+                break
+            if entry.link in passed:  # a circle of reroutes: resolve_input names it
+                break
+            passed[entry.link] = None
             origin = self.nodes.get(self.links[entry.link][0])
             if origin is None:
-                return False, None
+                break
             if origin.type == "PrimitiveNode":
                 values = origin.raw.get("widgets_values")
-                return (True, values[0]) if isinstance(values, list) and values else (False, None)
+                found = (True, values[0]) if isinstance(values, list) and values else (False, None)
+                break
             if origin.type != "Reroute" or not origin.inputs:
-                return False, None
+                break
             entry = origin.inputs[0]
-        return False, None
+        for link in passed:
+            self.primitives[link] = found
+        return found
 
     def emit(self, node: _Node) -> dict[str, Any]:
         definition = self.definitions.get(node.type)
@@ -265,14 +349,17 @@ class _Converter:
             fed, value = self.primitive_value(node, widget.name)
             value = value if fed else saved
             if widget.dynamic_prompts and isinstance(value, str):
-                processed = process_dynamic_prompt(value, self.random.random)
+                try:
+                    processed = process_dynamic_prompt(value, self.random.random)
+                except DynamicPromptTooDeep as exc:
+                    self.fail(f"node {node.id} ({node.type}) {widget.name}: {exc}: {EXPORT_HINT}")
                 if "{" in value and processed != value:
                     log.warning("node %s %s: {a|b} choices are picked once, at conversion", node.id, widget.name)
                 value = processed
             # A list would read as a link: the editor wraps it, and ComfyUI unwraps it.
             inputs[widget.name] = {"__value__": value} if isinstance(value, list) else value
         for slot, entry in enumerate(node.inputs):
-            origin = self.resolve_input(node, slot, None, set())
+            origin = self.resolve_input(node, slot)
             if origin is not None:
                 inputs[entry.name] = [origin[0], origin[1]]
         title = node.raw.get("title")
@@ -282,7 +369,7 @@ class _Converter:
 
     def convert(self) -> dict[str, Any]:
         output: dict[str, Any] = {}
-        for node in sorted(self.nodes.values(), key=lambda n: _id_order(n.id)):
+        for node in sorted(self.nodes.values(), key=lambda n: node_order(n.id)):
             if node.type in VIRTUAL_TYPES or node.mode in (MODE_NEVER, MODE_BYPASS):
                 continue
             output[node.id] = self.emit(node)
@@ -294,3 +381,18 @@ class _Converter:
         if not output:
             self.fail("has no node to run (every node is muted, bypassed or the editor's own)")
         return output
+
+
+def _is_id(value: Any) -> bool:
+    """Whether ``value`` may be a node or link id: a number (not a boolean) or a string."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _is_type(value: Any) -> bool:
+    """Whether ``value`` may be a socket's type: a string, or a number or null (litegraph's wildcards)."""
+    return value is None or isinstance(value, str | int | float)
+
+
+def _defined_type(kind: Any) -> Any:
+    """The socket type of a definition's input or output spec: its name, COMBO for a list of choices."""
+    return "COMBO" if isinstance(kind, list) else kind if isinstance(kind, str) else None

@@ -18,6 +18,7 @@ workflow, including its migration of saves older than frontend 1.16 (a slot per 
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -75,16 +76,21 @@ class Widget:
 def ordered_inputs(definition: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """``(name, spec)`` of a definition's required then optional inputs, in ``input_order`` where it has one
     (then any input it does not list), as the editor's ``getOrderedInputSpecs``."""
-    inputs = definition.get("input") or {}
-    order = definition.get("input_order") or {}
+    # Definitions come from a ComfyUI, whose custom nodes may declare anything: odd shapes count as absent.
+    inputs = _mapping(definition.get("input"))
+    order = _mapping(definition.get("input_order"))
     result: list[tuple[str, Any]] = []
-    for group in ("required", "optional"):
-        specs = inputs.get(group) or {}
-        names = list(order.get(group) or specs) if isinstance(order, Mapping) else list(specs)
-        result += [(name, specs[name]) for name in names if name in specs]
+    groups = [_mapping(inputs.get("required")), _mapping(inputs.get("optional"))]
+    for specs, listed_order in zip(groups, (order.get("required"), order.get("optional")), strict=True):
+        names = listed_order if isinstance(listed_order, list) and listed_order else list(specs)
+        result += [(name, specs[name]) for name in names if isinstance(name, str) and name in specs]
     listed = {name for name, _ in result}
-    result += [(n, s) for g in ("required", "optional") for n, s in (inputs.get(g) or {}).items() if n not in listed]
+    result += [(n, s) for specs in groups for n, s in specs.items() if isinstance(n, str) and n not in listed]
     return result
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def spec_parts(spec: Any) -> tuple[Any, dict[str, Any]]:
@@ -119,7 +125,7 @@ def widget_layout(class_type: str, definition: Mapping[str, Any]) -> list[Widget
         choices = combo_choices(kind, options)
         if isinstance(kind, str) and kind in UNSUPPORTED_TYPES:
             raise UnsupportedWidget(name, kind)
-        if choices is None and kind not in SIMPLE_TYPES:
+        if choices is None and not (isinstance(kind, str) and kind in SIMPLE_TYPES):
             continue  # MODEL, IMAGE...: a socket
         widget = Widget(name, "COMBO" if choices is not None else str(kind), options, choices or ())
         layout.append(widget)
@@ -146,7 +152,8 @@ def _migrated(definition: Mapping[str, Any], values: list[Any]) -> list[Any]:
     forced: list[bool] = []
     for _, spec in ordered_inputs(definition):
         kind, options = spec_parts(spec)
-        if options.get("forceInput") or combo_choices(kind, options) is not None or kind in SIMPLE_TYPES:
+        widget = combo_choices(kind, options) is not None or (isinstance(kind, str) and kind in SIMPLE_TYPES)
+        if options.get("forceInput") or widget:
             forced.append(bool(options.get("forceInput")))
             if options.get("control_after_generate"):
                 forced.append(False)
@@ -182,48 +189,104 @@ def widget_values(
 
 _COMMENTS = re.compile(r"/\*[\s\S]*?\*/|//.*")
 _ESCAPED = re.compile(r"\\([{}|])")
+_ESCAPE = re.compile(r"\\[\s\S]")
+_BRACE = re.compile(r"[{}]")
+_BAR = re.compile(r"\|")
+
+MAX_PROMPT_DEPTH = 100
+"""How deep ``{a|{b|c}}`` choices may nest. The editor recurses once per level; deeper text is refused, not
+left unprocessed, so a converted graph never silently differs from the editor's."""
+
+
+class DynamicPromptTooDeep(ValueError):
+    """Raised for a prompt whose ``{a|b}`` choices nest deeper than :data:`MAX_PROMPT_DEPTH`."""
+
+    def __init__(self) -> None:
+        super().__init__(f"its {{a|b}} choices nest deeper than {MAX_PROMPT_DEPTH} levels")
 
 
 def process_dynamic_prompt(text: str, random: Callable[[], float]) -> str:
     """The editor's ``processDynamicPrompt``: strip C-style comments, pick one option of each ``{a|b}`` group
-    (``random`` in [0, 1) picks, as ``Math.random``), unescape ``\\{ \\} \\|``."""
+    (``random`` in [0, 1) picks, as ``Math.random``), unescape ``\\{ \\} \\|``.
+
+    Raises :class:`DynamicPromptTooDeep` for choices nested deeper than :data:`MAX_PROMPT_DEPTH`.
+    """
+    # The editor scans each option it picks again, as a text of its own: it strips comments, picks in its
+    # groups and unescapes its result. A picked option is a slice of the stripped text, with the same escapes
+    # and its braces matched as in the whole (it ends at a bar or brace of its group's level), and stripping a
+    # stripped text changes nothing: so the groups are found in one pass here, and each level only unescapes.
+    # Linear, where scanning each option again and adding strings a character at a time was quadratic.
     source = _COMMENTS.sub("", text)
-    position = 0
+    if "{" not in source:
+        return _unescaped(source)
+    groups = _Groups(source)
+    starts, ends, after = groups.starts, groups.ends, groups.after
 
-    def escape() -> str:
-        nonlocal position
-        # At the very end JavaScript appends "undefined"; a lone trailing backslash is kept as it is instead.
-        following = source[position] if position < len(source) else ""
-        position += 1
-        return "\\" + following
+    def expand(begin: int, end: int, index: int) -> str:
+        """The text from ``begin`` to ``end``, whose first group (if it has one) is number ``index``, processed."""
+        pieces: list[str] = []
+        while index < len(starts) and starts[index] < end:
+            low, high = groups.pick(index, random)
+            high = min(high, end)
+            pieces.append(source[begin : starts[index]])
+            if after[index] > index + 1:  # the option may hold groups of its own
+                pieces.append(expand(low, high, bisect.bisect_left(starts, low, index + 1, after[index])))
+            else:
+                pieces.append(_unescaped(source[low:high]))
+            begin, index = ends[index] + 1, after[index]
+        pieces.append(source[begin:end])
+        return _unescaped("".join(pieces))
 
-    def choice() -> str:
-        nonlocal position
-        options: list[str] = []
-        current, depth = "", 0
-        while position < len(source):
-            char = source[position]
-            position += 1
-            if char == "\\":
-                current += escape()
-                continue
-            if char == "{":
-                depth += 1
-            elif char == "}":
-                if not depth:
-                    break
-                depth -= 1
-            elif char == "|" and not depth:
-                options.append(current)
-                current = ""
-                continue
-            current += char
-        options.append(current)
-        return process_dynamic_prompt(options[int(random() * len(options))], random)
+    return expand(0, len(source), 0)
 
-    result = ""
-    while position < len(source):
-        char = source[position]
-        position += 1
-        result += escape() if char == "\\" else choice() if char == "{" else char
-    return _ESCAPED.sub(r"\1", result)
+
+def _unescaped(text: str) -> str:
+    return _ESCAPED.sub(r"\1", text) if "\\" in text else text
+
+
+class _Groups:
+    """The ``{a|b}`` groups of a text, in order: where each starts and ends (its ``}``, or the end of the text),
+    and the number of the first group after it (its nested ones skipped). Escaped characters are no part of it,
+    nor a ``}`` outside any group (plain text)."""
+
+    def __init__(self, source: str) -> None:
+        # Escapes become two characters of plain text: the scans see only the braces and bars that count.
+        self.masked = _ESCAPE.sub("__", source)
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.after: list[int] = []
+        starts, ends, after = self.starts, self.ends, self.after
+        open_groups: list[int] = []
+        for match in _BRACE.finditer(self.masked):  # the one loop over the text: kept lean
+            if match[0] == "{":
+                if len(open_groups) == MAX_PROMPT_DEPTH:
+                    raise DynamicPromptTooDeep()
+                open_groups.append(len(starts))
+                starts.append(match.start())
+                ends.append(len(source))
+                after.append(0)
+            elif open_groups:
+                index = open_groups.pop()
+                ends[index], after[index] = match.start(), len(starts)
+        for index in open_groups:
+            after[index] = len(starts)
+
+    def pick(self, index: int, random: Callable[[], float]) -> tuple[int, int]:
+        """Where the option of group ``index`` that ``random`` picks starts and ends."""
+        start, end, masked = self.starts[index] + 1, self.ends[index], self.masked
+        if self.after[index] == index + 1:  # no group nested in it: its bars split it (the most common group)
+            options = masked[start:end].split("|")
+            chosen = int(random() * len(options))
+            low = start + sum(map(len, options[:chosen])) + chosen
+            return low, low + len(options[chosen])
+        if masked.find("|", start, end) < 0:  # one option (a character is searched so once per group around it)
+            random()  # the editor picks all the same: later picks take the numbers after this one
+            return start, end
+        edges, position, child = [start - 1], start, index + 1
+        while child < self.after[index]:  # skip the groups nested in it, and the bars inside them
+            edges += [m.start() for m in _BAR.finditer(masked, position, self.starts[child])]
+            position, child = self.ends[child] + 1, self.after[child]
+        edges += [m.start() for m in _BAR.finditer(masked, position, end)]
+        edges.append(end)
+        chosen = int(random() * (len(edges) - 1))
+        return edges[chosen] + 1, edges[chosen + 1]

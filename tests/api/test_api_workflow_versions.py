@@ -155,3 +155,69 @@ def test_a_redis_restarted_empty_gets_the_bundled_workflows_again(client: TestCl
     assert client.post("/v1/workflows/invert/runs", json={}).json()["workflow_version"] == 1
     fake_conns.text.flushall()
     assert "invert" in {w["id"] for w in client.get("/v1/workflows").json()["workflows"]}
+
+
+def registry_of(app: FastAPI) -> Any:
+    return app.state.services.registry
+
+
+def test_two_replicas_never_serve_a_version_built_before_redis_lost_it(
+    settings: Settings, fake_conns: Connections
+) -> None:
+    first, second = (create_app(settings, conns=fake_conns, store=MemoryStore()) for _ in range(2))
+    with TestClient(first) as a, TestClient(second) as b:
+        a.put("/v1/workflows/tiny", json={"graph": GRAPH})
+        assert b.get("/v1/workflows/tiny").json()["graph"]["1"]["inputs"]["color"] == 0  # b built version 1
+        fake_conns.text.flushall()  # Redis restarted empty: version numbers start again
+        recolored = {**GRAPH, "1": {**GRAPH["1"], "inputs": {**GRAPH["1"]["inputs"], "color": 9}}}
+        assert a.put("/v1/workflows/tiny", json={"graph": recolored}).json()["version"] == 1
+        for client in (a, b):
+            run = client.post("/v1/workflows/tiny/runs", json={}).json()
+            assert run["workflow_version"] == 1 and graph_of(fake_conns, run["id"])["1"]["inputs"]["color"] == 9
+
+
+def test_a_bundled_folder_published_before_adds_no_version_again(settings: Settings, fake_conns: Connections) -> None:
+    # A rolling deploy: an old host restarting with the folder as it was must not flip the latest version back.
+    old = load_workflow(WORKFLOWS / "invert")
+    new = replace(old, graph={**old.graph, "1": {**old.graph["1"], "inputs": {**old.graph["1"]["inputs"], "color": 7}}})
+    for bundled, latest in [(old, 1), (new, 2), (old, 2), (new, 2)]:
+        with TestClient(create_app(settings, conns=fake_conns, registry=Registry([bundled]))) as client:
+            assert client.get("/v1/workflows/invert/versions").json()["latest"] == latest
+
+
+def test_a_replica_learns_a_version_published_through_another_before_sizing_a_body(
+    settings: Settings, fake_conns: Connections
+) -> None:
+    first, second = (create_app(settings, conns=fake_conns, store=MemoryStore()) for _ in range(2))
+    with TestClient(first) as a, TestClient(second) as b:
+        a.put("/v1/workflows/tiny", json={"graph": GRAPH})
+        assert b.post("/v1/workflows/tiny/runs", json={}).status_code == 202  # b knows version 1: no image
+        with_image = {
+            **GRAPH,
+            "4": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["4", 0]}},
+        }
+        assert a.put("/v1/workflows/tiny", json={"graph": with_image}).json()["params"]["image"]["type"] == "image"
+        big = "A" * (settings.max_body_bytes + 10)  # more than a body without images may carry
+        response = b.post("/v1/workflows/tiny/runs", json={"params": {"image": big}})
+        assert response.status_code == 422, response.text  # read and judged as an image, not refused as too large
+        assert registry_of(second).peek("tiny").version == 2
+
+
+@pytest.mark.parametrize("version", ["²", "1" * 3000, "-1", "1.5", True, [1]])
+def test_a_malformed_version_is_a_422(client: TestClient, version: Any) -> None:
+    problem = assert_problem(client.post("/v1/workflows/invert/runs", json={"version": version}), 422)
+    assert problem["errors"][0]["param"] == "version"
+
+
+def test_the_same_version_in_the_query_and_the_body_is_one(client: TestClient) -> None:
+    assert client.post("/v1/workflows/invert/runs?version=1", json={"version": "1"}).status_code == 202
+
+
+def test_a_retire_after_redis_lost_the_workflows_finds_the_bundled_one(
+    client: TestClient, fake_conns: Connections
+) -> None:
+    client.get("/v1/workflows/invert")
+    fake_conns.text.flushall()
+    assert client.delete("/v1/workflows/invert").status_code == 204
+    assert_problem(client.post("/v1/workflows/invert/runs", json={}), 410)

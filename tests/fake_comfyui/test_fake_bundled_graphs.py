@@ -19,7 +19,7 @@ from PIL import Image as PILImage
 from dispatcher.fake_comfyui import BackgroundFake, FakeConfig
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-CHECKPOINTS = ("sd-v1-5-inpainting.ckpt", "sd_xl_base_1.0.safetensors")
+CHECKPOINTS = ("sd-v1-5-inpainting.ckpt", "sd_xl_base_1.0.safetensors", "sd_xl_refiner_1.0.safetensors")
 
 
 def graph(folder: str) -> dict[str, Any]:
@@ -42,12 +42,21 @@ def rgba_png(size: tuple[int, int], color: tuple[int, int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def test_sdxl_txt2img_runs_and_saves_a_1024_square(models_comfy: Comfy) -> None:
+def test_sdxl_txt2img_runs_base_then_refiner_and_saves_a_1024_square(models_comfy: Comfy) -> None:
     prompt_id, frames = models_comfy.run(graph("sdxl-txt2img"))
     assert frames[-3]["type"] == "execution_success"
-    assert sum(1 for f in frames if f["type"] == "progress") == 25
-    (image,) = saved(models_comfy, prompt_id, node="9")
-    assert pixels(models_comfy, image).size == (1024, 1024)
+    progress = [(f["data"]["node"], f["data"]["value"], f["data"]["max"]) for f in frames if f["type"] == "progress"]
+    # Of 25 steps the base (10) runs 0-20 and leaves its noise; the refiner (11) runs the last 5.
+    assert progress == [("10", step, 20) for step in range(1, 21)] + [("11", step, 5) for step in range(1, 6)]
+    (image,) = saved(models_comfy, prompt_id, node="19")
+    decoded = pixels(models_comfy, image)
+    assert decoded.size == (1024, 1024)
+
+    # The refiner adds no noise: the image keeps the colour the base pass painted.
+    base_only = graph("sdxl-txt2img")
+    base_only["17"]["inputs"]["samples"] = ["10", 0]
+    base_id, _ = models_comfy.run(base_only)
+    assert pixels(models_comfy, saved(models_comfy, base_id, node="19")[0]).getcolors() == decoded.getcolors()
 
 
 def test_sd15_inpaint_runs_on_the_uploaded_image(models_comfy: Comfy) -> None:

@@ -8,6 +8,7 @@ import os
 import struct
 from typing import Any
 
+import pytest
 import websocket
 from fake_comfy_helpers import (
     Comfy,
@@ -116,6 +117,41 @@ def test_ksampler_sends_a_png_preview_when_enabled(comfy: Comfy) -> None:
     assert struct.unpack(">II", preview[:8]) == (1, 2)
     with PILImage.open(io.BytesIO(preview[8:])) as decoded:
         assert decoded.size == (16, 12)
+
+
+def advanced(start: int, end: int, add_noise: str = "enable", steps: int = 6) -> dict[str, Any]:
+    """sd15() with a KSamplerAdvanced of the same seed in place of its KSampler."""
+    graph = sd15(steps)
+    graph["3"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        "add_noise": add_noise, "noise_seed": 5, "steps": steps, "cfg": 7.0, "sampler_name": "euler",
+        "scheduler": "normal", "start_at_step": start, "end_at_step": end, "return_with_leftover_noise": "disable",
+        "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}}  # fmt: skip
+    return graph
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "run"),
+    [(0, 10000, 6), (0, 4, 4), (4, 10000, 2), (6, 10000, 0), (3, 2, 0)],
+    ids=["all", "base-part", "refiner-part", "start-at-end", "end-before-start"],
+)
+def test_ksampler_advanced_runs_the_steps_from_start_to_end(comfy: Comfy, start: int, end: int, run: int) -> None:
+    prompt_id, frames = comfy.run(advanced(start, end))
+    progress = [f["data"] for f in frames if f["type"] == "progress"]
+    assert [(p["value"], p["max"], p["node"]) for p in progress] == [(i, run, "3") for i in range(1, run + 1)]
+    if not run:  # nothing to run: ComfyUI hands the latent back as it came (here, empty: black)
+        assert pixels(comfy, saved(comfy, prompt_id, node="9")[0]).getcolors() == [(128 * 96, (0, 0, 0))]
+
+
+def test_ksampler_advanced_paints_as_ksampler_when_it_adds_noise_and_keeps_the_latent_when_not(comfy: Comfy) -> None:
+    def color(graph: dict[str, Any]) -> tuple[int, ...]:
+        prompt_id, _ = comfy.run(graph)
+        ((_, rgb),) = pixels(comfy, saved(comfy, prompt_id, node="9")[0]).getcolors() or []
+        return tuple(rgb)
+
+    painted = color(sd15(steps=6))
+    assert color(advanced(0, 10000)) == painted  # same seed and text, from step 0: KSampler's colour
+    assert color(advanced(3, 10000)) == tuple(round(c / 2) for c in painted)  # from half way: half of it
+    assert color(advanced(0, 10000, add_noise="disable")) == (0, 0, 0)  # no noise, nothing painted
 
 
 def test_node_crash_becomes_execution_error(comfy: Comfy) -> None:

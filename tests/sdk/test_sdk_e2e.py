@@ -100,3 +100,30 @@ def test_events_survive_the_api_being_killed_and_restarted_mid_run(redis_url: st
             assert [e.id for e in events] == history, "an event was lost"
             final = client.get(run.id)
             assert final.succeeded and final.attempts == 1
+
+
+def test_publish_read_run_and_retire_a_workflow(redis_url: str, tmp_path: Path) -> None:
+    graph = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0x123456}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sdk", "images": ["2", 0]}},
+    }
+    manifest = {"params": {"color": {"node": "1", "input": "color", "type": "int", "default": 0}}}
+    with LocalStack(redis_url, tmp_path, workers=1) as stack, Client(stack.api, env={}) as client:
+        first = client.publish_workflow("sdk-tiny", graph)
+        assert first.version == 1 and first.inferred and first.graph == graph
+        second = client.publish_workflow("sdk-tiny", graph, manifest)
+        assert second.version == 2 and not second.inferred and list(second.params) == ["color"]
+        assert client.publish_workflow("sdk-tiny", graph, manifest).version == 2  # unchanged: no version 3
+        assert "sdk-tiny" in {w.id for w in client.list_workflows()}
+        assert [v.version for v in client.workflow_versions("sdk-tiny")] == [1, 2]
+        assert client.get_workflow("sdk-tiny", 1).inferred
+
+        run = client.wait(client.submit("sdk-tiny", {}, version=1).id, timeout=60)
+        assert run.succeeded and run.workflow_version == 1
+        (path,) = client.download(run, tmp_path / "files")
+        assert_inverted(path, 0x123456)
+        client.retire_workflow("sdk-tiny")
+        with pytest.raises(NotFound) as caught:
+            client.submit("sdk-tiny", {"color": 1})
+        assert caught.value.status == 410

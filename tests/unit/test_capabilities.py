@@ -75,12 +75,12 @@ def test_the_recorded_object_info_gives_its_node_class_and_the_listed_files(
 @pytest.mark.parametrize(
     ("given", "counts"),
     [
-        ({}, {"checkpoints": 4}),  # the fake's defaults: the bundled workflows' checkpoints, every other folder empty
+        ({}, {"checkpoints": 5}),  # the fake's defaults: the bundled workflows' checkpoints, every other folder empty
         (
             {"checkpoints": ("a.safetensors", "c.safetensors"), "loras": ("l.safetensors",)},
             {"checkpoints": 2, "loras": 1},
         ),
-        ({"diffusion_models": ("flux.safetensors",)}, {"checkpoints": 4, "diffusion_models": 1}),
+        ({"diffusion_models": ("flux.safetensors",)}, {"checkpoints": 5, "diffusion_models": 1}),
     ],
 )
 def test_the_fakes_object_info_and_folders_give_its_nodes_files_and_loaders(

@@ -240,11 +240,12 @@ def test_two_samplers_are_named_by_node_never_guessed() -> None:
                     model=["4", 0], positive=["6", 0], negative=["7", 0], latent_image=["3", 0])  # fmt: skip
     graph["8"]["inputs"]["samples"] = ["10", 0]
     found = targets(inferred(graph))
-    assert found["3.seed"] == ["3::seed"] and found["10.seed"] == ["10::noise_seed"]
     assert found["3.steps"] == ["3::steps"] and found["10.steps"] == ["10::steps"]
+    # 10 adds no noise, so its seed changes nothing: not a parameter, and the seed is the one sampler's that has it
+    assert found["seed"] == ["3::seed"] and "10.seed" not in found
     assert found["denoise"] == ["3::denoise"]  # only one sampler has it
     assert found["prompt"] == ["6::text"]  # both samplers read the same encoder
-    assert not {"seed", "steps", "cfg", "sampler", "scheduler"} & set(found)
+    assert not {"steps", "cfg", "sampler", "scheduler"} & set(found)
 
 
 def test_one_primitive_seed_feeding_two_samplers_is_one_parameter() -> None:
@@ -324,7 +325,7 @@ def test_a_graph_with_nothing_to_infer_has_no_parameters() -> None:
     ("folder", "expected"),
     [
         ("txt2img", {"prompt": ["6::text"], "seed": ["3::seed"], "checkpoint": ["4::ckpt_name"]}),
-        ("sdxl-txt2img", {"prompt": ["6::text"], "width": ["5::width"], "checkpoint": ["4::ckpt_name"]}),
+        ("sdxl-txt2img", {"width": ["5::width"], "4.checkpoint": ["4::ckpt_name"], "12.checkpoint": ["12::ckpt_name"]}),
         ("sd15-inpaint", {"prompt": ["3::text"], "negative_prompt": ["5::text"], "image": ["1::image"]}),
     ],
 )
@@ -332,6 +333,13 @@ def test_bundled_graphs(folder: str, expected: dict[str, list[str]]) -> None:
     graph = json.loads((ROOT / "workflows" / folder / "workflow.json").read_text())
     found = targets(inferred(graph))
     assert {k: found[k] for k in expected} == expected
+
+
+def test_the_sdxl_graph_sets_the_prompts_and_steps_of_base_and_refiner() -> None:
+    # Whatever the names, a run can reach both passes' texts, both step counts and the base's seed.
+    graph = json.loads((ROOT / "workflows" / "sdxl-txt2img" / "workflow.json").read_text())
+    found = {target for listed in targets(inferred(graph)).values() for target in listed}
+    assert {"6::text", "7::text", "15::text", "16::text", "10::noise_seed", "10::steps", "11::steps"} <= found
 
 
 def test_render() -> None:
@@ -371,3 +379,53 @@ def test_a_definition_type_the_graph_value_does_not_have_gives_no_parameter() ->
     graph = default()
     graph["3"]["inputs"]["cfg"] = 7.5  # an INT parameter would be refused over a float value
     assert "cfg" not in inferred(graph, defs)["params"]
+
+
+# --- inputs that once broke inference -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "odd_id", ["²", "9" * 5000, "٣", "sampler"], ids=["superscript", "5,000 digits", "arabic-indic", "a name"]
+)
+def test_node_ids_int_refuses_are_named_after_the_integers(odd_id: str) -> None:
+    graph = default()
+    graph[odd_id] = sampler(seed=9)
+    graph["10"] = sampler(latent=odd_id, seed=10)
+    graph["8"]["inputs"]["samples"] = ["10", 0]
+    found = targets(inferred(graph))
+    assert found["3.seed"] == ["3::seed"] and found[f"{odd_id}.seed"] == [f"{odd_id}::seed"]
+    seeds = [name for name in found if name.endswith(".seed")]
+    assert seeds == ["3.seed", "10.seed", f"{odd_id}.seed"]  # integers first, ascending, as ComfyUI lists them
+
+
+@pytest.mark.parametrize("defs", [None, DEFS], ids=["known nodes", "definitions"])
+def test_one_primitive_feeding_both_texts_of_an_encoder_is_one_target(defs: dict[str, Any] | None) -> None:
+    graph = default()
+    graph["20"] = n("PrimitiveStringMultiline", value="a cat")
+    graph["6"] = n("CLIPTextEncodeSDXL", width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024,
+                   target_height=1024, text_g=["20", 0], clip=["4", 1], text_l=["20", 0])  # fmt: skip
+    if defs is not None:
+        defs = defs | {"CLIPTextEncodeSDXL": sdxl_definition()}
+    prompt = inferred(graph, defs)["params"]["prompt"]
+    assert (prompt["node"], prompt["input"], prompt["default"]) == ("20", "value", "a cat")
+
+
+@pytest.mark.parametrize(
+    ("name", "bounds", "expected"),
+    [
+        ("cfg", {"min": float("-inf"), "max": float("inf")}, (0.0, 100.0)),
+        ("cfg", {"min": float("nan"), "max": float("nan")}, (0.0, 100.0)),
+        ("cfg", {"min": 1.5, "max": float("inf")}, (1.5, 100.0)),
+        ("cfg", {"max": 10**400}, (0.0, 100.0)),
+        ("steps", {"min": -(10**400), "max": 10**400}, (1, 10000)),
+    ],
+    ids=["infinite", "nan", "one finite", "beyond floats", "int beyond floats"],
+)  # fmt: skip
+def test_bounds_a_manifest_cannot_hold_are_left_out(
+    name: str, bounds: dict[str, Any], expected: tuple[Any, Any]
+) -> None:
+    """ComfyUI writes ``Infinity`` for an unbounded input; a manifest takes finite bounds only, min <= max."""
+    defs = copy.deepcopy(DEFS)
+    defs["KSampler"]["input"]["required"][name][1].update(bounds)
+    param = inferred(default(), defs)["params"][name]
+    assert (param.get("min"), param.get("max")) == expected

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dispatcher.errors import ManifestError, UIFormatError
-from dispatcher.workflows.uiformat import is_ui_format, to_api_format
+from dispatcher.workflows.uiformat import is_ui_format, node_order, to_api_format
 from dispatcher.workflows.widgets import (
+    MAX_PROMPT_DEPTH,
+    DynamicPromptTooDeep,
     UnsupportedWidget,
     process_dynamic_prompt,
     widget_layout,
@@ -304,11 +307,65 @@ class Picks:
         ("\\{a|b\\}", (), "{a|b}"),
         ("\\n stays", (), "\\n stays"),
         ("{|x}", (0.1,), ""),
+        ("a {b|c", (0.9,), "a c"),
+        ("a} | {b}", (0.1,), "a} | b"),
+        ("{a\\|b|c}", (0.1,), "a|b"),
+        ("{x{a|b}y|z}", (0.1, 0.9), "xby"),
+        ("{a|{b|c}}|{d}", (0.9, 0.9, 0.5), "c|d"),
+        ("{\\\\}", (0.5,), "\\\\"),
+        ("{" * MAX_PROMPT_DEPTH + "a" + "}" * MAX_PROMPT_DEPTH, (0.5,) * MAX_PROMPT_DEPTH, "a"),
     ],
-    ids=["plain", "middle", "last", "nested", "line comment", "block comment", "escaped", "other escape", "empty"],
+    ids=[
+        "plain",
+        "middle",
+        "last",
+        "nested",
+        "line comment",
+        "block comment",
+        "escaped",
+        "other escape",
+        "empty",
+        "unclosed",
+        "outside a group",
+        "escaped bar",
+        "nested in text",
+        "picks in order",
+        "escaped backslash",
+        "deepest",
+    ],
 )
 def test_process_dynamic_prompt(text: str, picks: tuple[float, ...], expected: str) -> None:
     assert process_dynamic_prompt(text, Picks(*picks)) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{" * 600 + "a" + "}" * 600, "{" * 20000, "{" * (MAX_PROMPT_DEPTH + 1) + "a"],
+    ids=["600 levels", "20,000 unclosed", "one too many"],
+)
+def test_a_dynamic_prompt_nested_too_deep_is_refused(text: str) -> None:
+    with pytest.raises(DynamicPromptTooDeep, match=f"nest deeper than {MAX_PROMPT_DEPTH} levels"):
+        process_dynamic_prompt(text, Picks())
+    graph = ui()
+    node(graph, 6)["widgets_values"] = [text]
+    with pytest.raises(UIFormatError, match=r"node 6 \(CLIPTextEncode\) text: its \{a\|b\} choices nest deeper"):
+        to_api_format(graph, DEFS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a {red|{blue|green}} cat, // c\n \\{x\\} " * 27000,
+        "{a|b} " * 170000,
+        "{" + "|" * 1_000_000 + "}",
+        "{a|" * 99 + "x" * 1_000_000,
+    ],
+    ids=["prompt", "many groups", "many options", "deep and long"],
+)
+def test_a_megabyte_prompt_is_processed_in_linear_time(text: str) -> None:
+    started = time.perf_counter()
+    process_dynamic_prompt(text, lambda: 0.5)
+    assert time.perf_counter() - started < 1.0  # adding strings a character at a time took minutes
 
 
 # --- refused --------------------------------------------------------------------------------------------------------
@@ -356,3 +413,151 @@ def test_a_loop_of_reroutes_is_refused() -> None:
     relink(graph, 7, 31, 0)
     with pytest.raises(UIFormatError, match="go round in a circle"):
         to_api_format(graph, DEFS)
+
+
+def first_input(graph: dict[str, Any], node_id: int) -> dict[str, Any]:
+    found: dict[str, Any] = node(graph, node_id)["inputs"][0]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        (lambda g: first_input(g, 3).update(link=[1]), "'model': its link must be a link id (a number), not a list"),
+        (lambda g: g["links"][0].__setitem__(0, [1]), "a link's id must be a number or a string, not a list"),
+        (lambda g: g["links"][0].__setitem__(1, {"id": 4}), "link 1: its origin node id must be a number or a string"),
+        (lambda g: g["links"][0].__setitem__(2, -50), "link 1: its origin slot must be a whole number from 0, not -50"),
+        (lambda g: g["links"][0].__setitem__(2, "0"), "its origin slot must be a whole number from 0, not '0'"),
+        (lambda g: g["links"][0].__setitem__(2, True), "its origin slot must be a whole number from 0, not True"),
+        (lambda g: g.update(links=5), "links must be a list, not 5"),
+        (lambda g: g["nodes"][0].update(inputs=5), "node 7: inputs must be a list of objects, not 5"),
+        (lambda g: g["nodes"][0].update(outputs=5), "node 7: outputs must be a list of objects, not 5"),
+        (lambda g: g["nodes"][0].update(inputs=["clip"]), "node 7: inputs must be a list of objects, not a list"),
+        (lambda g: first_input(g, 3).update(name=[1]), "node 3: an input's name must be a string, not a list"),
+        (lambda g: first_input(g, 3).update(type=["MODEL"]), "node 3 input 'model': its type must be a string"),
+        (lambda g: first_input(g, 3).update(widget={"name": {}}), "node 3 input 'model': its widget's name must be a"),
+        (lambda g: g["nodes"][0].update(id=[7]), "a node's id must be a number or a string, not a list"),
+        (lambda g: g["nodes"][0].update(id=7.0), "a node's id must be a number or a string, not 7.0"),
+    ],
+    ids=[
+        "input link a list",
+        "link id a list",
+        "link origin an object",
+        "negative slot",
+        "slot a string",
+        "slot a boolean",
+        "links not a list",
+        "inputs not a list",
+        "outputs not a list",
+        "inputs of strings",
+        "input name a list",
+        "input type a list",
+        "widget name an object",
+        "node id a list",
+        "node id a float",
+    ],
+)  # fmt: skip
+def test_a_broken_shape_is_refused_naming_what_is_wrong(change: Any, detail: str) -> None:
+    graph = ui()
+    change(graph)
+    with pytest.raises(UIFormatError) as caught:
+        to_api_format(graph, DEFS, where="w.json")
+    assert detail in caught.value.detail and caught.value.path == "w.json"
+
+
+@pytest.mark.parametrize(
+    ("node_id", "order"),
+    [
+        ("0", (0, 0, "")),
+        ("12", (0, 12, "")),
+        ("4294967294", (0, 4294967294, "")),
+        ("4294967295", (1, 0, "4294967295")),
+        ("9" * 5000, (1, 0, "9" * 5000)),
+        ("²", (1, 0, "²")),
+        ("٣", (1, 0, "٣")),
+        ("007", (1, 0, "007")),
+        ("-1", (1, 0, "-1")),
+        ("", (1, 0, "")),
+    ],
+    ids=["zero", "int", "largest index", "beyond", "5,000 digits", "superscript", "arabic-indic", "zeros", "minus",
+         "empty"],
+)  # fmt: skip
+def test_node_order_takes_javascripts_array_indices_first(node_id: str, order: tuple[int, int, str]) -> None:
+    assert node_order(node_id) == order
+
+
+@pytest.mark.parametrize("new_id", ["²", "9" * 5000, "save"], ids=["superscript", "5,000 digits", "a name"])
+def test_node_ids_int_refuses_come_after_the_integers(new_id: str) -> None:
+    graph = ui()
+    node(graph, 9)["id"] = new_id  # SaveImage
+    graph["links"][-1][3] = new_id
+    converted = to_api_format(graph, DEFS)
+    assert list(converted) == ["3", "4", "5", "6", "7", "8", new_id]
+    assert converted[new_id] == API["9"]
+
+
+def chain(graph: dict[str, Any], length: int, bypassed: bool) -> list[dict[str, Any]]:
+    """``length`` reroutes (or bypassed LatentUpscaleBy nodes) between the KSampler and the VAEDecode."""
+    nodes = []
+    for index in range(length):
+        node_id, link = 1000 + index, 1000 + index
+        if bypassed:
+            entry = add_node(graph, node_id, "LatentUpscaleBy", mode=4, widgets_values=["nearest-exact", 1.5],
+                             inputs=[{"name": "samples", "type": "LATENT", "link": link}],
+                             outputs=[{"name": "LATENT", "type": "LATENT", "links": [link + 1]}])  # fmt: skip
+        else:
+            entry = add_node(graph, node_id, "Reroute", inputs=[{"name": "", "type": "*", "link": link}],
+                             outputs=[{"name": "", "type": "LATENT", "links": [link + 1]}])  # fmt: skip
+        add_link(graph, link, 3 if index == 0 else node_id - 1, 0, node_id, 0)
+        nodes.append(entry)
+    relink(graph, 7, 1000 + length - 1, 0)
+    return nodes
+
+
+DEFS_WITH_UPSCALE = DEFS | {
+    "LatentUpscaleBy": {
+        "input": {"required": {"samples": ["LATENT"], "upscale_method": [["nearest-exact", "bilinear"]],
+                               "scale_by": ["FLOAT", {"default": 1.5}]}},
+        "output": ["LATENT"],
+    }
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("bypassed", [False, True], ids=["reroutes", "bypassed nodes"])
+def test_hundreds_of_reroutes_or_bypassed_nodes_in_a_row_are_followed(bypassed: bool) -> None:
+    graph = ui()
+    chain(graph, 600, bypassed)
+    assert to_api_format(graph, DEFS_WITH_UPSCALE) == API
+
+
+@pytest.mark.parametrize("bypassed", [False, True], ids=["reroutes", "bypassed nodes"])
+def test_a_circle_of_reroutes_or_bypassed_nodes_is_refused(bypassed: bool) -> None:
+    graph = ui()
+    nodes = chain(graph, 5, bypassed)
+    nodes[0]["inputs"][0]["link"] = 99
+    add_link(graph, 99, 1004, 0, 1000, 0)  # the last back into the first
+    with pytest.raises(UIFormatError, match="links go round in a circle through node 100"):
+        to_api_format(graph, DEFS_WITH_UPSCALE)
+
+
+def test_a_long_chain_feeding_many_inputs_is_followed_once() -> None:
+    graph = ui()
+    chain(graph, 2000, bypassed=False)
+    for index in range(2000):  # each VAEDecode reads the end of the chain: 4 million steps if followed each time
+        add_node(graph, 5000 + index, "VAEDecode", inputs=[{"name": "samples", "type": "LATENT", "link": 7},
+                 {"name": "vae", "type": "VAE", "link": 8}])  # fmt: skip
+    started = time.perf_counter()
+    converted = to_api_format(graph, DEFS)
+    assert time.perf_counter() - started < 2.0
+    assert converted["6999"]["inputs"] == API["8"]["inputs"]
+
+
+def test_types_of_long_unions_are_compared_in_linear_time() -> None:
+    graph = ui()
+    nodes = chain(graph, 1, bypassed=True)
+    union = ",".join(f"T{index}" for index in range(50000))  # every part against every other: 2.5 billion
+    nodes[0]["inputs"][0]["type"] = union
+    nodes[0]["outputs"][0]["type"] = union.lower().replace("t", "u")
+    started = time.perf_counter()
+    assert "samples" not in to_api_format(graph, DEFS_WITH_UPSCALE)["8"]["inputs"]  # no input of the wanted type
+    assert time.perf_counter() - started < 1.0
