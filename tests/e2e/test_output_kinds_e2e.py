@@ -116,3 +116,9 @@ def test_a_text_workflow_through_flowai_answers_its_text(redis_url: str, tmp_pat
         assert check["data"]["output_images"] == [] and check["data"]["full_outputs"] == {
             "3": {"images": [], "text": [body["output"]]}
         }
+        # The Flask seed: its task status lists pictures under "images" and the text beside them; its history
+        # entry keeps ComfyUI's own key for the node's output.
+        task = session.get(f"{stack.api}/api/task_status/{body['run_id']}", timeout=10).json()
+        assert task["status"] == "completed" and task["images"] == [] and task["text"] == [body["output"]]
+        entry = session.get(f"{stack.api}/api/history/{body['run_id']}", timeout=10).json()[body["run_id"]]
+        assert entry["outputs"] == {"3": {"text": [body["output"]]}}
