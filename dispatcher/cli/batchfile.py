@@ -1,7 +1,7 @@
 """The files of ``comfy-dispatch batch``, as plain functions: input lines, their idempotency keys, the results file.
 
 An input file holds one run per line, ``{"workflow": ..., "params": {...}}`` (``priority``,
-``idempotency_key`` and the native run options are optional). Each line gets an idempotency key
+``idempotency_key`` and the native run options, ``version`` among them, are optional). Each line gets an idempotency key
 derived from the file's resolved path, the line's number and a hash of its content, so running the
 same command again (after a crash, a SIGKILL, a reboot) finds the runs it had made instead of
 making new ones, while an edited line is a new run.
@@ -23,7 +23,7 @@ from typing import Any
 KEY_PREFIX = "cdb"
 """Idempotency keys derived by the batch command start with this, so they are told apart from a caller's."""
 RUN_FIELDS = frozenset(
-    {"workflow", "params", "priority", "idempotency_key", "callback_urls", "cache", "timeout_seconds"}
+    {"workflow", "params", "priority", "idempotency_key", "callback_urls", "cache", "timeout_seconds", "version"}
 )
 """What an input line may hold: a batch item's fields (``POST /v1/runs/batch``)."""
 SUCCEEDED = "succeeded"

@@ -221,3 +221,12 @@ def test_a_retire_after_redis_lost_the_workflows_finds_the_bundled_one(
     fake_conns.text.flushall()
     assert client.delete("/v1/workflows/invert").status_code == 204
     assert_problem(client.post("/v1/workflows/invert/runs", json={}), 410)
+
+
+def test_batch_items_name_their_version(client: TestClient) -> None:
+    client.put("/v1/workflows/tiny", json={"graph": GRAPH})
+    client.put("/v1/workflows/tiny", json={"graph": GRAPH, "manifest": MANIFEST})
+    items = [{"workflow": "tiny", "version": 1}, {"workflow": "tiny"}, {"workflow": "tiny", "version": 3}]
+    answer = client.post("/v1/runs/batch", json={"runs": items}).json()
+    assert [i["status"] for i in answer["items"]] == [202, 202, 404]
+    assert [i["run"]["workflow_version"] for i in answer["items"][:2]] == [1, 2]
