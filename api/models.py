@@ -66,6 +66,7 @@ class OutputView(BaseModel):
         description=f"a text output's string, inline (its first {INLINE_TEXT_CHARS:,} characters; the whole text "
         "is at url); null for files",
     )
+    text_truncated: bool = Field(False, description="text is only the start of a longer text (the whole is at url)")
 
 
 class MissingView(BaseModel):

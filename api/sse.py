@@ -14,6 +14,7 @@ from typing import Any
 from api.views import Links
 from dispatcher.errors import ParameterError
 from dispatcher.events import Event
+from dispatcher.outputs import kind_of
 from dispatcher.runs import Output
 
 MEDIA_TYPE = "text/event-stream"
@@ -74,6 +75,7 @@ def public_data(event: Event, run_id: str, links: Links) -> dict[str, Any]:
             key=str(event.data["key"]),
         )
         data["url"] = links.output(run_id, output)
+        data.setdefault("kind", kind_of(output.content_type))  # written by a worker older than kinds
     return data
 
 

@@ -10,7 +10,7 @@ from urllib.parse import quote
 from fastapi import Request
 
 from api.models import MissingView, OutputView, RunView
-from dispatcher.outputs import kind_named
+from dispatcher.outputs import kind_named, truncated
 from dispatcher.runs import Output, Run
 from dispatcher.storage import OutputStore
 
@@ -58,6 +58,7 @@ def output_view(run_id: str, output: Output, links: Links) -> OutputView:
         size=output.size,
         kind=kind_named(output.kind, output.content_type),
         text=output.text,
+        text_truncated=truncated(output.text, output.size),
     )
 
 

@@ -12,6 +12,7 @@ VideoHelperSuite's ``VHS_VideoCombine`` reports a GIF under ``gifs``.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import posixpath
 from collections.abc import Sequence
@@ -124,15 +125,34 @@ def _files(node: str, key: str, items: list[Any]) -> list[OutputFile]:
 def _texts(node: str, items: Any) -> list[OutputFile]:
     # ComfyUI sends a tuple (a JSON list); a node that put a bare string there is taken at its word too.
     if isinstance(items, str):
-        texts = [items]
+        texts = [clean_text(items)]
     elif isinstance(items, list):
-        texts = [t for t in items if isinstance(t, str)]
+        texts = [clean_text(t) for t in items if t is not None]
     else:
         texts = []
     return [
         OutputFile(node, text_filename(node, i, len(texts)), "", "output", TEXT_KEY, text)
         for i, text in enumerate(texts)
     ]
+
+
+def clean_text(item: Any) -> str:
+    """A text output as storable text: a custom node's number or list as JSON (what PreviewAny shows for them),
+    and a lone surrogate (no UTF-8 for it; Redis' cjson refuses it too) replaced."""
+    text: str
+    if isinstance(item, str):
+        text = item
+    else:
+        try:
+            text = json.dumps(item, default=str)
+        except (TypeError, ValueError):
+            text = str(item)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def truncated(text: str | None, size: int) -> bool:
+    """Whether an output's inline ``text`` is only the start of its stored ``size`` bytes."""
+    return text is not None and len(text) == INLINE_TEXT_CHARS and len(text.encode()) < size
 
 
 def text_filename(node: str, index: int, count: int) -> str:

@@ -269,7 +269,8 @@ class RunExecution:
             key,
             file.subfolder,
             file.type,
-            kind=kind_of(ctype),
+            # A .txt a node saved is a file; "text" is a node's text output (shown inline).
+            kind="text" if file.text is not None else ("file" if kind_of(ctype) == "text" else kind_of(ctype)),
             text=inline_text(file.text),
             ui_key=file.ui_key,
         )

@@ -19,6 +19,7 @@ or ``event: error``. FlowAI's clients send their API key as ``X-API-KEY``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -36,8 +37,9 @@ from api.services import JsonBody, ServicesDep
 from api.views import Links
 from dispatcher.errors import RunFailed, TooManyWaits
 from dispatcher.events import Event
-from dispatcher.outputs import kind_named
+from dispatcher.outputs import kind_named, truncated
 from dispatcher.runs import Output, Run, RunStatus
+from dispatcher.storage import OutputStore
 
 router = APIRouter(prefix="/v1/api/workflow", tags=["compat: FlowAI"])
 
@@ -157,12 +159,25 @@ async def run_workflow(
     # Time as the caller lived it: queueing included, since FlowAI has no separate queue time.
     finished = run.finished_at if run.finished_at is not None else run.created_at
     urls = [links.output(run.id, o) for o in run.outputs]
+    outputs = await run_in_threadpool(whole_texts, svc.store, run.outputs)
     return {
-        "output": flowai_output(run.outputs, urls),
-        "outputs": output_items(run.outputs, urls),
+        "output": flowai_output(outputs, urls),
+        "outputs": output_items(outputs, urls),
         "total_time": round(max(finished - run.created_at, 0.0), 3),
         "run_id": run.id,
     }
+
+
+def whole_texts(store: OutputStore, outputs: Sequence[Output]) -> list[Output]:
+    """``outputs`` with each text that the run record cut short read whole from the store: FlowAI's answer is
+    the text itself, and a client has no sign that an inline text was only its start."""
+    whole = []
+    for output in outputs:
+        if truncated(output.text, output.size):
+            with store.open(output.key) as stream:
+                output = dataclasses.replace(output, text=stream.read().decode("utf-8", "replace"))
+        whole.append(output)
+    return whole
 
 
 def flowai_output(outputs: Sequence[Output], urls: Sequence[str]) -> str | list[str]:

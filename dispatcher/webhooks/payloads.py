@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from dispatcher.batches import BATCH_DONE, Batch
 from dispatcher.events import TERMINAL_EVENTS, Event
-from dispatcher.outputs import kind_named
+from dispatcher.outputs import kind_named, kind_of
 from dispatcher.runs import Output
 
 
@@ -137,7 +137,9 @@ def progress_payload(run_id: str, event: Event, url_for: UrlFor) -> dict[str, An
     details: dict[str, Any] = {"run_id": run_id, "event": event.type, "at": event_time(event.id)}
     details.update({k: event.data[k] for k in PUBLIC_FIELDS.get(event.type, ()) if k in event.data})
     if event.type == "output":
-        details["url"] = url_for(run_id, Output.from_dict(event.data))
+        output = Output.from_dict(event.data)
+        details["url"] = url_for(run_id, output)
+        details.setdefault("kind", kind_of(output.content_type))  # written by a worker older than kinds
     return {"type": PROGRESS_TYPES[event.type], "payload": details}
 
 

@@ -71,6 +71,15 @@ def _time(data: Mapping[str, Any], name: str, what: str) -> datetime | None:
         raise ProtocolError(f"{what}: field {name!r} is not an RFC 3339 time: {value!r}") from None
 
 
+def kind_of(content_type: str) -> str:
+    """An output's kind by its content type (for an API or an event older than kinds): as the API decides it."""
+    essence = content_type.split(";", 1)[0].strip().lower()
+    major = essence.split("/", 1)[0]
+    if major in ("image", "video", "audio"):
+        return major
+    return "text" if essence == "text/plain" else "file"
+
+
 @dataclass(frozen=True)
 class Output:
     """One output a run produced; ``url`` is absolute (the API's, or a presigned storage URL)."""
@@ -83,7 +92,7 @@ class Output:
     sha256: str | None = None
     """Hex digest of the file, when the API gives one (a download is checked against it)."""
     kind: str = "file"
-    """image, video, audio, text or file (by its content type; file when the API does not say)."""
+    """image, video, audio, text or file (by its content type when the API does not say)."""
     text: str | None = None
     """A text output's string (also downloadable at ``url``); None for files."""
 
@@ -97,7 +106,7 @@ class Output:
             content_type=str(data.get("content_type") or "application/octet-stream"),
             size=int(_number(data, "size", "output", 0) or 0),
             sha256=_optional(data, "sha256", str, "output"),
-            kind=str(data.get("kind") or "file"),
+            kind=str(data.get("kind") or kind_of(str(data.get("content_type") or ""))),
             text=_optional(data, "text", str, "output"),
         )
 

@@ -11,7 +11,7 @@ from api.compat.flowai import FlowAIStream, flowai_output, output_items
 from api.views import Links
 from dispatcher.connections import Connections
 from dispatcher.events import Event
-from dispatcher.outputs import TEXT_CONTENT_TYPE
+from dispatcher.outputs import INLINE_TEXT_CHARS, TEXT_CONTENT_TYPE, inline_text
 from dispatcher.runs import Output, Run, new_run
 from dispatcher.storage import MemoryStore
 from tests.api.conftest import AfterSubmit
@@ -143,3 +143,22 @@ def test_flowai_stream_ends_with_the_text_of_a_text_workflow() -> None:
     render(Event("2-0", "output", output))
     frame = render(Event("3-0", "done", {"status": "succeeded"})).decode()
     assert frame.startswith("event: output\n") and '"output":"在呢。"' in frame and '"kind":"text"' in frame
+
+
+def test_a_long_text_is_marked_cut_inline_and_flowai_answers_it_whole(
+    client: TestClient, after_submit: AfterSubmit, fake_conns: Connections, store: MemoryStore
+) -> None:
+    whole = "灯" * (INLINE_TEXT_CHARS + 10)
+
+    def finish(run: Run) -> None:
+        key = f"{run.id}/1/text-7.txt"
+        size = store.put(key, [whole.encode()], TEXT_CONTENT_TYPE)
+        output = Output("7", "text-7.txt", TEXT_CONTENT_TYPE, size, key, kind="text", text=inline_text(whole))
+        finish_run(fake_conns, run.id, outputs=[output])
+
+    after_submit(finish, 0.1)
+    reply = client.post("/v1/api/workflow/run/invert", json={"input": {}}).json()
+    assert reply["output"] == whole and reply["outputs"][0]["text"] == whole  # read whole from the store
+    (shown,) = client.get(f"/v1/runs/{reply['run_id']}").json()["outputs"]
+    assert shown["text_truncated"] is True and len(shown["text"]) == INLINE_TEXT_CHARS
+    assert client.get(shown["url"]).text == whole

@@ -95,6 +95,7 @@ def test_public_data_hides_storage_keys_and_comfyui_addresses() -> None:
         "filename": "a b.png",
         "size": 3,
         "url": "http://api/v1/runs/r/outputs/a%20b.png",
+        "kind": "file",  # an event written before kinds (no content type either): a file
     }
     started = Event("2-0", "started", {"attempt": 1, "worker": "w", "comfyui_url": "http://10.0.0.7:8188"})
     assert sse.public_data(started, "r", links) == {"attempt": 1, "worker": "w"}

@@ -35,6 +35,7 @@ def test_output_is_served_from_the_store(client: TestClient, fake_conns: Connect
         "size": len(PNG),
         "kind": "image",
         "text": None,
+        "text_truncated": False,
     }
     response = client.get(run["outputs"][0]["url"])
     assert response.status_code == 200

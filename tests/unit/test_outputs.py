@@ -16,6 +16,7 @@ from dispatcher.outputs import (
     inline_text,
     kind_named,
     kind_of,
+    truncated,
     unique_names,
 )
 from dispatcher.runs import Output
@@ -122,7 +123,14 @@ SHAPES: list[tuple[str, dict[str, Any], list[tuple[str, str, str, str, str | Non
         ],
     ),
     ("a bare string under text", {"text": "plain"}, [("text-9.txt", "text", "text", TEXT_CONTENT_TYPE, "plain")]),
-    ("no strings under text", {"text": [1, None, {"x": 1}]}, []),
+    (
+        "other values under text, as JSON",
+        {"text": [1, None, {"x": 1}]},
+        [
+            ("text-9-1.txt", "text", "text", TEXT_CONTENT_TYPE, "1"),
+            ("text-9-2.txt", "text", "text", TEXT_CONTENT_TYPE, '{"x": 1}'),
+        ],
+    ),
     ("a file without a name", {"images": [{"subfolder": ""}]}, []),
     ("animated flags alone", {"animated": [True]}, []),
     ("Preview3D's result paths", {"result": ["3d/x.glb", None, None]}, []),
@@ -212,3 +220,27 @@ def test_a_record_written_before_kinds_gets_its_kind_from_its_content_type() -> 
     old = {"node": "3", "filename": "v.mp4", "content_type": "video/mp4", "size": 5, "key": "r/1/v.mp4"}
     assert Output.from_dict(old).kind == "video"
     assert Output.from_dict({**old, "kind": "image"}).kind == "image"
+
+
+@pytest.mark.parametrize(
+    ("items", "texts"),
+    [
+        (["a", 3, None, "b"], ["a", "3", "b"]),  # a custom node's number: as PreviewAny would show it
+        ([["x", 1], {"k": True}], ['["x", 1]', '{"k": true}']),
+        (["x\udc80y"], ["x?y"]),  # a lone surrogate has no UTF-8 (nor a place in Redis' cjson): replaced
+        ("bare", ["bare"]),
+    ],
+)
+def test_every_text_item_is_kept_as_storable_text(items: object, texts: list[str]) -> None:
+    found = files_from_outputs({"9": {"text": items}})
+    assert [f.text for f in found] == texts
+    assert all(f.text is not None and f.text.encode() for f in found)
+
+
+@pytest.mark.parametrize(
+    ("text", "size", "cut"),
+    [(None, 10, False), ("abc", 3, False), ("a" * INLINE_TEXT_CHARS, INLINE_TEXT_CHARS, False),
+     ("a" * INLINE_TEXT_CHARS, INLINE_TEXT_CHARS + 1, True)],
+)  # fmt: skip
+def test_truncated_tells_a_cut_inline_text(text: str | None, size: int, cut: bool) -> None:
+    assert truncated(text, size) is cut
