@@ -95,8 +95,9 @@ class RunExecution:
         self.record, self.graph = claim.run, json.loads(claim.graph or "{}")
         self.held = Held(claim.lease, claim.run.prompt_id)
         ctx.pipeline.add(self.held)
-        if claim.lease.attempt == 1:
-            # A retry's time back in the queue is not recorded on the run: only first claims are measured.
+        if claim.lease.attempt == 1 and self.dispatch == 1:
+            # Only a run's first claim is measured: a retry's time back in the queue is not recorded on the run,
+            # and a run handed back unstarted (rebalanced to a worker that idles) is claimed again at attempt 1.
             metrics.QUEUE_WAIT.labels(claim.run.priority.value).observe(max(0.0, time.time() - claim.run.created_at))
         return None
 
