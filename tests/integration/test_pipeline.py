@@ -20,6 +20,7 @@ from dispatcher.runs import Run, RunStatus
 from tests.integration.conftest import ContextFactory
 from tests.integration.test_runner import final, submit
 from tests.support import FakeComfy
+from worker import follow
 from worker.cancel_watch import CancelWatcher
 from worker.context import WorkerContext
 from worker.runner import RunExecution
@@ -140,10 +141,13 @@ def test_cancel_of_a_run_waiting_in_comfyuis_queue_removes_it_there(
 
 
 def test_a_stopping_worker_hands_back_the_runs_waiting_in_comfyuis_queue(
-    ctx: WorkerContext, fake_comfyui: FakeComfy
+    ctx: WorkerContext, fake_comfyui: FakeComfy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a worker does on SIGTERM: the run executing is finished, the ones posted behind it are taken out of
     ComfyUI's queue and go back to their backlog (no attempt used), so a stop takes one run's time at most."""
+    # The waiting run must see its release before the slow one ends and it starts: a follower looks every
+    # STOP_CHECK_SECONDS (1 s, as long as the slow run) when no frame wakes it, so it looks more often here.
+    monkeypatch.setattr(follow, "STOP_CHECK_SECONDS", 0.1)
     slow = sleeping(ctx, 1.0)
     waiting = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
     held = Held(ctx)
