@@ -184,12 +184,16 @@ def wants_stream(body: Mapping[str, Any]) -> bool:
 # -- input images ------------------------------------------------------------------------------------------------
 
 
-def check_images(svc: Services, who: Principal, workflow_id: str, body: Mapping[str, Any]) -> Workflow:
+def check_images(svc: Services, who: Principal, workflow_id: str | Workflow, body: Mapping[str, Any]) -> Workflow:
     """Check the run's input images and store its base64 ones as uploads (ParameterError, 422, naming one);
-    returns the workflow (version) the run is bound to."""
+    returns the workflow (version) the run is bound to (``workflow_id`` may be it, looked up already)."""
     uploads = Uploads(svc.conns.text, svc.store)
     allow = AllowList.parse(svc.settings.callback_allow)
-    workflow = svc.registry.get(workflow_id, parse_version(body.get("version")))
+    workflow = (
+        workflow_id
+        if isinstance(workflow_id, Workflow)
+        else svc.registry.get(workflow_id, parse_version(body.get("version")))
+    )
     check_run_images(uploads, workflow, body, tenant=who.tenant, allow=allow, max_bytes=svc.settings.input_max_bytes)
     return workflow
 

@@ -252,10 +252,10 @@ class Submitter:
         return self._outcome(new, code, value, taken=taken, handed=handed)
 
     def accept_many(
-        self, items: Sequence[tuple[str, Mapping[str, Any], str | None]], *, tenant: str, batch_id: str = ""
+        self, items: Sequence[tuple[str | Workflow, Mapping[str, Any], str | None]], *, tenant: str, batch_id: str = ""
     ) -> list[Submission | DispatchError]:
-        """Submit many runs for ``tenant`` (``(workflow id, body, idempotency key)`` each), each on its own: its
-        Submission, or the error that refused it (nothing stored for it), in order. Each run is stored by the
+        """Submit many runs for ``tenant`` (``(workflow id or Workflow, body, idempotency key)`` each), each on its
+        own: its Submission, or the error that refused it (nothing stored for it), in order. Each run is stored by the
         submit script (atomic per run), on one connection, chunks sent while the next are bound; no dispatch
         pass follows each (the caller runs one for all). With ``batch_id`` (a batch opened already), the runs
         are counted in it."""

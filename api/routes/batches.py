@@ -33,6 +33,7 @@ from dispatcher.errors import BadRequest, DispatchError, ParameterError, RateLim
 from dispatcher.eta import eta_seconds
 from dispatcher.runs import RunStatus
 from dispatcher.submit import Submission
+from dispatcher.workflows import Workflow, parse_version
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +157,15 @@ def _submit(svc: Services, who: Principal, items: list[Any], done_url: str | Non
     instance = "/v1/runs/batch"
     results: list[Submission | DispatchError | None] = [None] * len(items)
     admitted, refusal = _admit(svc, who, len(items))
-    ready: list[tuple[int, tuple[str, dict[str, Any], str | None]]] = []
+    ready: list[tuple[int, tuple[Workflow, dict[str, Any], str | None]]] = []
+    # Each workflow (and version) named is looked up once per batch, not once per item: one point in time.
+    looked_up: dict[tuple[str, int | None], Workflow] = {}
     for index, item in enumerate(items):
         if index >= admitted:
             results[index] = refusal
             continue
         try:
-            ready.append((index, _item(svc, who, item)))
+            ready.append((index, _item(svc, who, item, looked_up)))
         except DispatchError as exc:
             results[index] = exc
     batch_id = new_batch_id() if ready else None
@@ -205,7 +208,9 @@ def _admit(svc: Services, who: Principal, count: int) -> tuple[int, RateLimited 
     return taken, refusal
 
 
-def _item(svc: Services, who: Principal, item: Any) -> tuple[str, dict[str, Any], str | None]:
+def _item(
+    svc: Services, who: Principal, item: Any, looked_up: dict[tuple[str, int | None], Workflow]
+) -> tuple[Workflow, dict[str, Any], str | None]:
     """An item as (workflow, run body, idempotency key), checked as a native run is; 422 naming what does not fit."""
     if not isinstance(item, dict):
         raise ParameterError("runs[]", "each run must be an object with workflow and params")
@@ -222,8 +227,10 @@ def _item(svc: Services, who: Principal, item: Any) -> tuple[str, dict[str, Any]
     key = item.get("idempotency_key")
     if key is not None and not isinstance(key, str):
         raise ParameterError("idempotency_key", "must be a string")
-    operations.check_images(svc, who, workflow, body)
-    return workflow, body, idempotency.parse_key(key)
+    wanted = (workflow, parse_version(body.get("version")))
+    if wanted not in looked_up:
+        looked_up[wanted] = svc.registry.get(*wanted)
+    return operations.check_images(svc, who, looked_up[wanted], body), body, idempotency.parse_key(key)
 
 
 def _hand_out(svc: Services, stored: list[Submission]) -> None:

@@ -152,7 +152,6 @@ def _converted(graph: Any, comfyui_url: str) -> Any:
     """``graph`` in the API format, a UI-format one converted with the node definitions of ``comfyui_url``."""
     from dispatcher.cli.workflows import node_definitions  # noqa: PLC0415
     from dispatcher.workflows import uiformat  # noqa: PLC0415
+    from dispatcher.workflows.publish import to_api_graph  # noqa: PLC0415
 
-    if not uiformat.is_ui_format(graph):
-        return graph
-    return uiformat.to_api_format(graph, node_definitions(comfyui_url))
+    return to_api_graph(graph, node_definitions(comfyui_url) if uiformat.is_ui_format(graph) else None)

@@ -14,7 +14,7 @@ from dispatcher.errors import ComfyUIUnavailable, DispatchError
 from dispatcher.workflows.bundled import GRAPH_FILE, read_json
 from dispatcher.workflows.infer import infer_manifest, render_manifest, render_summary
 from dispatcher.workflows.manifest import build_workflow, check_graph
-from dispatcher.workflows.uiformat import is_ui_format, to_api_format
+from dispatcher.workflows.publish import to_api_graph
 
 workflows_app = typer.Typer(
     no_args_is_help=True, help="Workflows: the parameters a graph is given; publishing them, reading them back."
@@ -60,8 +60,7 @@ def workflows_infer(
     try:
         graph = read_json(path)
         definitions = node_definitions(comfyui_url) if comfyui_url else None
-        if is_ui_format(graph):
-            graph = to_api_format(graph, definitions, where=str(path))
+        graph = to_api_graph(graph, definitions, where=str(path))
         manifest = infer_manifest(check_graph(graph, str(path)), definitions)
         # What inference gives must be what a publication accepts: built (validated) as one would be.
         build_workflow("inferred", graph, manifest, graph_where=str(path), manifest_where="inferred manifest")

@@ -31,10 +31,10 @@ def split_publication(body: Any) -> tuple[Any, Any]:
     return body, None
 
 
-def to_api_graph(graph: Any, definitions: dict[str, Any] | None) -> Any:
-    """``graph`` in the API format: converted when it is a UI-format one."""
+def to_api_graph(graph: Any, definitions: dict[str, Any] | None, *, where: str = "graph") -> Any:
+    """``graph`` in the API format: converted when it is a UI-format one (``where`` names it in errors)."""
     if uiformat.is_ui_format(graph):
-        return uiformat.to_api_format(graph, definitions)
+        return uiformat.to_api_format(graph, definitions, where=where)
     return graph
 
 

@@ -83,7 +83,8 @@ def test_the_cli_pushes_a_ui_format_graph_the_api_converts(redis_url: str, tmp_p
 
         again = cli(["workflows", "push", str(FIXTURES / "default_graph.ui.json"), "--id", "from-editor"], stack.api)
         assert again.returncode == 0 and again.stdout.startswith("unchanged: from-editor version 1"), again.stdout
-        ran = cli(["run", "from-editor", "-p", "prompt=a lighthouse", "-p", "seed=3", "--wait", "--json"], stack.api)
+        args = ["run", "from-editor", "-p", "prompt=a lighthouse", "-p", "seed=3", "--workflow-version", "1"]
+        ran = cli([*args, "--wait", "--json"], stack.api)
         assert ran.returncode == 0, (ran.stdout, ran.stderr)
         assert json.loads(ran.stdout)["workflow_version"] == 1
 
@@ -98,6 +99,17 @@ def test_the_cli_pushes_a_ui_format_graph_the_api_converts(redis_url: str, tmp_p
         assert versions.returncode == 0 and versions.stdout.startswith("v1\t"), versions.stdout
         described = cli(["workflows", "show", "tiny"], stack.api)
         assert described.returncode == 0 and "color\tint\toptional" in described.stdout, described.stdout
+
+
+def test_infer_converts_a_ui_graph_with_a_comfyuis_own_definitions(redis_url: str, tmp_path: Path) -> None:
+    with LocalStack(redis_url, tmp_path, workers=1, start_workers=False) as stack:
+        ui = str(FIXTURES / "default_graph.ui.json")
+        done = cli(["workflows", "infer", ui, "--comfyui-url", stack.fakes[0].url], stack.api)
+        assert done.returncode == 0, done.stderr
+        manifest = json.loads(done.stdout)
+        assert manifest["params"]["prompt"]["node"] == "6" and manifest["params"]["seed"]["node"] == "3"
+        # the fake's /object_info gives the sampler's choices: what its ComfyUI takes
+        assert "euler" in manifest["params"]["sampler"]["choices"]
 
 
 def test_cli_errors_are_one_line(redis_url: str, tmp_path: Path) -> None:
