@@ -194,7 +194,12 @@ def test_it_gives_up_after_the_time_bound(redis_url: str, receiver: Receiver) ->
         )
         attempts = harness.sender.deliveries.attempts(run.id)
         assert attempts[-1].outcome is Outcome.GAVE_UP and len(attempts) >= 2
-        assert attempts[-1].at - attempts[0].at <= 2.0 + 1.5  # the last attempt at the bound (RQ: to the second)
+        # No retry is ever planned past the bound, and the last one is planned at it: the attempt that
+        # gives up is the one that found the bound passed. (When it actually ran depends on RQ's
+        # one-second scheduler and on the machine's load, so its wall-clock time is not asserted.)
+        planned = [a.next_at for a in attempts[:-1]]
+        assert all(at is not None and at <= attempts[0].at + 2.0 for at in planned)
+        assert planned[-1] == max(p for p in planned if p is not None)
         assert harness.sender.queue.scheduled_job_registry.count == 0
     finally:
         harness.close()
