@@ -26,13 +26,14 @@ from api.services import Services
 from api.views import Links, run_view
 from dispatcher import idempotency, keys, metrics, ratelimit
 from dispatcher.addresses import AllowList
+from dispatcher.admission import Admitted, Offer
 from dispatcher.apikeys import Principal
-from dispatcher.binding import refuse_options
-from dispatcher.errors import OutputNotFound, ParameterError, RateLimited, RunNotFound, TooManyWaits
+from dispatcher.binding import image_values, refuse_options
+from dispatcher.errors import DispatchError, OutputNotFound, ParameterError, RateLimited, RunNotFound, TooManyWaits
 from dispatcher.eta import eta_seconds
 from dispatcher.routing.capabilities import Needs
 from dispatcher.runs import Output, Run, RunStatus, run_of
-from dispatcher.submit import Submission
+from dispatcher.submit import AdmissionDenied, Submission
 from dispatcher.uploads import Uploads, check_run_images
 from dispatcher.waiting import parse_done
 from dispatcher.workflows import Workflow, parse_version
@@ -80,20 +81,32 @@ def admit(svc: Services, who: Principal) -> dict[str, str]:
     Raises RateLimited (429, with Retry-After and the RateLimit fields) when the key is over its
     tenant's submit rate; nothing is stored then.
     """
-    settings = svc.settings
-    admitted = svc.admission.check_tenant(
-        who.key_id, who.tenant, rate=settings.submit_rate, burst=settings.submit_burst
+    try:
+        admitted = svc.submitter.admit(offer(svc, who), who.tenant)
+    except AdmissionDenied as denied:
+        raise rate_limited(denied.admitted) from None
+    return rate_fields(admitted)
+
+
+def offer(svc: Services, who: Principal) -> Offer:
+    """A submission of ``who``'s to offer to its API key's bucket."""
+    return Offer(who.key_id, rate=svc.settings.submit_rate, burst=svc.settings.submit_burst)
+
+
+def rate_fields(admitted: Admitted) -> dict[str, str]:
+    """The RateLimit fields of a submission's admission."""
+    return ratelimit.headers(admitted.decision, rate=admitted.rate, burst=admitted.burst, policy_name="submit")
+
+
+def rate_limited(admitted: Admitted) -> RateLimited:
+    """The 429 of a submission over its API key's rate."""
+    fields = rate_fields(admitted)
+    limits = f"{admitted.rate:g}/s, burst {admitted.burst:g}"
+    return RateLimited(
+        f"this API key is over its submission rate ({limits}); retry in {fields['Retry-After']} s",
+        retry_after=admitted.decision.retry_after,
+        headers=fields,
     )
-    decision, rate, burst = admitted.decision, admitted.rate, admitted.burst
-    fields = ratelimit.headers(decision, rate=rate, burst=burst, policy_name="submit")
-    if not decision.allowed:
-        limits = f"{rate:g}/s, burst {burst:g}"
-        raise RateLimited(
-            f"this API key is over its submission rate ({limits}); retry in {fields['Retry-After']} s",
-            retry_after=decision.retry_after,
-            headers=fields,
-        )
-    return fields
 
 
 def submit(
@@ -114,23 +127,40 @@ def submit(
     (the native route's), a run option of the body outside them is a ParameterError too; without,
     every product's options are taken (and those we do not use, ignored).
     """
-    fields = admit(svc, who)
-    key = idempotency.parse_key(idempotency_key)
-    if options is not None:
-        refuse_options(body, options)
-    wants_stream(body)  # a malformed flag is a 422 before anything is stored
-    workflow = check_images(svc, who, workflow_id, body)
+    # The submission is offered to the key's bucket in the script that stores it (one round trip for both). One
+    # refused before that script (a bad parameter) is offered on its own, so it counts, and a key over its rate
+    # hears that first; so is one with input images, before any of them is stored as an upload.
+    fields: dict[str, str] | None = None
+    try:
+        key = idempotency.parse_key(idempotency_key)
+        if options is not None:
+            refuse_options(body, options)
+        wants_stream(body)  # a malformed flag is a 422 before anything is stored
+        workflow = find_workflow(svc, workflow_id, body)
+    except DispatchError:
+        admit(svc, who)
+        raise
+    if has_images(workflow, body):
+        fields = admit(svc, who)
+        check_images(svc, who, workflow, body)
     # The script that stores the run also runs a dispatch pass (the scheduler's take): where a worker has
     # room, the run is on its way without waiting for the scheduler to wake. Stored is stored: a Redis error
     # reading the fleet must not turn this request away.
-    done = svc.submitter.accept(
-        workflow,
-        body,
-        tenant=who.tenant,
-        idempotency_key=key,
-        take_routes=ready_routes(svc),
-        enqueue_writes=svc.handout.enqueue_writes,
-    )
+    try:
+        done = svc.submitter.accept(
+            workflow,
+            body,
+            tenant=who.tenant,
+            idempotency_key=key,
+            take_routes=ready_routes(svc),
+            enqueue_writes=svc.handout.enqueue_writes,
+            admission=offer(svc, who) if fields is None else None,
+        )
+    except AdmissionDenied as denied:
+        raise rate_limited(denied.admitted) from None
+    if done.admitted is not None:
+        fields = rate_fields(done.admitted)
+    assert fields is not None
     if done.replayed:
         fields = {**fields, REPLAYED_HEADER: "true"}
     else:
@@ -184,16 +214,24 @@ def wants_stream(body: Mapping[str, Any]) -> bool:
 # -- input images ------------------------------------------------------------------------------------------------
 
 
+def find_workflow(svc: Services, workflow_id: str | Workflow, body: Mapping[str, Any]) -> Workflow:
+    """The workflow (version) a run is bound to (``workflow_id`` may be it, looked up already)."""
+    if isinstance(workflow_id, Workflow):
+        return workflow_id
+    return svc.registry.get(workflow_id, parse_version(body.get("version")))
+
+
+def has_images(workflow: Workflow, body: Mapping[str, Any]) -> bool:
+    """Whether the run body gives any of the workflow's image parameters."""
+    return bool(image_values(workflow, body))
+
+
 def check_images(svc: Services, who: Principal, workflow_id: str | Workflow, body: Mapping[str, Any]) -> Workflow:
     """Check the run's input images and store its base64 ones as uploads (ParameterError, 422, naming one);
     returns the workflow (version) the run is bound to (``workflow_id`` may be it, looked up already)."""
     uploads = Uploads(svc.conns.text, svc.store)
     allow = AllowList.parse(svc.settings.callback_allow)
-    workflow = (
-        workflow_id
-        if isinstance(workflow_id, Workflow)
-        else svc.registry.get(workflow_id, parse_version(body.get("version")))
-    )
+    workflow = find_workflow(svc, workflow_id, body)
     check_run_images(uploads, workflow, body, tenant=who.tenant, allow=allow, max_bytes=svc.settings.input_max_bytes)
     return workflow
 

@@ -27,7 +27,7 @@ from dispatcher.tenants import TenantStore
 from dispatcher.tokens import TokenStore
 from dispatcher.uploads import run_body_limit
 from dispatcher.workflows import PublishedRegistry
-from dispatcher.workflows.store import parse_entry
+from dispatcher.workflows.store import Latest, parse_entry
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,23 @@ async def json_object_body(request: Request, svc: ServicesDep) -> dict[str, Any]
     ``max_body_bytes`` when their workflow has image parameters (:func:`dispatcher.uploads.run_body_limit`).
     """
     workflow_id = request.path_params.get("workflow_id") or request.path_params.get("name")  # the Flask seed's
-    if workflow_id is not None:
+    limit = run_body_limit(svc.settings, svc.registry, workflow_id)
+    if workflow_id is not None and not _fits(request, limit, svc.registry.peek_latest(workflow_id)):
         # The latest version decides how many images the body may carry: one published since, through another
-        # replica, is learned first (an HGET here; the build, rarely, in a thread).
+        # replica, is learned first (an HGET here; the build, rarely, in a thread). A body that fits what this
+        # process knows needs no read: the run itself is bound to the latest version (a read of its own).
         entry: str | None = await svc.conns.aio.hget(keys.WORKFLOWS, workflow_id)  # type: ignore[assignment]
         latest = parse_entry(entry)
         if latest is not None and latest != svc.registry.peek_latest(workflow_id):
             await run_in_threadpool(svc.registry.learn, workflow_id)
-    return await read_json_object(request, run_body_limit(svc.settings, svc.registry, workflow_id))
+            limit = run_body_limit(svc.settings, svc.registry, workflow_id)
+    return await read_json_object(request, limit)
+
+
+def _fits(request: Request, limit: int, known: Latest | None) -> bool:
+    """Whether the body announces a size within ``limit``, the limit of a version this process knows."""
+    declared = request.headers.get("content-length")
+    return known is not None and declared is not None and declared.isdigit() and int(declared) <= limit
 
 
 JsonBody = Annotated[dict[str, Any], Depends(json_object_body)]

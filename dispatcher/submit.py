@@ -12,6 +12,7 @@ cache's own script instead, which checks the idempotency key the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +24,8 @@ from redis.exceptions import NoScriptError
 
 from dispatcher import keys
 from dispatcher.addresses import AddressNotAllowed, AllowList, Resolver, check_url, system_resolver
+from dispatcher.admission import KIND as ADMISSION_KIND
+from dispatcher.admission import LUA_BUCKET, Admission, Admitted, Offer, parse_offer
 from dispatcher.binding import Bound, bind
 from dispatcher.cache import CachePlan, ResultCache
 from dispatcher.errors import DispatchError, ParameterError, QueueFull, RunNotFound
@@ -42,34 +45,51 @@ from dispatcher.workflows import Registry, Workflow, parse_version
 log = logging.getLogger(__name__)
 
 MAX_RUN_TIMEOUT = 7 * 86400.0
+RATE_LIMITED = 4  # the submit script's answer when its admission refused the run
+NO_ADMISSION = ["", "", "", ""]
 PIPELINE_CHUNK = 50  # runs accept_many sends to Redis at a time
 
 _SUBMIT = (
-    LUA_EMIT
+    LUA_BUCKET
+    + LUA_EMIT
     + LUA_INDEX
     + LUA_IDEMPOTENCY
     + LUA_TAKE
     + """
 -- KEYS: run, graph, backlog(tenant, priority), rotation(priority), recent, tenant, backlog x3 (all priorities),
---       idempotency, cache pointer, INFLIGHT, DELAYED
+--       idempotency, cache pointer, INFLIGHT, DELAYED, the API key's bucket
 -- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel ('': none), event,
 --       idempotency fingerprint, idempotency ttl, pointer ttl (0: do not record),
 --       routes of the ready workers ('': take nothing; dispatcher.routing.lua), default dispatch rate,
---       default max running, index horizon (seconds), RQ queue name, k, then k items: the RQ writes that
+--       default max running, index horizon (seconds), RQ queue name, k, the admission's 4 (below), then k items:
+--       the RQ writes that
 --       enqueue this run's first job on the queue named ([n, command, args...] each), then field, value, ...
 -- Stored, it answers {1, max_queued}; with slots, a dispatch pass follows in the same step (the same take as
 -- the scheduler's) and the answer adds what it took and its wait: {1, max_queued, taken, wait, handed}.
 -- When the pass took this very run (its first dispatch), its RQ job is written here too (handed = 1).
+-- With ARGV[18] (not ''), the run is first offered to the API key's bucket KEYS[14] (ARGV[18..21]: rate, burst,
+-- ttl windows, epsilon; the tenant's own limits in KEYS[6] win): denied, it answers {4, ''} and stores nothing;
+-- admitted, every answer ends with bucket_offer's (dispatcher.admission), for the RateLimit fields.
 -- A replayed key answers before the queue limit: the first run was accepted, whatever the queue holds now.
+local base = 22
+local admitted = nil
+local function answer(reply)
+  if admitted then reply[#reply + 1] = admitted end
+  return reply
+end
+if ARGV[18] ~= '' then
+  admitted = bucket_offer(KEYS[14], KEYS[6], ARGV[18], ARGV[19], 1, ARGV[20], ARGV[21], '0')
+  if admitted[1] == 0 then return answer({4, ''}) end
+end
 local seen = idem_seen(KEYS[10], ARGV[9])
-if seen then return seen end
+if seen then return answer(seen) end
 local max_queued = tonumber(redis.call('HGET', KEYS[6], 'max_queued') or ARGV[5])
 if max_queued > 0 then
   local queued = redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]) + redis.call('ZCARD', KEYS[9])
-  if queued >= max_queued then return {0, max_queued} end
+  if queued >= max_queued then return answer({0, max_queued}) end
 end
 local writes = tonumber(ARGV[17])
-redis.call('HSET', KEYS[1], unpack(ARGV, 18 + writes, #ARGV))
+redis.call('HSET', KEYS[1], unpack(ARGV, base + writes, #ARGV))
 redis.call('SET', KEYS[2], ARGV[4])
 index_run(ARGV[1], ARGV[2], ARGV[3], ARGV[15])
 batch_join(KEYS[1], ARGV[1])
@@ -93,8 +113,8 @@ if ARGV[12] ~= '' then
       local queue, key = ARGV[16], 'rq:queue:' .. ARGV[16]
       local routed = queue
       if taken[i + 4] ~= '-' then routed = queue .. ':caps:' .. taken[i + 4] end
-      local j = 18
-      while j < 18 + writes do
+      local j = base
+      while j < base + writes do
         local n = tonumber(ARGV[j])
         local command = {unpack(ARGV, j + 1, j + n)}
         for c = 2, #command do
@@ -110,9 +130,9 @@ if ARGV[12] ~= '' then
       handed = 1
     end
   end
-  return {1, max_queued, taken, tostring(wait), handed, waiting}
+  return answer({1, max_queued, taken, tostring(wait), handed, waiting})
 end
-return {1, max_queued}
+return answer({1, max_queued})
 """
 )
 
@@ -186,6 +206,15 @@ class Submission:
     replayed: bool = False  # nothing was stored: the key had been used with the same request
     taken: Taken | None = None  # with ``take_routes``: what the dispatch pass that followed took (to enqueue)
     handed: bool = False  # the pass took this run, and its RQ job is on the queue already
+    admitted: Admitted | None = None  # with an admission Offer: the bucket's decision (for the RateLimit fields)
+
+
+class AdmissionDenied(Exception):
+    """An accept with an admission Offer found the API key over its rate: nothing stored. The caller says so (429)."""
+
+    def __init__(self, admitted: Admitted) -> None:
+        super().__init__("over the submission rate")
+        self.admitted = admitted
 
 
 class Submitter:
@@ -214,6 +243,7 @@ class Submitter:
         self.idempotency_ttl = settings.idempotency_ttl
         self.cache = ResultCache(redis, self.runs, ttl=cache_ttl, run_ttl_seconds=settings.run_ttl_seconds)
         self._script = redis.register_script(_SUBMIT)
+        self.admission = Admission(redis)
 
     def submit(self, workflow_id: str, body: Mapping[str, Any], *, tenant: str = DEFAULT_TENANT) -> Run:
         """Validate and bind ``body`` for ``workflow_id``, then queue the run for ``tenant``.
@@ -232,6 +262,7 @@ class Submitter:
         idempotency_key: str | None = None,
         take_routes: str | int | None = None,
         enqueue_writes: Callable[[Dispatched], list[list[Any]]] | None = None,
+        admission: Offer | None = None,
     ) -> Submission:
         """As :meth:`submit`, with an optional idempotency key, and the result cache where the run asks for it.
 
@@ -240,16 +271,40 @@ class Submitter:
         ``take_routes`` (the ready workers' slots by route): a queued run is followed, in the same script, by a
         dispatch pass; the Submission's ``taken`` says what it took, for the caller to enqueue. With
         ``enqueue_writes`` (``Handout.enqueue_writes``), the script enqueues this run's job itself if it takes it.
+
+        With ``admission``, the run is first offered to the API key's bucket, in the same script (one round trip
+        for both): over the rate, AdmissionDenied and nothing stored. A run refused before the script (bad
+        parameters...) or served from the cache is offered on its own first, so every submission counts and a
+        key over its rate hears that before anything else.
         """
-        new = self._prepare(workflow_id, body, tenant=tenant, idempotency_key=idempotency_key)
+        try:
+            new = self._prepare(workflow_id, body, tenant=tenant, idempotency_key=idempotency_key)
+        except DispatchError:
+            if admission is not None:
+                self.admit(admission, tenant)
+            raise
         if new.plan.source is not None:
-            return self._outcome(new, *self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim))
+            admitted = self.admit(admission, tenant) if admission is not None else None
+            served = self._outcome(new, *self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim))
+            return dataclasses.replace(served, admitted=admitted)
         writes = []
         if take_routes is not None and enqueue_writes is not None:
             writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
-        reply = self._script(**self._store_call(new, take_routes, writes))
+        reply = self._script(**self._store_call(new, take_routes, writes, admission))
+        admitted = parse_offer(reply[-1]) if admission is not None else None
+        if admitted is not None:
+            reply = reply[:-1]
+            if not admitted.decision.allowed:
+                raise AdmissionDenied(admitted)
         code, value, taken, handed = _parse_stored(reply)
-        return self._outcome(new, code, value, taken=taken, handed=handed)
+        return dataclasses.replace(self._outcome(new, code, value, taken=taken, handed=handed), admitted=admitted)
+
+    def admit(self, offer: Offer, tenant: str) -> Admitted:
+        """Offer one submission to ``offer``'s bucket on its own; AdmissionDenied over the rate."""
+        admitted = self.admission.check_tenant(offer.ident, tenant, rate=offer.rate, burst=offer.burst)
+        if not admitted.decision.allowed:
+            raise AdmissionDenied(admitted)
+        return admitted
 
     def accept_many(
         self, items: Sequence[tuple[str | Workflow, Mapping[str, Any], str | None]], *, tenant: str, batch_id: str = ""
@@ -366,9 +421,12 @@ class Submitter:
         log.info("accepted run %s of %s for %s (priority %s)", run.id, run.workflow, tenant, run.priority)
         return Submission(run, taken=taken, handed=handed)
 
-    def _store_call(self, new: _NewRun, take_routes: str | int | None, writes: list[list[Any]]) -> dict[str, Any]:
+    def _store_call(
+        self, new: _NewRun, take_routes: str | int | None, writes: list[list[Any]], admission: Offer | None = None
+    ) -> dict[str, Any]:
         """The submit script's keys and arguments for ``new`` (``take_routes``: run a dispatch pass after it;
-        ``writes``: the RQ writes that enqueue its job, made if that pass takes it)."""
+        ``writes``: the RQ writes that enqueue its job, made if that pass takes it; ``admission``: offer it to
+        the API key's bucket first)."""
         run, claim = new.run, new.claim
         encoded: list[Any] = []
         for command in writes:
@@ -389,6 +447,7 @@ class Submitter:
                 new.plan.pointer,
                 keys.INFLIGHT,
                 keys.DELAYED,
+                keys.bucket(ADMISSION_KIND, admission.ident if admission is not None else "-"),
             ],
             "args": [
                 run.id,
@@ -408,6 +467,7 @@ class Submitter:
                 index_horizon(self.settings.run_ttl_seconds),
                 self.settings.queue_name,
                 len(encoded),
+                *(admission.script_args() if admission is not None else NO_ADMISSION),
                 *encoded,
                 *flat,
             ],

@@ -12,6 +12,8 @@ from PIL import Image
 from dispatcher.redis_server import free_port
 from tests.support import FakeComfy, Proc, wait_http
 
+STARTUP_SECONDS = 45.0
+
 
 class LocalStack:
     """N fake ComfyUIs, N workers (one per fake) and one API, all child processes.
@@ -76,19 +78,30 @@ class LocalStack:
         self.start_workers = start_workers
 
     def start(self) -> LocalStack:
-        for fake in self.fakes:
-            fake.start()
-        self.api_proc = Proc(["api", "--port", str(self.api_port)], self.tmp / "api.log", self.env).start()
-        scheduler = self._metered("scheduler", self.scheduler_metrics_port)
-        self.scheduler = Proc(scheduler, self.tmp / "scheduler.log", self.env).start()
-        webhooks = self._metered("webhooks", self.webhooks_metrics_port)
-        self.webhooks = Proc(webhooks, self.tmp / "webhooks.log", self.env).start()
-        if self.start_workers:
-            self.start_all_workers()
-        wait_http(self.api + "/readyz")
-        # A process that could not start fails the test here, not as a missing count minutes later.
-        for port in (self.scheduler_metrics_port, self.webhooks_metrics_port):
-            wait_http(f"http://127.0.0.1:{port}/metrics")
+        try:
+            for fake in self.fakes:
+                fake.start()
+            self.api_proc = Proc(["api", "--port", str(self.api_port)], self.tmp / "api.log", self.env).start()
+            scheduler = self._metered("scheduler", self.scheduler_metrics_port)
+            self.scheduler = Proc(scheduler, self.tmp / "scheduler.log", self.env).start()
+            webhooks = self._metered("webhooks", self.webhooks_metrics_port)
+            self.webhooks = Proc(webhooks, self.tmp / "webhooks.log", self.env).start()
+            if self.start_workers:
+                self.start_all_workers()
+            # A loaded CI machine starting two stacks at once (two test processes) can take a while.
+            wait_http(self.api + "/readyz", timeout=STARTUP_SECONDS)
+            # A process that could not start fails the test here, not as a missing count minutes later.
+            for port in (self.scheduler_metrics_port, self.webhooks_metrics_port):
+                wait_http(f"http://127.0.0.1:{port}/metrics", timeout=STARTUP_SECONDS)
+        except BaseException as exc:
+            # __exit__ does not run when __enter__ fails: stop what started, or its workers outlive the test and,
+            # once its Redis port is another test's, take that test's runs.
+            try:
+                logs = self.logs()
+            except OSError:
+                logs = ""
+            self.stop()
+            raise RuntimeError(f"the stack did not start: {exc!r}\n{logs}") from exc
         return self
 
     def start_all_workers(self) -> None:

@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from dispatcher import keys, metrics
+from dispatcher import metrics
 from dispatcher.backoff import full_jitter
 from dispatcher.cancel import CANCELED_ERROR
 from dispatcher.errors import (
@@ -33,6 +33,7 @@ from dispatcher.errors import (
 from dispatcher.lease import ClaimResult, Lease, ReleaseResult, RequeueResult
 from dispatcher.outputs import OutputFile, content_type, files_from_outputs, inline_text, kind_of, unique_names
 from dispatcher.runs import Output, Run, RunStatus
+from dispatcher.scheduling.dispatch import tell_idle
 from worker import capabilities, context, heartbeat
 from worker.context import WorkerContext
 from worker.follow import (
@@ -118,7 +119,7 @@ class RunExecution:
     def _idle(self) -> None:
         """Nothing held any more: tell the scheduler, which may move here a run waiting behind another."""
         try:
-            self.ctx.conns.text.publish(keys.SCHEDULER_WAKE, "idle")
+            tell_idle(self.ctx.conns.text)
         except RedisError as exc:
             log.warning("could not tell the scheduler this worker is idle: %s", exc)
 

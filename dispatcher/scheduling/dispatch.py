@@ -35,6 +35,28 @@ LUA_WAITING = (
 that ends wakes the scheduler only then: on an idle fleet its wake-up would cost CPU at the moment a client
 is being answered, for nothing."""
 
+LUA_IDLE = (
+    LUA_WAITING
+    + """
+-- KEYS[1]: INFLIGHT; ARGV[1]: the scheduler's wake channel
+if runs_waiting() or redis.call('ZCARD', KEYS[1]) > 1 then
+  redis.call('PUBLISH', ARGV[1], 'idle')
+  return 1
+end
+return 0
+"""
+)
+
+
+def tell_idle(redis: Redis) -> bool:
+    """A worker holds nothing any more: wake the scheduler if that can change something, namely runs wait for a
+    slot, or two or more runs are in flight (one may wait behind another on a GPU, to be moved here:
+    ``dispatcher.scheduling.rebalance``). Whether it was woken. On an idle fleet each run's end would otherwise
+    cost a scheduler pass at the moment its client is being answered."""
+    woken = redis.register_script(LUA_IDLE)(keys=[keys.INFLIGHT], args=[keys.SCHEDULER_WAKE])
+    return bool(int(woken))  # type: ignore[arg-type]
+
+
 LUA_TAKE = (
     LUA_WAITING
     + LUA_ROUTES

@@ -259,6 +259,27 @@ def test_over_the_rate_is_a_429_with_ratelimit_fields(
     assert backlog.count == 2 and backlog.records == 2  # the refused ones stored nothing
 
 
+@pytest.mark.parametrize(
+    "refused",
+    [
+        {"params": {"width": "wide"}},  # a bad parameter: refused before the script that admits and stores
+        {"stream": "yes"},  # a bad run option: refused before the workflow is looked up
+    ],
+    ids=["bad-parameter", "bad-option"],
+)
+def test_a_refused_submission_counts_and_over_the_rate_is_a_429_first(
+    client: TestClient, fake_conns: Connections, backlog: Backlog, refused: dict[str, object]
+) -> None:
+    key = tenant_with_key(fake_conns, "hasty", submit_rate=0.01, submit_burst=2)
+    assert client.post("/v1/workflows/invert/runs", json=refused, headers=h(key)).status_code == 422
+    assert client.post("/v1/workflows/invert/runs", json={}, headers=h(key)).headers["ratelimit"] == (
+        '"submit";r=0;t=100'  # the refused one took its unit from the bucket
+    )
+    assert_problem(client.post("/v1/workflows/invert/runs", json=refused, headers=h(key)), 429)
+    assert_problem(client.post("/v1/workflows/unknown/runs", json={}, headers=h(key)), 429)
+    assert backlog.count == 1
+
+
 def test_a_full_tenant_queue_is_a_429(client: TestClient, fake_conns: Connections, backlog: Backlog) -> None:
     key = tenant_with_key(fake_conns, "small", max_queued=1)
     submit(client, key)
