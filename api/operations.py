@@ -136,7 +136,12 @@ def submit(
         if options is not None:
             refuse_options(body, options)
         wants_stream(body)  # a malformed flag is a 422 before anything is stored
-        workflow = find_workflow(svc, workflow_id, body)
+        # The workflow as this process knows it (no read): the script that stores the run checks it is the latest.
+        # Not with input images: they are checked and stored against the workflow read now.
+        known = svc.registry.cached(workflow_id, parse_version(body.get("version")))
+        if known is not None and has_images(known[0], body):
+            known = None
+        workflow = known[0] if known is not None else find_workflow(svc, workflow_id, body)
     except DispatchError:
         admit(svc, who)
         raise
@@ -155,6 +160,7 @@ def submit(
             take_routes=ready_routes(svc),
             enqueue_writes=svc.handout.enqueue_writes,
             admission=offer(svc, who) if fields is None else None,
+            known=known[1] if known is not None else None,
         )
     except AdmissionDenied as denied:
         raise rate_limited(denied.admitted) from None

@@ -41,11 +41,13 @@ from dispatcher.scheduling.dispatch import LUA_TAKE, Dispatched, Taken, parse_ta
 from dispatcher.settings import Settings
 from dispatcher.tenants import DEFAULT_TENANT
 from dispatcher.workflows import Registry, Workflow, parse_version
+from dispatcher.workflows.store import Latest, entry_text
 
 log = logging.getLogger(__name__)
 
 MAX_RUN_TIMEOUT = 7 * 86400.0
 RATE_LIMITED = 4  # the submit script's answer when its admission refused the run
+STALE = 5  # its answer when the workflow has a version this process has not read
 NO_ADMISSION = ["", "", "", ""]
 PIPELINE_CHUNK = 50  # runs accept_many sends to Redis at a time
 
@@ -57,11 +59,12 @@ _SUBMIT = (
     + LUA_TAKE
     + """
 -- KEYS: run, graph, backlog(tenant, priority), rotation(priority), recent, tenant, backlog x3 (all priorities),
---       idempotency, cache pointer, INFLIGHT, DELAYED, the API key's bucket
+--       idempotency, cache pointer, INFLIGHT, DELAYED, the API key's bucket, the workflow index
 -- ARGV: run_id, tenant, score, graph, max_queued_default, recent_max, wake_channel ('': none), event,
 --       idempotency fingerprint, idempotency ttl, pointer ttl (0: do not record),
 --       routes of the ready workers ('': take nothing; dispatcher.routing.lua), default dispatch rate,
---       default max running, index horizon (seconds), RQ queue name, k, the admission's 4 (below), then k items:
+--       default max running, index horizon (seconds), RQ queue name, k, the admission's 4, the workflow check's 2
+--       (both below), then k items:
 --       the RQ writes that
 --       enqueue this run's first job on the queue named ([n, command, args...] each), then field, value, ...
 -- Stored, it answers {1, max_queued}; with slots, a dispatch pass follows in the same step (the same take as
@@ -70,8 +73,12 @@ _SUBMIT = (
 -- With ARGV[18] (not ''), the run is first offered to the API key's bucket KEYS[14] (ARGV[18..21]: rate, burst,
 -- ttl windows, epsilon; the tenant's own limits in KEYS[6] win): denied, it answers {4, ''} and stores nothing;
 -- admitted, every answer ends with bucket_offer's (dispatcher.admission), for the RateLimit fields.
+-- With ARGV[23] (not ''): the workflow's index entry (KEYS[15], field ARGV[22]) the run was bound with, as
+-- this process last read it. A version published (or retired) since answers {5, ''}: nothing done, not even
+-- the admission; the caller reads the workflow again and binds the run anew.
 -- A replayed key answers before the queue limit: the first run was accepted, whatever the queue holds now.
-local base = 22
+local base = 24
+if ARGV[23] ~= '' and redis.call('HGET', KEYS[15], ARGV[22]) ~= ARGV[23] then return {5, ''} end
 local admitted = nil
 local function answer(reply)
   if admitted then reply[#reply + 1] = admitted end
@@ -263,6 +270,7 @@ class Submitter:
         take_routes: str | int | None = None,
         enqueue_writes: Callable[[Dispatched], list[list[Any]]] | None = None,
         admission: Offer | None = None,
+        known: Latest | None = None,
     ) -> Submission:
         """As :meth:`submit`, with an optional idempotency key, and the result cache where the run asks for it.
 
@@ -276,21 +284,36 @@ class Submitter:
         for both): over the rate, AdmissionDenied and nothing stored. A run refused before the script (bad
         parameters...) or served from the cache is offered on its own first, so every submission counts and a
         key over its rate hears that before anything else.
+
+        ``known``: ``workflow_id`` is a Workflow built without reading Redis (``Registry.cached``), and this the
+        latest version it was read with. The script checks it is still the latest (no round trip of its own); if
+        not, the workflow is read again and the run bound anew.
         """
-        try:
-            new = self._prepare(workflow_id, body, tenant=tenant, idempotency_key=idempotency_key)
-        except DispatchError:
-            if admission is not None:
-                self.admit(admission, tenant)
-            raise
-        if new.plan.source is not None:
-            admitted = self.admit(admission, tenant) if admission is not None else None
-            served = self._outcome(new, *self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim))
-            return dataclasses.replace(served, admitted=admitted)
-        writes = []
-        if take_routes is not None and enqueue_writes is not None:
-            writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
-        reply = self._script(**self._store_call(new, take_routes, writes, admission))
+        run_id: str | None = None  # bound again (a version this process had not read): under the same id
+        while True:
+            try:
+                if known is not None and not isinstance(workflow_id, Workflow):
+                    raise ValueError("known goes with a Workflow")
+                new = self._prepare(workflow_id, body, tenant=tenant, idempotency_key=idempotency_key, run_id=run_id)
+            except DispatchError:
+                if admission is not None:
+                    self.admit(admission, tenant)
+                raise
+            if new.plan.source is not None and known is not None:
+                workflow_id, known, run_id = new.run.workflow, None, new.run.id  # a cache hit (rare): read it
+                continue
+            if new.plan.source is not None:
+                admitted = self.admit(admission, tenant) if admission is not None else None
+                served = self._outcome(new, *self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim))
+                return dataclasses.replace(served, admitted=admitted)
+            writes = []
+            if take_routes is not None and enqueue_writes is not None:
+                writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
+            reply = self._script(**self._store_call(new, take_routes, writes, admission, known))
+            if int(reply[0]) != STALE:
+                break
+            log.info("workflow %s has a version this process had not read: binding run again", new.run.workflow)
+            workflow_id, known, run_id = new.run.workflow, None, new.run.id  # read again: the script checks nothing
         admitted = parse_offer(reply[-1]) if admission is not None else None
         if admitted is not None:
             reply = reply[:-1]
@@ -360,6 +383,7 @@ class Submitter:
         tenant: str,
         idempotency_key: str | None,
         batch_id: str = "",
+        run_id: str | None = None,
     ) -> _NewRun:
         """Validate and bind a run (no write): WorkflowNotFound or ParameterError for what does not fit, and
         NoCapableWorker when no worker of the fleet has a node class or model file it needs."""
@@ -372,7 +396,7 @@ class Submitter:
             body.get("timeout_seconds"), float(workflow.timeout_seconds or self.settings.run_timeout)
         )
         callbacks = parse_callbacks(body.get("callback_urls"), AllowList.parse(self.settings.callback_allow))
-        run_id = new_run_id()
+        run_id = run_id or new_run_id()
         bound = bind(workflow, body, run_id=run_id)
         run = new_run(
             workflow.id,
@@ -422,7 +446,12 @@ class Submitter:
         return Submission(run, taken=taken, handed=handed)
 
     def _store_call(
-        self, new: _NewRun, take_routes: str | int | None, writes: list[list[Any]], admission: Offer | None = None
+        self,
+        new: _NewRun,
+        take_routes: str | int | None,
+        writes: list[list[Any]],
+        admission: Offer | None = None,
+        known: Latest | None = None,
     ) -> dict[str, Any]:
         """The submit script's keys and arguments for ``new`` (``take_routes``: run a dispatch pass after it;
         ``writes``: the RQ writes that enqueue its job, made if that pass takes it; ``admission``: offer it to
@@ -448,6 +477,7 @@ class Submitter:
                 keys.INFLIGHT,
                 keys.DELAYED,
                 keys.bucket(ADMISSION_KIND, admission.ident if admission is not None else "-"),
+                keys.WORKFLOWS,
             ],
             "args": [
                 run.id,
@@ -468,6 +498,8 @@ class Submitter:
                 self.settings.queue_name,
                 len(encoded),
                 *(admission.script_args() if admission is not None else NO_ADMISSION),
+                run.workflow,
+                entry_text(known) if known is not None else "",
                 *encoded,
                 *flat,
             ],

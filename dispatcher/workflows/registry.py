@@ -80,6 +80,12 @@ class Registry:
         """The newest version of each workflow this process knows, without I/O."""
         return list(self._workflows.values())
 
+    def cached(self, workflow_id: str, version: int | None = None) -> tuple[Workflow, Latest] | None:
+        """A published workflow as this process last read it, without I/O: the version (the latest when None) and
+        the latest version it was read with, which the caller must check is still the latest (the submit script
+        does). None when it is not known here; a fixed set publishes nothing, so never."""
+        return None
+
     def __contains__(self, workflow_id: object) -> bool:
         return workflow_id in self._workflows
 
@@ -169,6 +175,17 @@ class PublishedRegistry(Registry):
     def peek(self, workflow_id: str) -> Workflow | None:
         newest = self._newest.get(workflow_id)
         return newest[1] if newest is not None else super().peek(workflow_id)
+
+    def cached(self, workflow_id: str, version: int | None = None) -> tuple[Workflow, Latest] | None:
+        newest = self._newest.get(workflow_id)
+        if newest is None:
+            return None
+        latest, built = newest
+        if version is None or version == latest.version:
+            return built, latest
+        with self._lock:
+            other = self._built.get((workflow_id, latest.epoch, version))
+        return (other, latest) if other is not None else None
 
     def peek_latest(self, workflow_id: str) -> Latest | None:
         """Which latest version :meth:`peek` gives (None: a bundled one not looked up yet, or none known)."""

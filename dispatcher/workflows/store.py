@@ -79,6 +79,11 @@ def parse_entry(value: str | None) -> Latest | None:
     return Latest(int(number), epoch)
 
 
+def entry_text(latest: Latest) -> str:
+    """The index entry of ``latest``, as the publish script writes it (``parse_entry``'s inverse)."""
+    return f"{latest.version} {latest.epoch}"
+
+
 @dataclass(frozen=True)
 class Latest:
     """A workflow's latest version (negative: retired) and the epoch its versions are numbered in."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from api.app import create_app
 from dispatcher.connections import Connections
+from dispatcher.runs import Output
 from dispatcher.settings import load_settings
-from dispatcher.storage import MemoryStore
+from dispatcher.storage import LocalStore, MemoryStore
 from tests.api.helpers import TestClient, assert_problem, finish_run, store_output
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
@@ -87,3 +90,28 @@ def test_a_store_with_its_own_urls_is_linked_directly(fake_conns: Connections) -
         run_id = succeeded_run(client, fake_conns, store)
         url = client.get(f"/v1/runs/{run_id}").json()["outputs"][0]["url"]
     assert url == f"https://bucket.example.com/{run_id}/1/invert_00001_.png?signature=x"
+
+
+@pytest.mark.parametrize(
+    ("size", "recorded"),
+    [
+        (100, 100),  # small: read on the event loop
+        (64 * 1024 + 1, 64 * 1024 + 1),  # past the loop's limit: read whole in a thread
+        (2 * 1024 * 1024, 2 * 1024 * 1024),  # past the whole-read limit: streamed
+        (200 * 1024, 100),  # larger than its record says: read another way, never cut short
+    ],
+    ids=["on-loop", "whole", "streamed", "record-too-small"],
+)
+def test_a_local_file_is_served_whole_whatever_way_it_is_read(
+    fake_conns: Connections, tmp_path: Path, size: int, recorded: int
+) -> None:
+    store = LocalStore(tmp_path)
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    with TestClient(create_app(load_settings({}, auth="disabled"), conns=fake_conns, store=store)) as client:
+        run_id: str = client.post("/v1/workflows/invert/runs", json={}).json()["id"]
+        key = f"{run_id}/1/out.png"
+        store.put(key, [data], "image/png")
+        finish_run(fake_conns, run_id, outputs=[Output("9", "out.png", "image/png", recorded, key)])
+        response = client.get(f"/v1/runs/{run_id}/outputs/out.png")
+    assert response.status_code == 200 and response.content == data
+    assert response.headers["content-type"] == "image/png"

@@ -230,3 +230,24 @@ def test_batch_items_name_their_version(client: TestClient) -> None:
     answer = client.post("/v1/runs/batch", json={"runs": items}).json()
     assert [i["status"] for i in answer["items"]] == [202, 202, 404]
     assert [i["run"]["workflow_version"] for i in answer["items"][:2]] == [1, 2]
+
+
+def test_a_replica_binds_a_run_again_when_another_published_or_retired_since(
+    settings: Settings, fake_conns: Connections
+) -> None:
+    # b binds runs to the version it last read, with no read of its own: the script storing the run checks that
+    # version is still the latest, and if not, b reads the workflow again and binds the run anew, under its id.
+    first, second = (create_app(settings, conns=fake_conns, store=MemoryStore()) for _ in range(2))
+    with TestClient(first) as a, TestClient(second) as b:
+        a.put("/v1/workflows/tiny", json={"graph": GRAPH, "manifest": MANIFEST})
+        assert b.post("/v1/workflows/tiny/runs", json={}).json()["workflow_version"] == 1
+        recolored = {**GRAPH, "1": {**GRAPH["1"], "inputs": {**GRAPH["1"]["inputs"], "color": 9}}}
+        assert a.put("/v1/workflows/tiny", json={"graph": recolored, "manifest": MANIFEST}).json()["version"] == 2
+        assert registry_of(second).peek("tiny").version == 1  # b has not read it
+        run = b.post("/v1/workflows/tiny/runs", json={"params": {"size": 16}}).json()
+        assert run["workflow_version"] == 2 and graph_of(fake_conns, run["id"])["1"]["inputs"]["color"] == 9
+        assert run["params"] == {"size": 16}
+        assert fake_conns.text.llen(keys.RECENT_RUNS) == 2  # stored once
+        assert a.delete("/v1/workflows/tiny").status_code == 204
+        assert_problem(b.post("/v1/workflows/tiny/runs", json={}), 410)
+        assert fake_conns.text.llen(keys.RECENT_RUNS) == 2

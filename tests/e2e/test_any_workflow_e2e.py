@@ -60,7 +60,7 @@ def test_the_default_graph_without_a_manifest_runs_with_named_parameters(redis_u
         assert shown["inferred"] is True and {"prompt", "seed", "steps", "checkpoint"} <= set(shown["params"])
         run_id = submit(session, stack.api, "default", {"params": {"prompt": "a lighthouse", "seed": 3}})
         run = session.get(f"{stack.api}/v1/runs/{run_id}?wait=30", timeout=40).json()
-        assert run["status"] == "succeeded", (run, stack.logs())
+        assert run["status"] == "succeeded", f"{run}\n{stack.logs()}"  # a str: shown whole
         assert run["outputs"] and run["outputs"][0]["content_type"] == "image/png"
         graph = posted_graph(stack.fakes[0].url, run_id)
         sampler = graph["3"]["inputs"]

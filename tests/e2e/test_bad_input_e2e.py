@@ -59,7 +59,7 @@ def stored_runs(stack: LocalStack) -> int:
 def assert_serves_a_normal_run(stack: LocalStack) -> None:
     run_id = submit(requests.Session(), stack.api, "invert", {"params": {"width": 8, "height": 8, "color": 5}})
     run = requests.get(f"{stack.api}/v1/runs/{run_id}", params={"wait": 60}, timeout=70).json()
-    assert run["status"] == "succeeded", (run, stack.logs())
+    assert run["status"] == "succeeded", f"{run}\n{stack.logs()}"  # a str: shown whole
 
 
 # -- 3: lone surrogates -------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_a_batch_sent_twice_with_its_idempotency_keys_runs_once(redis_url: str, 
         assert all(r.status_code == 202 for r in first), [r.text for r in first]
         for reply in first:
             run = session.get(f"{stack.api}/v1/runs/{reply.json()['id']}", params={"wait": 60}, timeout=70).json()
-            assert run["status"] == "succeeded", (run, stack.logs())
+            assert run["status"] == "succeeded", f"{run}\n{stack.logs()}"  # a str: shown whole
         again = send_file()  # the producer crashed and sends the whole file again
         assert [r.json()["id"] for r in again] == [r.json()["id"] for r in first]
         assert all(r.status_code == 200 and r.headers["Idempotent-Replayed"] == "true" for r in again)

@@ -73,7 +73,7 @@ def run_img2img(stack: LocalStack, image: str) -> dict[str, Any]:
 
 
 def assert_ran_with_uploaded_input(stack: LocalStack, run: dict[str, Any]) -> None:
-    assert run["status"] == "succeeded", (run, stack.logs())
+    assert run["status"] == "succeeded", f"{run}\n{stack.logs()}"  # a str: shown whole
     (fake,) = stack.fakes
     name = f"cd_{run['id']}_image.png"
     assert name in fake.stats()["uploads"]  # type: ignore[operator]

@@ -22,7 +22,7 @@ def test_out_of_memory_is_retried_and_succeeds(redis_url: str, tmp_path: Path) -
         session = requests.Session()
         run_id = submit(session, stack.api, "invert", {"params": {"width": 8, "height": 8}})
         run = session.get(f"{stack.api}/v1/runs/{run_id}", params={"wait": 60}, timeout=70).json()
-        assert run["status"] == "succeeded", (run, stack.logs())
+        assert run["status"] == "succeeded", f"{run}\n{stack.logs()}"  # a str: shown whole
         assert run["attempts"] == 2
         stats = fake.stats()
         assert stats["failed"] == 1 and stats["executed"] == 1

@@ -30,7 +30,7 @@ def test_a_run_output_is_stored_in_s3_and_served_by_a_presigned_url(redis_url: s
             session = requests.Session()
             run_id = submit(session, stack.api, "invert", {"params": {"width": 8, "height": 8, "color": 0xFF0000}})
             run = session.get(f"{stack.api}/v1/runs/{run_id}", params={"wait": 60}, timeout=70).json()
-            assert run["status"] == "succeeded", (run, stack.logs())
+            assert run["status"] == "succeeded", f"{run}\n{stack.logs()}"  # a str: shown whole
             (output,) = run["outputs"]
 
             url = urlsplit(output["url"])

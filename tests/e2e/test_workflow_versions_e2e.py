@@ -55,7 +55,7 @@ def test_a_version_published_on_one_replica_runs_through_the_other(redis_url: st
 
             for run_id in [*old, new]:
                 run = session.get(f"{second}/v1/runs/{run_id}?wait=30", timeout=40).json()
-                assert run["status"] == "succeeded", (run, stack.logs())
+                assert run["status"] == "succeeded", f"{run}\n{stack.logs()}"  # a str: shown whole
             views = {r: session.get(f"{stack.api}/v1/runs/{r}", timeout=10).json() for r in [*old, new]}
             assert [views[r]["workflow_version"] for r in old] == [1, 1, 1, 1]
             assert views[new]["workflow_version"] == 2
