@@ -10,6 +10,7 @@ exactly as if it did not exist, so nobody learns which run ids are taken.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -37,6 +38,7 @@ from dispatcher.submit import AdmissionDenied, Submission
 from dispatcher.uploads import Uploads, check_run_images
 from dispatcher.waiting import parse_done
 from dispatcher.workflows import Workflow, parse_version
+from dispatcher.workflows.store import Latest
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,9 @@ def submit(
     *,
     idempotency_key: str | None = None,
     options: frozenset[str] | None = None,
+    run_id: str | None = None,
 ) -> Accepted:
-    """Admit, bind and store a run for ``who``'s tenant (all or nothing).
+    """Admit, bind and store a run for ``who``'s tenant (all or nothing); under ``run_id`` if given.
 
     Raises RateLimited before anything else, then WorkflowNotFound or ParameterError (a bad
     ``Idempotency-Key``, ``stream`` or ``cache`` included), then Conflict (the idempotency key was
@@ -161,19 +164,109 @@ def submit(
             enqueue_writes=svc.handout.enqueue_writes,
             admission=offer(svc, who) if fields is None else None,
             known=known[1] if known is not None else None,
+            run_id=run_id,
         )
     except AdmissionDenied as denied:
         raise rate_limited(denied.admitted) from None
     if done.admitted is not None:
         fields = rate_fields(done.admitted)
     assert fields is not None
+    accepted = _accepted(done, fields)
+    if not done.replayed and done.run.status is RunStatus.QUEUED:
+        hand_out(svc, done)
+    return accepted
+
+
+async def submit_async(
+    svc: Services,
+    who: Principal,
+    workflow_id: str,
+    body: Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    options: frozenset[str] | None = None,
+) -> Accepted:
+    """:func:`submit`, on the event loop where nothing on the way blocks, which is most runs: a thread hop
+    costs more CPU than the rest of a submission. Everything else (a run refused before its script, input
+    images, callback URLs, the result cache, a workflow or fleet view to read) goes to :func:`submit` in a
+    thread, with nothing written or admitted here first."""
+    done: Submission | str | None = None
+    fast = _fast(svc, workflow_id, body, idempotency_key, options)
+    if fast is not None:
+        workflow, known, key = fast
+        if not svc.handout.view_fresh():  # read the fleet's view in a thread (twice a second at the most)
+            await anyio.to_thread.run_sync(_read_views, svc)
+        try:
+            done = await svc.submitter.accept_async(
+                svc.conns.aio,
+                workflow,
+                known,
+                body,
+                tenant=who.tenant,
+                admission=offer(svc, who),
+                idempotency_key=key,
+                take_routes=ready_routes(svc),
+                enqueue_writes=svc.handout.enqueue_writes,
+            )
+        except AdmissionDenied as denied:
+            raise rate_limited(denied.admitted) from None
+    if not isinstance(done, Submission):  # None, or the id drawn for a run to bind to a version read since
+        call = functools.partial(
+            submit, svc, who, workflow_id, body, idempotency_key=idempotency_key, options=options, run_id=done
+        )
+        accepted: Accepted = await anyio.to_thread.run_sync(call)
+        return accepted
+    assert done.admitted is not None
+    accepted = _accepted(done, rate_fields(done.admitted))
+    if not done.replayed and done.run.status is RunStatus.QUEUED:
+        if _hand_out_writes(done):
+            await anyio.to_thread.run_sync(hand_out, svc, done)
+        else:
+            hand_out(svc, done)  # counts only: the script enqueued the run's job, and took nothing else
+    return accepted
+
+
+def _fast(
+    svc: Services,
+    workflow_id: str,
+    body: Mapping[str, Any],
+    idempotency_key: str | None,
+    options: frozenset[str] | None,
+) -> tuple[Workflow, Latest, str | None] | None:
+    """The workflow this process has read and the idempotency key, when :func:`submit_async` may store the run on
+    the event loop; None when :func:`submit` must (a thread), which also refuses what is wrong here."""
+    try:
+        key = idempotency.parse_key(idempotency_key)
+        if options is not None:
+            refuse_options(body, options)
+        wants_stream(body)
+        known = svc.registry.cached(workflow_id, parse_version(body.get("version")))
+        if known is None or has_images(known[0], body):
+            return None
+    except DispatchError:
+        return None
+    return known[0], known[1], key
+
+
+def _read_views(svc: Services) -> None:
+    svc.handout.workers()
+    if svc.submitter.fleet is not None:
+        svc.submitter.fleet.loaders()
+
+
+def _accepted(done: Submission, fields: dict[str, str]) -> Accepted:
     if done.replayed:
-        fields = {**fields, REPLAYED_HEADER: "true"}
-    else:
-        count_accepted(done.run)
-        if done.run.status is RunStatus.QUEUED:
-            hand_out(svc, done)
-    return Accepted(run=done.run, headers=fields, replayed=done.replayed)
+        return Accepted(run=done.run, headers={**fields, REPLAYED_HEADER: "true"}, replayed=True)
+    count_accepted(done.run)
+    return Accepted(run=done.run, headers=fields)
+
+
+def _hand_out_writes(done: Submission) -> bool:
+    """Whether :func:`hand_out` writes to Redis for ``done`` (else it only counts)."""
+    run, taken = done.run, done.taken
+    if taken is None or taken.wait is not None or all(d.run_id != run.id for d in taken.runs):
+        return True  # the scheduler is woken
+    return any(not (done.handed and d.run_id == run.id) for d in taken.runs)  # other runs to enqueue
 
 
 def ready_routes(svc: Services) -> str | None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from dispatcher import keys
@@ -27,7 +29,7 @@ from dispatcher.addresses import AddressNotAllowed, AllowList, Resolver, check_u
 from dispatcher.admission import KIND as ADMISSION_KIND
 from dispatcher.admission import LUA_BUCKET, Admission, Admitted, Offer, parse_offer
 from dispatcher.binding import Bound, bind
-from dispatcher.cache import CachePlan, ResultCache
+from dispatcher.cache import CachePlan, ResultCache, wants_cache
 from dispatcher.errors import DispatchError, ParameterError, QueueFull, RunNotFound
 from dispatcher.events import LUA_EMIT
 from dispatcher.idempotency import CONFLICT, LUA_IDEMPOTENCY, REPLAYED, IdempotencyClaim
@@ -36,7 +38,7 @@ from dispatcher.pipelining import send_as_made
 from dispatcher.routing.capabilities import needs_of
 from dispatcher.routing.lua import as_routes
 from dispatcher.routing.store import FleetCapabilities
-from dispatcher.runs import PRIORITIES, Priority, Run, RunStore, new_run, new_run_id
+from dispatcher.runs import PRIORITIES, Priority, Run, RunStore, new_run, new_run_id, run_of
 from dispatcher.scheduling.dispatch import LUA_TAKE, Dispatched, Taken, parse_taken
 from dispatcher.settings import Settings
 from dispatcher.tenants import DEFAULT_TENANT
@@ -251,6 +253,7 @@ class Submitter:
         self.cache = ResultCache(redis, self.runs, ttl=cache_ttl, run_ttl_seconds=settings.run_ttl_seconds)
         self._script = redis.register_script(_SUBMIT)
         self.admission = Admission(redis)
+        self._aio_script: AsyncScript | None = None
 
     def submit(self, workflow_id: str, body: Mapping[str, Any], *, tenant: str = DEFAULT_TENANT) -> Run:
         """Validate and bind ``body`` for ``workflow_id``, then queue the run for ``tenant``.
@@ -271,6 +274,7 @@ class Submitter:
         enqueue_writes: Callable[[Dispatched], list[list[Any]]] | None = None,
         admission: Offer | None = None,
         known: Latest | None = None,
+        run_id: str | None = None,
     ) -> Submission:
         """As :meth:`submit`, with an optional idempotency key, and the result cache where the run asks for it.
 
@@ -289,7 +293,8 @@ class Submitter:
         latest version it was read with. The script checks it is still the latest (no round trip of its own); if
         not, the workflow is read again and the run bound anew.
         """
-        run_id: str | None = None  # bound again (a version this process had not read): under the same id
+        # ``run_id``: an id drawn already (by accept_async, which stored nothing under it). A run bound again (a
+        # version this process had not read) keeps its id too.
         while True:
             try:
                 if known is not None and not isinstance(workflow_id, Workflow):
@@ -320,6 +325,50 @@ class Submitter:
             if not admitted.decision.allowed:
                 raise AdmissionDenied(admitted)
         code, value, taken, handed = _parse_stored(reply)
+        return dataclasses.replace(self._outcome(new, code, value, taken=taken, handed=handed), admitted=admitted)
+
+    async def accept_async(
+        self,
+        aio: AsyncRedis,
+        workflow: Workflow,
+        known: Latest,
+        body: Mapping[str, Any],
+        *,
+        tenant: str,
+        admission: Offer,
+        idempotency_key: str | None = None,
+        take_routes: str | int | None = None,
+        enqueue_writes: Callable[[Dispatched], list[list[Any]]] | None = None,
+    ) -> Submission | str | None:
+        """:meth:`accept` on an event loop (``aio``), for the common case, which needs no I/O but the script: a
+        workflow this process has read (``known``, see ``Registry.cached``), no callback URLs (checked against
+        DNS), no result cache, the fleet's view read already. Where :meth:`accept` must do it instead, nothing
+        is written or admitted here, and the answer is None (a run refused before the script: it is offered to
+        the bucket on its own there) or the id to give :meth:`accept` (a version this process had not read: the
+        run is bound again, under the id it was drawn)."""
+        try:
+            if body.get("callback_urls") is not None or wants_cache(workflow, body):
+                return None
+            new = self._prepare(workflow, body, tenant=tenant, idempotency_key=idempotency_key)
+        except DispatchError:
+            return None
+        writes = []
+        if take_routes is not None and enqueue_writes is not None:
+            writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
+        if self._aio_script is None:
+            self._aio_script = aio.register_script(_SUBMIT)
+        reply = await self._aio_script(**self._store_call(new, take_routes, writes, admission, known))
+        if int(reply[0]) == STALE:
+            return new.run.id
+        admitted = parse_offer(reply[-1])
+        if not admitted.decision.allowed:
+            raise AdmissionDenied(admitted)
+        code, value, taken, handed = _parse_stored(reply[:-1])
+        if code == REPLAYED:
+            first = run_of(await aio.hgetall(keys.run(value)))  # type: ignore[misc,arg-type]
+            if first is None:  # expired between the script and this read: as good as never existing
+                raise RunNotFound(value)
+            return Submission(first, replayed=True, admitted=admitted)
         return dataclasses.replace(self._outcome(new, code, value, taken=taken, handed=handed), admitted=admitted)
 
     def admit(self, offer: Offer, tenant: str) -> Admitted:

@@ -133,8 +133,8 @@ async def create_run(
         if parse_version(body.get("version", version)) != version:
             raise ParameterError("version", "?version= and the body's version differ; give one")
         body = {**body, "version": version}
-    accepted = await run_in_threadpool(
-        operations.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key, options=NATIVE_OPTION_KEYS
+    accepted = await operations.submit_async(
+        svc, who, workflow_id, body, idempotency_key=idempotency_key, options=NATIVE_OPTION_KEYS
     )
     run = accepted.run
     headers = {**accepted.headers, "Location": f"/v1/runs/{run.id}"}

@@ -49,6 +49,10 @@ class Handout:
             self._workers_read = now
         return self._workers
 
+    def view_fresh(self, margin: float = 0.1) -> bool:
+        """Whether :meth:`workers` answers from its cached read for ``margin`` seconds more (no I/O)."""
+        return time.monotonic() - self._workers_read < SLOTS_MAX_AGE - margin
+
     def ready_slots(self, *, fresh: bool = False) -> int:
         """Runs the ready workers can hold in all (the sum of their pipeline depths)."""
         return sum(w.slots for w in self.workers(fresh=fresh) if w.ready)

@@ -60,12 +60,10 @@ def after_submit(monkeypatch: pytest.MonkeyPatch) -> Iterator[AfterSubmit]:
     What a worker would do meanwhile, while the request under test waits; threads are joined at teardown.
     """
     threads: list[threading.Thread] = []
-    original = operations.submit
+    original, original_async = operations.submit, operations.submit_async
 
     def arm(action: Callable[[Run], None], delay: float) -> None:
-        def submit(*args: Any, **kwargs: Any) -> operations.Accepted:
-            accepted = original(*args, **kwargs)
-
+        def then(accepted: operations.Accepted) -> operations.Accepted:
             def later() -> None:
                 time.sleep(delay)  # let the request start waiting first (either order must work)
                 action(accepted.run)
@@ -75,7 +73,19 @@ def after_submit(monkeypatch: pytest.MonkeyPatch) -> Iterator[AfterSubmit]:
             thread.start()
             return accepted
 
+        def submit(*args: Any, **kwargs: Any) -> operations.Accepted:
+            return then(original(*args, **kwargs))
+
+        async def submit_async(*args: Any, **kwargs: Any) -> operations.Accepted:
+            # its own fall-back to submit (a thread) is not wrapped twice: that one calls the original
+            monkeypatch.setattr(operations, "submit", original)
+            try:
+                return then(await original_async(*args, **kwargs))
+            finally:
+                monkeypatch.setattr(operations, "submit", submit)
+
         monkeypatch.setattr(operations, "submit", submit)
+        monkeypatch.setattr(operations, "submit_async", submit_async)
 
     yield arm
     for thread in threads:
