@@ -1,11 +1,13 @@
 """Comfy Dispatch against a hand-written client on the same ComfyUI, side by side in one run.
 
     python bench/overhead.py [--comfyui-url URL] [--latency-runs 100] [--rounds 3] [--fleet 6]
-                             [--set COMFY_DISPATCH_X=VALUE ...]
+                             [--set COMFY_DISPATCH_X=VALUE ...] [--download-outputs]
 
 Starts a redis-server and the stack as real processes (API with API keys on, scheduler, one worker)
 on one ComfyUI: a fake one by default, or ``--comfyui-url`` (a real ComfyUI; then only its own
-job times are used). The other way is ``bench.clients.DirectClient``: what a user writes instead
+job times are used). A worker reads a fake's outputs from its output folder, as one on ComfyUI's host
+is set up to (``COMFY_DISPATCH_COMFYUI_OUTPUT_DIR``); ``--download-outputs`` fetches them over ``/view``.
+The other way is ``bench.clients.DirectClient``: what a user writes instead
 (own websocket, ``POST /prompt``, wait for the end, ``/history``, ``/view``). Both ways alternate
 on the same ComfyUI, so the machine's noise falls on both. It prints:
 
@@ -265,6 +267,12 @@ def main() -> None:
     parser.add_argument("--fleet-runs", type=int, default=240)
     parser.add_argument("--fleet-exec", type=float, default=0.3)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting of the stack")
+    parser.add_argument(
+        "--download-outputs",
+        action="store_true",
+        help="workers download outputs over /view; default: read from the fake's output folder, as a worker on "
+        "ComfyUI's host does with COMFY_DISPATCH_COMFYUI_OUTPUT_DIR (a real --comfyui-url is always /view)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     env = stack_env(args.set)
@@ -274,10 +282,11 @@ def main() -> None:
         server = RedisServer(data_dir=tmp / "redis", appendonly=False).start(find_redis_binary())
         try:
             urls = [args.comfyui_url] if args.comfyui_url else None
-            with started(server, tmp, "one", workers=1, env=env, comfyui_urls=urls) as stack:
+            local = not args.download_outputs
+            with started(server, tmp, "one", workers=1, env=env, comfyui_urls=urls, local_outputs=local) as stack:
                 rows += measure_one(stack, server, args)
             if args.fleet:
-                fleet_kw = {"workers": args.fleet, "env": env, "exec_seconds": args.fleet_exec}
+                fleet_kw = {"workers": args.fleet, "env": env, "exec_seconds": args.fleet_exec, "local_outputs": local}
                 with started(server, tmp, "fleet", **fleet_kw) as stack:
                     rows += measure_fleet(stack, server, args)
         finally:

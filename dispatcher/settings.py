@@ -32,6 +32,11 @@ class Settings(BaseModel):
         default_factory=lambda: ["http://127.0.0.1:8188"], description="ComfyUIs `up` starts one worker for each"
     )
     output_dir: Path = Field(Path("./outputs"), description="where local storage keeps run outputs")
+    comfyui_output_dir: Path | None = Field(
+        None,
+        description="ComfyUI's own output folder, where a worker on ComfyUI's host reads outputs from instead of "
+        "downloading them over /view; unset: /view",
+    )
     workflows_dir: Path = Field(PROJECT_ROOT / "workflows", description="folder of workflow templates")
     queue_name: str = Field("comfy-dispatch", description="the one RQ queue workers pull from")
     public_url: str = Field("", description="base URL clients reach the API on (for output URLs); empty: relative")

@@ -73,6 +73,7 @@ class Stack:
         self.redis: RedisServer | None = None
         self.redis_url = settings.redis_url
         self.metrics_urls: dict[str, str] = {}
+        self.fake_outputs: dict[str, Path] = {}  # a fake ComfyUI started here: its output folder
         self.stopping = threading.Event()
         self.serving = False
         self.holding = False
@@ -138,7 +139,9 @@ class Stack:
         self._spawn("webhooks", "webhooks", *self._metrics("webhooks"), env=env)
         for i, url in enumerate(comfyuis):
             name = f"worker-{i}"
-            self._spawn(name, "worker", "--comfyui-url", url, "--name", name, *self._metrics(name), env=env)
+            # A fake started here is on this host: its worker reads outputs from its folder, not over /view.
+            local = ("--comfyui-output-dir", str(self.fake_outputs[url])) if url in self.fake_outputs else ()
+            self._spawn(name, "worker", "--comfyui-url", url, "--name", name, *local, *self._metrics(name), env=env)
         self._wait_ready(len(comfyuis))
         return env
 
@@ -189,6 +192,7 @@ class Stack:
         data_dir = self.state_dir / f"fake-comfyui-{index}"
         self._spawn(f"fake-comfyui-{index}", "fake-comfyui", "--port", str(port), "--data-dir", str(data_dir), env=env)
         _wait_until(lambda: _answers(fake_url + "/system_stats"), 20, f"the fake ComfyUI on {fake_url}")
+        self.fake_outputs[fake_url] = data_dir.resolve() / "output"
         return fake_url
 
     def _wait_ready(self, workers: int) -> None:

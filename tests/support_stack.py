@@ -21,6 +21,8 @@ class LocalStack:
     With ``comfyui_urls``, the workers drive those ComfyUIs (a real one, say) and no fake is started.
     ``fake_models`` gives each fake its model files (folder -> files, as ``FakeComfy(models=...)``), one entry
     per fake in order; ``model_load_seconds`` makes each fake's first prompt after a checkpoint change slower.
+    ``local_outputs``: each worker reads its fake's outputs from the fake's output folder
+    (``--comfyui-output-dir``, as a worker on ComfyUI's host would), not over ``/view``.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class LocalStack:
         comfyui_urls: list[str] | None = None,
         fake_models: list[dict[str, list[str]]] | None = None,
         model_load_seconds: float = 0.0,
+        local_outputs: bool = False,
     ) -> None:
         self.redis_url = redis_url
         self.tmp = tmp
@@ -76,6 +79,7 @@ class LocalStack:
         self.scheduler: Proc | None = None
         self.webhooks: Proc | None = None
         self.start_workers = start_workers
+        self.local_outputs = local_outputs
 
     def start(self) -> LocalStack:
         try:
@@ -117,6 +121,8 @@ class LocalStack:
         args = ["worker", "--comfyui-url", url, "--name", name or self.worker_name(index)]
         if index < len(self.worker_metrics_ports):
             args += ["--metrics-port", str(self.worker_metrics_ports[index]), "--metrics-host", "127.0.0.1"]
+        if self.local_outputs and index < len(self.fakes):
+            args += ["--comfyui-output-dir", str(self.fakes[index].data_dir / "output")]
         return Proc(args, self.tmp / f"worker-{index}.log", self.env).start()
 
     @staticmethod

@@ -260,7 +260,8 @@ class RunExecution:
         key = f"{run.id}/{lease.attempt}/{name}"
         ctype = content_type(name)
         # Retried up to ``attempts`` times; else OutputNotStored.
-        size = store_output(self.ctx.client, self.ctx.store, file, key, ctype, attempts=attempts)
+        local_dir = self.ctx.settings.comfyui_output_dir
+        size = store_output(self.ctx.client, self.ctx.store, file, key, ctype, attempts=attempts, local_dir=local_dir)
         metrics.OUTPUT_BYTES.inc(size)
         self.store_seconds += time.monotonic() - started
         return Output(

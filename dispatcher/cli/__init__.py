@@ -93,6 +93,13 @@ def worker(
     pipeline_depth: Annotated[
         int | None, typer.Option(help="runs held at once, posted behind the one executing (1: one at a time)")
     ] = None,
+    comfyui_output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--comfyui-output-dir",
+            help="ComfyUI's output folder, on this host: outputs are read from it, not downloaded over /view",
+        ),
+    ] = None,
     redis_url: RedisOpt = None,
     output_dir: OutputOpt = None,
     log_level: LogOpt = None,
@@ -106,6 +113,7 @@ def worker(
         output_dir=output_dir,
         log_level=log_level,
         pipeline_depth=pipeline_depth,
+        comfyui_output_dir=comfyui_output_dir,
     )
     setup_logging(settings.log_level, "worker")
     _serve_metrics(metrics_port, metrics_host)

@@ -150,7 +150,8 @@ class Stats:
 
     ``posted`` counts every ``POST /prompt`` request (rejected, invalid or queued); ``queued`` only those
     answered 200; ``started``/``executed`` count prompts that began / ran to success; ``model_loads`` counts
-    diffusion models loaded (the first one after start or an unload, then every switch).
+    diffusion models loaded (the first one after start or an unload, then every switch); ``views`` the
+    ``GET /view`` requests.
     """
 
     executed: int = 0
@@ -162,6 +163,7 @@ class Stats:
     failed: int = 0
     interrupted: int = 0
     model_loads: int = 0
+    views: int = 0
 
     def clear(self) -> None:
         for key, value in asdict(Stats()).items():

@@ -133,6 +133,7 @@ async def post_history(request: web.Request) -> web.StreamResponse:
 
 
 async def view(request: web.Request) -> web.StreamResponse:
+    state_of(request).stats.views += 1
     query = request.rel_url.query
     if "filename" not in query:
         return web.Response(status=404)

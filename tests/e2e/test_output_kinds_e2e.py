@@ -65,9 +65,12 @@ def finished(session: requests.Session, api: str, run_id: str) -> dict[str, Any]
     return run
 
 
-def test_one_run_per_output_kind(redis_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("local_outputs", [False, True], ids=["over-view", "from-comfyuis-folder"])
+def test_one_run_per_output_kind(redis_url: str, tmp_path: Path, local_outputs: bool) -> None:
+    """Downloaded over /view, or read from ComfyUI's output folder by a worker on its host
+    (``--comfyui-output-dir``): the same outputs, byte for byte."""
     env = {"COMFY_DISPATCH_WORKFLOWS_DIR": str(workflows_dir(tmp_path))}
-    with LocalStack(redis_url, tmp_path, workers=1, env=env) as stack:
+    with LocalStack(redis_url, tmp_path, workers=1, env=env, local_outputs=local_outputs) as stack:
         (fake,) = stack.fakes
         api, session = stack.api, requests.Session()
         bodies = {"kinds-text": {"params": {"prompt": "a harbour"}}}
@@ -98,6 +101,8 @@ def test_one_run_per_output_kind(redis_url: str, tmp_path: Path) -> None:
                         assert image.format in ("WEBP", "PNG", "GIF")
                         if name == "kinds-image":
                             assert image.n_frames == 2 and image.size == (32, 24)  # red twice (merged), then blue
+        views = fake.stats()["views"]
+        assert views == 0 if local_outputs else views == 10, views  # one /view per file saved
 
 
 def test_a_text_workflow_through_flowai_answers_its_text(redis_url: str, tmp_path: Path) -> None:

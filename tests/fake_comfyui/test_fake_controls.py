@@ -20,7 +20,8 @@ INVERT = transcript("success_invert")["workflow"]
 
 def test_stats_count_posts_runs_and_uploads(comfy: Comfy) -> None:
     assert comfy.stats() == {"executed": 0, "started": 0, "prompts": {}, "uploads": [], "posted": 0, "queued": 0,
-                             "failed": 0, "interrupted": 0, "model_loads": 0, "loaded_model": None}  # fmt: skip
+                             "failed": 0, "interrupted": 0, "model_loads": 0, "views": 0,
+                             "loaded_model": None}  # fmt: skip
     comfy.run(INVERT, prompt_id="a")
     comfy.run(INVERT, prompt_id="a")
     comfy.submit(transcript("validation_error")["workflow"], "c")

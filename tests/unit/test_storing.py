@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -14,7 +15,7 @@ from dispatcher.errors import ComfyUIError, OutputNotStored, StorageError
 from dispatcher.outputs import TEXT_CONTENT_TYPE as TEXT
 from dispatcher.outputs import OutputFile
 from dispatcher.storage import MemoryStore
-from worker.storing import store_output
+from worker.storing import saved_file, store_output
 
 FILE = OutputFile(node="9", filename="a.png", subfolder="", type="output", ui_key="images")
 
@@ -108,3 +109,34 @@ def test_a_text_output_is_stored_from_its_string_without_asking_comfyui() -> Non
     size = store_output(cast(ComfyClient, client), store, text, "r/1/text-7.txt", TEXT, sleep=sleeps.append)
     assert size == len("a lighthouse — 灯塔".encode()) and client.views == 0 and len(sleeps) == 1
     assert store.files["r/1/text-7.txt"] == ("a lighthouse — 灯塔".encode(), TEXT)
+
+
+@pytest.mark.parametrize(
+    ("filename", "subfolder", "kind", "expected"),
+    [
+        ("a.png", "", "output", "a.png"),
+        ("a.png", "anims/day1", "output", "anims/day1/a.png"),
+        ("a.png", "", "temp", None),  # a preview: not in the output folder
+        ("a.png", "../secrets", "output", None),  # would leave the folder
+        ("../a.png", "", "output", None),
+        ("", "", "output", None),
+    ],
+    ids=["plain", "subfolder", "temp", "subfolder-escapes", "name-escapes", "no-name"],
+)
+def test_where_comfyui_saved_an_output(
+    tmp_path: Path, filename: str, subfolder: str, kind: str, expected: str | None
+) -> None:
+    file = OutputFile(node="9", filename=filename, subfolder=subfolder, type=kind, ui_key="images")
+    assert saved_file(tmp_path, file) == (tmp_path / expected if expected is not None else None)
+
+
+def test_an_output_in_comfyuis_folder_is_read_from_it_not_downloaded(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.png").write_bytes(b"local bytes" * 50_000)  # several chunks
+    client, store = Client(Response(b"downloaded")), MemoryStore()
+    local = OutputFile(node="9", filename="a.png", subfolder="sub", type="output", ui_key="images")
+    size = store_output(cast(ComfyClient, client), store, local, "r/1/a.png", "image/png", local_dir=tmp_path)
+    assert size == 550_000 and store.files["r/1/a.png"][0] == b"local bytes" * 50_000 and client.views == 0
+    # Not there (another host's folder): downloaded over /view as ever.
+    size = store_output(cast(ComfyClient, client), store, FILE, "r/1/b.png", "image/png", local_dir=tmp_path)
+    assert store.files["r/1/b.png"][0] == b"downloaded" and client.views == 1
