@@ -34,7 +34,7 @@ from dispatcher.errors import DispatchError, OutputNotFound, ParameterError, Rat
 from dispatcher.eta import eta_seconds
 from dispatcher.routing.capabilities import Needs
 from dispatcher.runs import Output, Run, RunStatus, run_of
-from dispatcher.submit import AdmissionDenied, Submission
+from dispatcher.submit import AdmissionDenied, Submission, WorkflowStale
 from dispatcher.uploads import Uploads, check_run_images
 from dispatcher.waiting import parse_done
 from dispatcher.workflows import Workflow, parse_version
@@ -120,6 +120,7 @@ def submit(
     idempotency_key: str | None = None,
     options: frozenset[str] | None = None,
     run_id: str | None = None,
+    fresh: bool = False,
 ) -> Accepted:
     """Admit, bind and store a run for ``who``'s tenant (all or nothing); under ``run_id`` if given.
 
@@ -129,7 +130,27 @@ def submit(
     of these cases. A replayed key stores nothing either and gives the first run. With ``options``
     (the native route's), a run option of the body outside them is a ParameterError too; without,
     every product's options are taken (and those we do not use, ignored).
+
+    The run is bound to the workflow version this process knows, which the script storing it checks is still
+    the latest; ``fresh`` (or when that check fails): to the version read now.
     """
+    try:
+        return _submit(svc, who, workflow_id, body, idempotency_key, options, run_id, fresh)
+    except WorkflowStale as stale:
+        log.info("workflow %s has a version this process had not read: binding run again", workflow_id)
+        return _submit(svc, who, workflow_id, body, idempotency_key, options, stale.run_id, True)
+
+
+def _submit(
+    svc: Services,
+    who: Principal,
+    workflow_id: str,
+    body: Mapping[str, Any],
+    idempotency_key: str | None,
+    options: frozenset[str] | None,
+    run_id: str | None,
+    fresh: bool,
+) -> Accepted:
     # The submission is offered to the key's bucket in the script that stores it (one round trip for both). One
     # refused before that script (a bad parameter) is offered on its own, so it counts, and a key over its rate
     # hears that first; so is one with input images, before any of them is stored as an upload.
@@ -141,14 +162,15 @@ def submit(
         wants_stream(body)  # a malformed flag is a 422 before anything is stored
         # The workflow as this process knows it (no read): the script that stores the run checks it is the latest.
         # Not with input images: they are checked and stored against the workflow read now.
-        known = svc.registry.cached(workflow_id, parse_version(body.get("version")))
+        known = None if fresh else svc.registry.cached(workflow_id, parse_version(body.get("version")))
         if known is not None and has_images(known[0], body):
             known = None
         workflow = known[0] if known is not None else find_workflow(svc, workflow_id, body)
+        images = has_images(workflow, body)
     except DispatchError:
         admit(svc, who)
         raise
-    if has_images(workflow, body):
+    if images:
         fields = admit(svc, who)
         check_images(svc, who, workflow, body)
     # The script that stores the run also runs a dispatch pass (the scheduler's take): where a worker has
@@ -212,7 +234,15 @@ async def submit_async(
             raise rate_limited(denied.admitted) from None
     if not isinstance(done, Submission):  # None, or the id drawn for a run to bind to a version read since
         call = functools.partial(
-            submit, svc, who, workflow_id, body, idempotency_key=idempotency_key, options=options, run_id=done
+            submit,
+            svc,
+            who,
+            workflow_id,
+            body,
+            idempotency_key=idempotency_key,
+            options=options,
+            run_id=done,
+            fresh=done is not None,
         )
         accepted: Accepted = await anyio.to_thread.run_sync(call)
         return accepted

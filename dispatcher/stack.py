@@ -30,7 +30,7 @@ from dispatcher.demo import run_demo
 from dispatcher.errors import DispatchError
 from dispatcher.fleet import read_workers
 from dispatcher.redis_server import RedisServer, free_port
-from dispatcher.settings import Settings
+from dispatcher.settings import PREFIX, Settings
 from dispatcher.tenants import TenantStore
 
 log = logging.getLogger(__name__)
@@ -137,11 +137,16 @@ class Stack:
         self._spawn("api", "api", "--host", "127.0.0.1", "--port", str(self.api_port), env=env)
         self._spawn("scheduler", "scheduler", *self._metrics("scheduler"), env=env)
         self._spawn("webhooks", "webhooks", *self._metrics("webhooks"), env=env)
+        if len(comfyuis) > 1 and env.pop(PREFIX + "COMFYUI_OUTPUT_DIR", ""):
+            # One folder is one ComfyUI's: given to every worker, each would look for its outputs in the same one.
+            log.warning("%sCOMFYUI_OUTPUT_DIR ignored: it names one ComfyUI's folder, and up starts %d workers",
+                        PREFIX, len(comfyuis))  # fmt: skip
         for i, url in enumerate(comfyuis):
             name = f"worker-{i}"
             # A fake started here is on this host: its worker reads outputs from its folder, not over /view.
             local = ("--comfyui-output-dir", str(self.fake_outputs[url])) if url in self.fake_outputs else ()
-            self._spawn(name, "worker", "--comfyui-url", url, "--name", name, *local, *self._metrics(name), env=env)
+            args = ("--comfyui-url", url, "--name", name, *local, *self._metrics(name))
+            self._spawn(name, "worker", *args, env=env)
         self._wait_ready(len(comfyuis))
         return env
 

@@ -218,6 +218,15 @@ class Submission:
     admitted: Admitted | None = None  # with an admission Offer: the bucket's decision (for the RateLimit fields)
 
 
+class WorkflowStale(Exception):
+    """A run bound to the version of a workflow this process knows, which is no longer the latest (or may not be):
+    nothing written, nothing admitted. The caller reads the workflow again and starts over, under ``run_id``."""
+
+    def __init__(self, run_id: str | None) -> None:
+        super().__init__("the workflow has a version this process has not read")
+        self.run_id = run_id
+
+
 class AdmissionDenied(Exception):
     """An accept with an admission Offer found the API key over its rate: nothing stored. The caller says so (429)."""
 
@@ -290,35 +299,33 @@ class Submitter:
         key over its rate hears that before anything else.
 
         ``known``: ``workflow_id`` is a Workflow built without reading Redis (``Registry.cached``), and this the
-        latest version it was read with. The script checks it is still the latest (no round trip of its own); if
-        not, the workflow is read again and the run bound anew.
+        latest version it was read with. The script checks it is still the latest (no round trip of its own). If
+        it is not, or the run is refused (it may fit the version this process has not read), or served from the
+        cache: WorkflowStale, with nothing written or admitted; the caller starts again from a fresh read (its
+        input images included), under the same run id. ``run_id``: an id drawn already, nothing stored under it.
         """
-        # ``run_id``: an id drawn already (by accept_async, which stored nothing under it). A run bound again (a
-        # version this process had not read) keeps its id too.
-        while True:
-            try:
-                if known is not None and not isinstance(workflow_id, Workflow):
-                    raise ValueError("known goes with a Workflow")
-                new = self._prepare(workflow_id, body, tenant=tenant, idempotency_key=idempotency_key, run_id=run_id)
-            except DispatchError:
-                if admission is not None:
-                    self.admit(admission, tenant)
-                raise
-            if new.plan.source is not None and known is not None:
-                workflow_id, known, run_id = new.run.workflow, None, new.run.id  # a cache hit (rare): read it
-                continue
-            if new.plan.source is not None:
-                admitted = self.admit(admission, tenant) if admission is not None else None
-                served = self._outcome(new, *self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim))
-                return dataclasses.replace(served, admitted=admitted)
-            writes = []
-            if take_routes is not None and enqueue_writes is not None:
-                writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
-            reply = self._script(**self._store_call(new, take_routes, writes, admission, known))
-            if int(reply[0]) != STALE:
-                break
-            log.info("workflow %s has a version this process had not read: binding run again", new.run.workflow)
-            workflow_id, known, run_id = new.run.workflow, None, new.run.id  # read again: the script checks nothing
+        if known is not None and not isinstance(workflow_id, Workflow):
+            raise ValueError("known goes with a Workflow")
+        try:
+            new = self._prepare(workflow_id, body, tenant=tenant, idempotency_key=idempotency_key, run_id=run_id)
+        except DispatchError:
+            if known is not None and isinstance(workflow_id, Workflow) and not self.is_latest(workflow_id.id, known):
+                raise WorkflowStale(run_id) from None
+            if admission is not None:
+                self.admit(admission, tenant)
+            raise
+        if new.plan.source is not None and known is not None:
+            raise WorkflowStale(new.run.id)  # a cache hit (rare): served from a fresh read
+        if new.plan.source is not None:
+            admitted = self.admit(admission, tenant) if admission is not None else None
+            served = self._outcome(new, *self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim))
+            return dataclasses.replace(served, admitted=admitted)
+        writes = []
+        if take_routes is not None and enqueue_writes is not None:
+            writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
+        reply = self._script(**self._store_call(new, take_routes, writes, admission, known))
+        if int(reply[0]) == STALE:
+            raise WorkflowStale(new.run.id)
         admitted = parse_offer(reply[-1]) if admission is not None else None
         if admitted is not None:
             reply = reply[:-1]
@@ -326,6 +333,10 @@ class Submitter:
                 raise AdmissionDenied(admitted)
         code, value, taken, handed = _parse_stored(reply)
         return dataclasses.replace(self._outcome(new, code, value, taken=taken, handed=handed), admitted=admitted)
+
+    def is_latest(self, workflow_id: str, known: Latest) -> bool:
+        """Whether ``known`` is still the workflow's latest version (one read)."""
+        return self.redis.hget(keys.WORKFLOWS, workflow_id) == entry_text(known)
 
     async def accept_async(
         self,

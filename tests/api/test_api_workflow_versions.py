@@ -251,3 +251,57 @@ def test_a_replica_binds_a_run_again_when_another_published_or_retired_since(
         assert a.delete("/v1/workflows/tiny").status_code == 204
         assert_problem(b.post("/v1/workflows/tiny/runs", json={}), 410)
         assert fake_conns.text.llen(keys.RECENT_RUNS) == 2
+
+
+def test_a_stale_replica_takes_a_body_only_the_new_version_fits(settings: Settings, fake_conns: Connections) -> None:
+    # b knows version 1, which has no "color": the refusal is checked against the latest version before it is
+    # answered, and the run is bound to version 2.
+    first, second = (create_app(settings, conns=fake_conns, store=MemoryStore()) for _ in range(2))
+    with TestClient(first) as a, TestClient(second) as b:
+        a.put("/v1/workflows/tiny", json={"graph": GRAPH, "manifest": MANIFEST})
+        assert b.post("/v1/workflows/tiny/runs", json={}).status_code == 202
+        color = {"type": "int", "default": 0, "targets": [{"node": "1", "input": "color"}]}
+        with_color = {"params": {**MANIFEST["params"], "color": color}}
+        assert a.put("/v1/workflows/tiny", json={"graph": GRAPH, "manifest": with_color}).json()["version"] == 2
+        for _ in range(2):  # and again: b has learned it
+            run = b.post("/v1/workflows/tiny/runs", json={"params": {"color": 5}})
+            assert run.status_code == 202, run.text
+            assert (
+                run.json()["workflow_version"] == 2
+                and graph_of(fake_conns, run.json()["id"])["1"]["inputs"]["color"] == 5
+            )
+        assert b.post("/v1/workflows/tiny/runs", json={"params": {"colour": 5}}).status_code == 422
+
+
+def test_an_image_parameter_of_a_version_read_since_is_checked(settings: Settings, fake_conns: Connections) -> None:
+    # Version 2 makes node 4's image a parameter: a stale replica binding the run again checks it as an image
+    # (address rules included), as the up-to-date one does.
+    first, second = (create_app(settings, conns=fake_conns, store=MemoryStore()) for _ in range(2))
+    loads = {**GRAPH, "4": {"class_type": "LoadImage", "inputs": {"image": "x.png"}}}
+    loads["2"] = {"class_type": "ImageInvert", "inputs": {"image": ["4", 0]}}
+    with TestClient(first) as a, TestClient(second) as b:
+        a.put("/v1/workflows/tiny", json={"graph": loads, "manifest": MANIFEST})
+        assert b.post("/v1/workflows/tiny/runs", json={}).json()["workflow_version"] == 1
+        init = {"type": "image", "targets": [{"node": "4", "input": "image"}]}
+        manifest = {"params": {**MANIFEST["params"], "init": init}}
+        assert a.put("/v1/workflows/tiny", json={"graph": loads, "manifest": manifest}).json()["version"] == 2
+        body = {"params": {"init": "http://127.0.0.1:6379/x.png"}}
+        for client in (a, b):
+            problem = assert_problem(client.post("/v1/workflows/tiny/runs", json=body), 422)
+            assert problem["errors"][0]["param"] == "init", problem
+        assert fake_conns.text.llen(keys.RECENT_RUNS) == 1
+
+
+def test_a_refused_run_of_a_version_not_built_here_counts_against_the_rate(
+    settings: Settings, fake_conns: Connections
+) -> None:
+    first = create_app(settings, conns=fake_conns, store=MemoryStore())
+    second = create_app(settings.model_copy(update={"auth": "enabled"}), conns=fake_conns, store=MemoryStore())
+    with TestClient(first) as a, TestClient(second) as b:
+        a.put("/v1/workflows/tiny", json={"graph": GRAPH, "manifest": MANIFEST})
+        a.put("/v1/workflows/tiny", json={"graph": GRAPH})
+        key = tenant_with_key(fake_conns, "hasty", submit_rate=0.01, submit_burst=2)
+        for _ in range(2):  # version 1 is not built on b: each refusal still takes a unit
+            refused = b.post("/v1/workflows/tiny/runs?version=1", json={"params": []}, headers={"X-API-KEY": key})
+            assert refused.status_code == 422, refused.text
+        assert_problem(b.post("/v1/workflows/tiny/runs", json={}, headers={"X-API-KEY": key}), 429)
