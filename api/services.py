@@ -69,7 +69,7 @@ class Services:
             registry=registry,
             store=store,
             runs=RunStore(conns.text),
-            # wake_scheduler: see operations.hand_out
+            # wake_scheduler: see submitting.hand_out
             submitter=Submitter(conns.text, registry, settings, wake_scheduler=False, fleet=fleet),
             apikeys=ApiKeyStore(conns.text),
             tokens=TokenStore(conns.text),

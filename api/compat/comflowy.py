@@ -35,12 +35,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import operations, problems
+from api import operations, problems, submitting
 from api.auth import CanRead, CanSubmit
 from api.body import read_json_object
-from api.operations import IdempotencyKeyHeader
 from api.routes.runs import EXAMPLE_IMAGE
 from api.services import JsonBody, ServicesDep
+from api.submitting import IdempotencyKeyHeader
 from api.views import Links
 from dispatcher.errors import ParameterError, Unauthorized
 from dispatcher.runs import Run, RunStatus
@@ -151,7 +151,7 @@ async def run(
     workflow_id = body.get("workflow_id")
     if not isinstance(workflow_id, str) or not workflow_id:
         raise ParameterError("workflow_id", "is required (a workflow id string)")
-    accepted = await run_in_threadpool(operations.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key)
+    accepted = await run_in_threadpool(submitting.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key)
     response.headers.update(accepted.headers)
     return {"success": True, "data": {"run_id": accepted.run.id}}
 

@@ -20,12 +20,12 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import history, operations, problems
+from api import history, operations, problems, submitting
 from api.auth import CanRead, CanSubmit
 from api.fleet import list_workers
-from api.operations import IdempotencyKeyHeader
 from api.routes.runs import EXAMPLE_IMAGE
 from api.services import JsonBody, Services, ServicesDep
+from api.submitting import IdempotencyKeyHeader
 from api.views import Links
 from dispatcher import keys
 from dispatcher.errors import OutputNotFound
@@ -206,7 +206,7 @@ async def run_workflow(
 
     ``prompt_id`` is the run id to pass to ``/api/task_status``.
     """
-    accepted = await run_in_threadpool(operations.submit, svc, who, name, body, idempotency_key=idempotency_key)
+    accepted = await run_in_threadpool(submitting.submit, svc, who, name, body, idempotency_key=idempotency_key)
     response.headers.update(accepted.headers)
     run = accepted.run
     return {"status": "success", "prompt_id": run.id, "client_id": run.client_id}

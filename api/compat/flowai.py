@@ -28,12 +28,12 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import operations, sse
+from api import operations, sse, submitting
 from api.auth import CanSubmit
-from api.operations import IdempotencyKeyHeader
 from api.routes import events
 from api.routes.runs import EXAMPLE_IMAGE, LOCATION_HEADER
 from api.services import JsonBody, ServicesDep
+from api.submitting import IdempotencyKeyHeader
 from api.views import Links
 from dispatcher.errors import RunFailed, TooManyWaits
 from dispatcher.events import Event
@@ -138,9 +138,9 @@ async def run_workflow(
 
     With ``"stream": true``, FlowAI's server-sent events of the run instead (``msg``, then ``output`` or ``error``).
     """
-    accepted = await run_in_threadpool(operations.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key)
+    accepted = await run_in_threadpool(submitting.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key)
     links = Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)
-    if operations.wants_stream(body):
+    if submitting.wants_stream(body):
         graph = svc.registry.get(accepted.run.workflow).graph
         class_types = {node_id: str(node.get("class_type", "")) for node_id, node in graph.items()}
         render = FlowAIStream(accepted.run, links, class_types)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from api import operations
+from api import submitting
 from api.auth import CanRead, CanSubmit
 from api.body import parse_object, read_body
 from api.models import BatchItemView, BatchSubmitted, BatchView
@@ -230,13 +230,13 @@ def _item(
     wanted = (workflow, parse_version(body.get("version")))
     if wanted not in looked_up:
         looked_up[wanted] = svc.registry.get(*wanted)
-    return operations.check_images(svc, who, looked_up[wanted], body), body, idempotency.parse_key(key)
+    return submitting.check_images(svc, who, looked_up[wanted], body), body, idempotency.parse_key(key)
 
 
 def _hand_out(svc: Services, stored: list[Submission]) -> None:
     """Count the new runs and run one dispatch pass for them all (the scheduler wakes for what it leaves)."""
     for submission in stored:
-        operations.count_accepted(submission.run)
+        submitting.count_accepted(submission.run)
     if not any(s.run.status is RunStatus.QUEUED for s in stored):
         return
     try:

@@ -9,12 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import operations, sse
+from api import operations, sse, submitting
 from api.auth import CanRead, CanSubmit
 from api.models import RunList, RunView
-from api.operations import IdempotencyKeyHeader, WaitQuery
+from api.operations import WaitQuery
 from api.routes import events
 from api.services import JsonBody, Services, ServicesDep
+from api.submitting import IdempotencyKeyHeader
 from api.views import Links, run_view
 from dispatcher import listing, metrics
 from dispatcher.binding import NATIVE_OPTION_KEYS
@@ -133,7 +134,7 @@ async def create_run(
         if parse_version(body.get("version", version)) != version:
             raise ParameterError("version", "?version= and the body's version differ; give one")
         body = {**body, "version": version}
-    accepted = await operations.submit_async(
+    accepted = await submitting.submit_async(
         svc, who, workflow_id, body, idempotency_key=idempotency_key, options=NATIVE_OPTION_KEYS
     )
     run = accepted.run
@@ -142,7 +143,7 @@ async def create_run(
     # The run is stored: whatever happens now, the answer says so (202 with the run as we know it), never an
     # error a client would try again (and so run twice).
     try:
-        if operations.wants_stream(body):
+        if submitting.wants_stream(body):
             return events.stream_response(request, svc, run, headers=headers)
         if wait > 0:
             run = await operations.wait(svc, run.id, wait, who, or_now=True)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from api import operations
+from api import submitting
 from api.app import create_app
 from dispatcher.connections import Connections
 from dispatcher.runs import Run
@@ -60,10 +60,10 @@ def after_submit(monkeypatch: pytest.MonkeyPatch) -> Iterator[AfterSubmit]:
     What a worker would do meanwhile, while the request under test waits; threads are joined at teardown.
     """
     threads: list[threading.Thread] = []
-    original, original_async = operations.submit, operations.submit_async
+    original, original_async = submitting.submit, submitting.submit_async
 
     def arm(action: Callable[[Run], None], delay: float) -> None:
-        def then(accepted: operations.Accepted) -> operations.Accepted:
+        def then(accepted: submitting.Accepted) -> submitting.Accepted:
             def later() -> None:
                 time.sleep(delay)  # let the request start waiting first (either order must work)
                 action(accepted.run)
@@ -73,19 +73,19 @@ def after_submit(monkeypatch: pytest.MonkeyPatch) -> Iterator[AfterSubmit]:
             thread.start()
             return accepted
 
-        def submit(*args: Any, **kwargs: Any) -> operations.Accepted:
+        def submit(*args: Any, **kwargs: Any) -> submitting.Accepted:
             return then(original(*args, **kwargs))
 
-        async def submit_async(*args: Any, **kwargs: Any) -> operations.Accepted:
+        async def submit_async(*args: Any, **kwargs: Any) -> submitting.Accepted:
             # its own fall-back to submit (a thread) is not wrapped twice: that one calls the original
-            monkeypatch.setattr(operations, "submit", original)
+            monkeypatch.setattr(submitting, "submit", original)
             try:
                 return then(await original_async(*args, **kwargs))
             finally:
-                monkeypatch.setattr(operations, "submit", submit)
+                monkeypatch.setattr(submitting, "submit", submit)
 
-        monkeypatch.setattr(operations, "submit", submit)
-        monkeypatch.setattr(operations, "submit_async", submit_async)
+        monkeypatch.setattr(submitting, "submit", submit)
+        monkeypatch.setattr(submitting, "submit_async", submit_async)
 
     yield arm
     for thread in threads:

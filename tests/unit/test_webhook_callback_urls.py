@@ -9,7 +9,7 @@ import pytest
 from dispatcher.addresses import AllowList
 from dispatcher.connections import Connections
 from dispatcher.errors import ParameterError
-from dispatcher.submit import parse_callbacks
+from dispatcher.run_options import parse_callbacks
 from tests.unit.dispatch_helpers import Bench
 
 PUBLIC_ONLY = AllowList.parse("")
