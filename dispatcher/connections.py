@@ -7,14 +7,22 @@ connections and raises "Too many connections" beyond, so a burst of concurrent r
 (503) to whoever came last, stored runs included. A connection is held for one command or script, well
 under a millisecond, so waiting for one costs little; and nothing holds one for long (waits share one
 pub/sub connection per process, event streams open their own, counted per tenant).
+
+The asyncio client packs its commands with hiredis, as redis-py's blocking client does when hiredis is
+installed; its own asyncio connections pack them in Python, at three times the CPU (the submit script's
+hundred arguments: about 90 µs against 30, on the event loop of every submission).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio
 from redis import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
 
 POOL_SIZE = 100
 POOL_WAIT_SECONDS = 10.0
@@ -40,8 +48,10 @@ class Connections:
             ),
             raw=Redis.from_pool(BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_SECONDS, **common)),
             aio=redis.asyncio.Redis.from_pool(
-                redis.asyncio.BlockingConnectionPool.from_url(
-                    url, decode_responses=True, socket_timeout=30, timeout=POOL_WAIT_SECONDS, **common
+                packed_by_hiredis(
+                    redis.asyncio.BlockingConnectionPool.from_url(
+                        url, decode_responses=True, socket_timeout=30, timeout=POOL_WAIT_SECONDS, **common
+                    )
                 )
             ),
         )
@@ -53,3 +63,22 @@ class Connections:
 
     async def aclose(self) -> None:
         await self.aio.aclose()
+
+
+class _HiredisPacking:
+    """Mixed into an asyncio connection class: commands packed as the blocking client packs them."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
+def packed_by_hiredis(pool: redis.asyncio.BlockingConnectionPool) -> redis.asyncio.BlockingConnectionPool:
+    """``pool``, its connections packing commands with hiredis when it is installed. The pool's own connection
+    class (TCP, TLS or Unix socket, chosen from the URL) is kept underneath."""
+    base: type[AbstractConnection] = pool.connection_class
+    if HIREDIS_AVAILABLE and not issubclass(base, _HiredisPacking):
+        pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+    return pool

@@ -151,6 +151,9 @@ class S3Store:
         log.debug("stored s3://%s/%s (%d bytes)", self.bucket, target, reader.size)
         return reader.size
 
+    def prepare(self, prefix: str) -> None:
+        pass  # S3 has no folders to make
+
     def open(self, key: str) -> BinaryIO:
         try:
             target = self.object_key(key)

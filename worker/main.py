@@ -27,10 +27,10 @@ from rq.job import Job
 from dispatcher import metrics
 from dispatcher.errors import ComfyUIError
 from dispatcher.routing.lua import route_of, route_queue
+from dispatcher.scheduling.handout import run_of_job
 from dispatcher.scheduling.recovery import Reaper
 from dispatcher.settings import Settings
-from worker import capabilities, context, heartbeat, names
-from worker import runner as runner  # RQ's job function: imported now, not by the first job it pops
+from worker import capabilities, context, heartbeat, jobs, names
 from worker.cancel_watch import CancelWatcher
 from worker.context import WorkerContext
 from worker.keeper import LeaseKeeper
@@ -100,11 +100,12 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
         the runs' threads need while they post, follow and store. None of it is used: the run record is
         the truth (``result_ttl=0`` already discarded RQ's copy), the claim fences duplicates, and the
         reaper finds a worker that died holding a run. RQ still moves the job: BLMOVE into its
-        intermediate list, which keeps a job popped by a worker that dies before this point.
+        intermediate list, which keeps a job popped by a worker that dies before this point. A run's job
+        was not even read: its id says what to call (:mod:`worker.jobs`).
         """
         self._in_job = True
         try:
-            job.func(*job.args, **job.kwargs)
+            jobs.call(job)
         except Exception:  # loop boundary: a bug in one claim must not stop the worker taking runs
             log.exception("job %s failed", job.id)
         finally:
@@ -201,9 +202,9 @@ def _hand_back_unpopped(ctx: WorkerContext, queues: list[Queue]) -> None:
     handed = 0
     for queue in own:
         for job_id in queue.get_job_ids():
-            run_id, _, dispatch = job_id.rpartition("-d")
-            run = ctx.runs.get(run_id)
-            if run is not None and str(run.dispatches) == dispatch and reaper.redispatch(run):
+            run_id, dispatch = run_of_job(job_id) or ("", 0)
+            run = ctx.runs.get(run_id) if run_id else None
+            if run is not None and run.dispatches == dispatch and reaper.redispatch(run):
                 handed += 1
             queue.remove(job_id)
     if handed:
@@ -247,7 +248,10 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
         settings.pipeline_depth,
     )
     queues = [Queue(name, connection=ctx.conns.raw) for name in queue_names(settings, ctx.state.caps, worker_name)]
-    rq_worker = DispatchWorker(queues, connection=ctx.conns.raw, name=worker_name)
+    # RunJob: a run's job is known by its id (worker.jobs); RQ logs its id, not its description (not read).
+    rq_worker = DispatchWorker(
+        queues, connection=ctx.conns.raw, name=worker_name, job_class=jobs.RunJob, log_job_description=False
+    )
     try:
         rq_worker.work(burst=burst, logging_level=settings.log_level)
         heartbeat.drain(ctx)

@@ -29,6 +29,7 @@ from dispatcher.errors import (
     LeaseLost,
     RunCanceled,
     RunReleased,
+    StorageError,
 )
 from dispatcher.lease import ClaimResult, Lease, ReleaseResult, RequeueResult
 from dispatcher.outputs import OutputFile, content_type, files_from_outputs, inline_text, kind_of, unique_names
@@ -178,6 +179,10 @@ class RunExecution:
         ComfyUI will have loaded (the heartbeat reports it, routing prefers this worker for it)."""
         self.ctx.pipeline.posted(held)
         capabilities.note_posted(self.ctx, run.checkpoint)
+        try:  # while ComfyUI executes it: its outputs are stored sooner once it ends
+            self.ctx.store.prepare(f"{run.id}/{held.lease.attempt}")
+        except (StorageError, OSError) as exc:  # put tries again, and reports what still fails
+            log.debug("run %s: output store not prepared: %s", run.id, exc)
 
     def _release(self, run: Run, lease: Lease) -> str:
         result = _through_redis_blips(self.ctx.leases.release, lease, run)

@@ -8,6 +8,7 @@ Taking is one atomic script (``dispatcher.scheduling.dispatch``), so any number 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -24,6 +25,20 @@ from dispatcher.settings import Settings
 log = logging.getLogger(__name__)
 
 JOB_FUNC = "worker.runner.execute_run"
+_JOB_ID = re.compile(r"([0-9a-f]{32})-d([1-9][0-9]{0,9})")
+
+
+def job_id(run_id: str, dispatch: int) -> str:
+    """The RQ job id of a run's dispatch; it says all the job's function takes (:func:`run_of_job`)."""
+    return f"{run_id}-d{dispatch}"  # RQ ids: letters, digits, _ and - only
+
+
+def run_of_job(job: str) -> tuple[str, int] | None:
+    """The run id and dispatch number a job id of :func:`job_id` holds; None for any other id."""
+    match = _JOB_ID.fullmatch(job)
+    return (match[1], int(match[2])) if match else None
+
+
 # The fleet's slots are read again at most this often, and at once when a worker comes or goes: a pass
 # that follows a submission then costs two round trips (take, enqueue), not four.
 SLOTS_MAX_AGE = 0.5
@@ -110,7 +125,7 @@ class Handout:
         return self.queue.prepare_data(
             JOB_FUNC,
             args=(run.run_id, run.dispatch),
-            job_id=f"{run.run_id}-d{run.dispatch}",  # RQ ids: letters, digits, _ and - only
+            job_id=job_id(run.run_id, run.dispatch),
             # The job only claims its run and hands it to the worker's pipeline; our own limit times the run.
             timeout=int(run.timeout or self.settings.run_timeout) + 120,
             result_ttl=0,  # the run record is the truth; RQ's copy of the outcome is not needed

@@ -63,3 +63,44 @@ def test_a_failing_second_output_requeues_the_run(
     assert done.attempts == 2 and len(done.outputs) == 2
     assert all(o.key.startswith(f"{run.id}/2/") and o.key in store.files for o in done.outputs)
     assert fake_comfyui.stats()["executed"] == 1
+
+
+class Recording(MemoryStore):
+    """Every call, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+
+    def prepare(self, prefix: str) -> None:
+        self.calls.append(("prepare", prefix))
+        super().prepare(prefix)
+
+    def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        self.calls.append(("put", key))
+        return super().put(key, chunks, content_type)
+
+
+def test_the_attempts_folder_is_prepared_once_the_prompt_is_posted(
+    worker_context: ContextFactory, fake_comfyui: FakeComfy
+) -> None:
+    ctx = worker_context()
+    ctx.store = store = Recording()
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    assert execute(ctx, run.id) == "succeeded"
+    (output,) = final(ctx, run.id).outputs
+    assert store.calls == [("prepare", f"{run.id}/1"), ("put", output.key)]
+
+
+class Unpreparable(MemoryStore):
+    def prepare(self, prefix: str) -> None:
+        raise OSError("disk full")
+
+
+def test_a_store_that_cannot_prepare_still_stores(worker_context: ContextFactory, fake_comfyui: FakeComfy) -> None:
+    ctx = worker_context()
+    ctx.store = store = Unpreparable()
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    assert execute(ctx, run.id) == "succeeded"
+    (output,) = final(ctx, run.id).outputs
+    assert output.key in store.files

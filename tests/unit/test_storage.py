@@ -33,6 +33,27 @@ def test_keys_cannot_escape(store: OutputStore, key: str) -> None:
         store.put(key, [b"x"], "text/plain")
 
 
+@pytest.mark.parametrize("key", ["", "/etc", "run/../..", "run//1"])
+def test_prepare_cannot_escape_either(store: OutputStore, key: str) -> None:
+    with pytest.raises(StorageError):
+        store.prepare(key)
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_put_works_whether_or_not_prepared(store: OutputStore, prepared: bool) -> None:
+    if prepared:
+        store.prepare("run1/2")
+        store.prepare("run1/2")  # twice: a second worker's attempt, say
+    assert store.put("run1/2/a.png", [b"ab"], "image/png") == 2
+    with store.open("run1/2/a.png") as fh:
+        assert fh.read() == b"ab"
+
+
+def test_local_prepare_makes_the_attempts_folder(tmp_path: Path) -> None:
+    LocalStore(tmp_path).prepare("run1/1")
+    assert (tmp_path / "run1" / "1").is_dir() and list((tmp_path / "run1" / "1").iterdir()) == []
+
+
 def test_local_store_leaves_no_partial_file(tmp_path: Path) -> None:
     def failing() -> Iterator[bytes]:
         yield b"partial"
