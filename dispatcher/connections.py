@@ -24,6 +24,13 @@ from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
+try:
+    import hiredis
+
+    HIREDIS_PACKS = HIREDIS_AVAILABLE and hasattr(hiredis, "pack_command")  # older hiredis only parses
+except ImportError:  # redis-py without its hiredis extra
+    HIREDIS_PACKS = False
+
 POOL_SIZE = 100
 POOL_WAIT_SECONDS = 10.0
 
@@ -75,10 +82,10 @@ class _HiredisPacking:
         return packed
 
 
-def packed_by_hiredis(pool: redis.asyncio.BlockingConnectionPool) -> redis.asyncio.BlockingConnectionPool:
+def packed_by_hiredis(pool: redis.asyncio.ConnectionPool) -> redis.asyncio.ConnectionPool:
     """``pool``, its connections packing commands with hiredis when it is installed. The pool's own connection
     class (TCP, TLS or Unix socket, chosen from the URL) is kept underneath."""
     base: type[AbstractConnection] = pool.connection_class
-    if HIREDIS_AVAILABLE and not issubclass(base, _HiredisPacking):
+    if HIREDIS_PACKS and not issubclass(base, _HiredisPacking):
         pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
     return pool

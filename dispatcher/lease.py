@@ -25,7 +25,7 @@ from dispatcher.eta import LUA_NOTE_SECONDS
 from dispatcher.events import LUA_EMIT
 from dispatcher.routing.lua import LUA_UNROUTE
 from dispatcher.runs import Output, Run
-from dispatcher.scheduling.dispatch import LUA_WAITING
+from dispatcher.scheduling.dispatch import LUA_TELL_IDLE, LUA_WAITING
 from dispatcher.usage import USAGE_TTL_SECONDS, usage_day
 
 _CLAIM = (
@@ -131,12 +131,14 @@ end
 
 _COMPLETE = (
     _END
+    + LUA_TELL_IDLE
     + """
--- KEYS: as _END, then lease; ARGV[1]: token, then as _END from 2
+-- KEYS: as _END, then lease; ARGV[1]: token, then as _END from 2, then idle ('1': the worker holds no other run)
 if redis.call('GET', KEYS[7]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[7])
 spent(2)
 finish(2)
+if ARGV[13] == '1' then tell_idle(KEYS[3], ARGV[9]) end
 return 1
 """
 )
@@ -332,12 +334,18 @@ class Leases:
         error: dict[str, Any] | None = None,
         outputs: list[Output] | None = None,
         gpu_seconds: float = 0.0,
+        idle: bool = False,
     ) -> bool:
         """End the run (succeeded, failed or canceled); False if the lease was lost, and nothing was written.
 
         ``gpu_seconds``: how long ComfyUI executed this attempt, added to the run and to its tenant's day.
+        ``idle``: the worker holds no other run; the scheduler is told as :func:`tell_idle` tells it.
         """
-        args = [lease.token, *self._end_args(run, status, error, outputs or [], dead=False, gpu=gpu_seconds)]
+        args = [
+            lease.token,
+            *self._end_args(run, status, error, outputs or [], dead=False, gpu=gpu_seconds),
+            "1" if idle else "0",
+        ]
         return bool(self._complete(keys=[*self._end_keys(run), keys.run_lease(run.id)], args=args))
 
     def requeue(

@@ -37,6 +37,11 @@ class OutputStore(Protocol):
         or OSError; ``put`` works whether or not it was called."""
         ...
 
+    def unprepare(self, prefix: str) -> None:
+        """Undo :meth:`prepare` for an attempt that stored nothing under ``prefix`` (failed, canceled, no file
+        output): nothing of it is left behind. Raises StorageError or OSError."""
+        ...
+
 
 def _check_key(key: str) -> str:
     parts = key.split("/")
@@ -77,6 +82,16 @@ class LocalStore:
         # quarter of a millisecond, several in the tail, on ext4 here); done now, it is off the run's path.
         self._path(prefix).mkdir(parents=True, exist_ok=True)
 
+    def unprepare(self, prefix: str) -> None:
+        folder = self._path(prefix)
+        for empty in (folder, folder.parent):  # the attempt's folder, then the run's unless another attempt's is in it
+            if empty == self.root:
+                break
+            try:
+                empty.rmdir()
+            except OSError:  # gone already, or not empty: a file, or another attempt, to keep
+                break
+
     def open(self, key: str) -> BinaryIO:
         try:
             return self._path(key).open("rb")
@@ -99,6 +114,9 @@ class MemoryStore:
         return len(data)
 
     def prepare(self, prefix: str) -> None:
+        _check_key(prefix)
+
+    def unprepare(self, prefix: str) -> None:
         _check_key(prefix)
 
     def open(self, key: str) -> BinaryIO:

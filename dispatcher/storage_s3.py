@@ -152,7 +152,10 @@ class S3Store:
         return reader.size
 
     def prepare(self, prefix: str) -> None:
-        pass  # S3 has no folders to make
+        self.object_key(prefix)  # only checked: S3 has no folders to make
+
+    def unprepare(self, prefix: str) -> None:
+        self.object_key(prefix)
 
     def open(self, key: str) -> BinaryIO:
         try:

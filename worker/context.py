@@ -1,6 +1,6 @@
 """What a worker process holds for its whole life, shared by every run it executes.
 
-RQ calls the job function by name with only the run id; the function finds
+A run's job function gets only the run id and its dispatch number; it finds
 the process's connections, ComfyUI client, websocket, pipeline and output store
 here. Built once at start (``install``), so each run reuses keep-alive connections
 and the one websocket.

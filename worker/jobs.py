@@ -1,12 +1,16 @@
 """The jobs a worker pops: known by their ids, so popping one costs no read of the job.
 
 A run's job id is ``<run_id>-d<dispatch>`` (``dispatcher.scheduling.handout.job_id``), and that is all its
-function, :func:`worker.runner.execute_run`, takes. RQ reads a popped job's hash and unpickles its
-function and arguments before handing it over: a round trip and some CPU between the moment a run is on
-the queue and the moment its prompt is posted, on every run. :class:`RunJob` skips them for our ids.
-Nothing else changes: RQ still moves the job (BLMOVE into its intermediate list), the hash is still
-written with the job and deleted after it, and a job whose run was dispatched again since is refused by
-the claim, as before. Any other id is fetched and called as RQ does.
+function, :func:`worker.runner.execute_run`, takes. RQ reads a popped job's hash (a round trip), and
+unpickles its function and arguments to call it: between the moment a run is on the queue and the moment
+its prompt is posted, on every run. :class:`RunJob` skips both for our ids. RQ still moves the job (BLMOVE
+into its intermediate list), and the hash is still written with the job and deleted after it. One case
+changes: a popped id whose hash is gone was skipped by RQ, and is now claimed; the claim refuses a
+dispatch that is not the run's current one, so it executes at most once, as before. Any other id is
+fetched and called as RQ does.
+
+Only the worker's pop uses :class:`RunJob` (``job_class``); its queues keep RQ's Job, so RQ's own clean-ups
+(the intermediate list, the registries) read jobs as ever.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
         """Listen to the queue of this worker's capability set (dispatcher.routing), as it is now."""
         names = queue_names(ctx.settings, ctx.state.caps, ctx.name)
         if [q.name for q in self.queues] != names:
-            self.queues = [Queue(name, connection=self.connection) for name in names]
+            self.queues = [Queue(name, connection=self.connection) for name in names]  # RQ's Job: see run_worker
             self._ordered_queues = self.queues[:]
             log.info("taking runs from %s", ", ".join(names))
 
@@ -247,6 +247,7 @@ def run_worker(settings: Settings, name: str | None = None, *, burst: bool = Fal
         settings.queue_name,
         settings.pipeline_depth,
     )
+    # RQ's Job, not RunJob: the queues' own reads (the intermediate list's clean-up) must see a missing job as one.
     queues = [Queue(name, connection=ctx.conns.raw) for name in queue_names(settings, ctx.state.caps, worker_name)]
     # RunJob: a run's job is known by its id (worker.jobs); RQ logs its id, not its description (not read).
     rq_worker = DispatchWorker(

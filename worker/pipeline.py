@@ -53,6 +53,7 @@ class Pipeline:
         self._held: dict[str, Held] = {}
         self._changed = threading.Condition()
         self._canceled: dict[str, float] = {}  # run id -> monotonic time a cancel came while it was not held
+        self.added = 0  # runs held so far: whether one came since a moment (see worker.runner's idle tell)
 
     def __len__(self) -> int:
         return len(self._held)
@@ -72,6 +73,7 @@ class Pipeline:
             if self._canceled.pop(held.run_id, None) is not None:
                 held.canceled.set()
             self._held[held.run_id] = held
+            self.added += 1
             self._changed.notify_all()
 
     def discard(self, held: Held) -> None:

@@ -1,6 +1,7 @@
 """Executing a run: claim its lease, drive ComfyUI, store the outputs, end the run once.
 
-``execute_run`` is the function RQ calls (by name) with the run id and its dispatch number. It claims
+``execute_run`` is the function of a run's RQ job, called with the run id and its dispatch number (both
+read from the job's id: ``worker.jobs``). It claims
 the run and hands it to a thread of its own in the worker's pipeline, then returns, so RQ's loop can
 take the next run while this one executes: ComfyUI's queue never runs dry between runs. A job RQ
 delivers twice, or an older dispatch of the run, finds the run claimed, ended or re-dispatched and does
@@ -76,6 +77,10 @@ class RunExecution:
         self.follower: PromptFollower | None = None
         self.early: dict[OutputFile, Output] = {}  # outputs stored while the rest of the graph still ran
         self.store_seconds = 0.0
+        self.prepared: str | None = None  # the output store's prefix made ready for this attempt (_posted)
+        self.stored = False  # a file of this attempt is in the output store
+        # Told by the script that ended the run (the worker held nothing else), as of the pipeline's ``added``.
+        self.told_idle: int | None = None
 
     def execute(self) -> str:
         """Claim the run and execute it in the calling thread; what happened."""
@@ -113,9 +118,18 @@ class RunExecution:
             self._abandon()
             return "crashed"
         finally:
+            if self.prepared is not None and not self.stored:
+                self._unprepare(self.prepared)
             self.ctx.pipeline.discard(self.held)
-            if not len(self.ctx.pipeline):
+            # Told already, unless a run came (and maybe went) since: then the scheduler heard of it before that.
+            if not len(self.ctx.pipeline) and self.told_idle != self.ctx.pipeline.added:
                 self._idle()
+
+    def _unprepare(self, prefix: str) -> None:
+        try:
+            self.ctx.store.unprepare(prefix)
+        except (StorageError, OSError) as exc:  # an empty folder left: nothing else
+            log.debug("run %s: output store's %s left: %s", self.run_id, prefix, exc)
 
     def _idle(self) -> None:
         """Nothing held any more: tell the scheduler, which may move here a run waiting behind another."""
@@ -180,7 +194,8 @@ class RunExecution:
         self.ctx.pipeline.posted(held)
         capabilities.note_posted(self.ctx, run.checkpoint)
         try:  # while ComfyUI executes it: its outputs are stored sooner once it ends
-            self.ctx.store.prepare(f"{run.id}/{held.lease.attempt}")
+            self.ctx.store.prepare(prefix := f"{run.id}/{held.lease.attempt}")
+            self.prepared = prefix
         except (StorageError, OSError) as exc:  # put tries again, and reports what still fails
             log.debug("run %s: output store not prepared: %s", run.id, exc)
 
@@ -221,9 +236,14 @@ class RunExecution:
         outputs: list[Output] | None = None,
     ) -> str:
         gpu = self._gpu_seconds()
+        # The only run held (RQ may pop another meanwhile: then the worker is not idle, and the scheduler
+        # woken for nothing, as it would be by a tell_idle before that pop).
+        added = self.ctx.pipeline.added
+        idle = len(self.ctx.pipeline) <= 1
         ended = _through_redis_blips(
-            self.ctx.leases.complete, lease, run, status, error=error, outputs=outputs, gpu_seconds=gpu
+            self.ctx.leases.complete, lease, run, status, error=error, outputs=outputs, gpu_seconds=gpu, idle=idle
         )
+        self.told_idle = added if ended and idle else None
         if not ended:
             log.warning("run %s attempt %s ended after losing its lease; result dropped", run.id, lease.attempt)
             return "lease-lost"
@@ -267,6 +287,7 @@ class RunExecution:
         # Retried up to ``attempts`` times; else OutputNotStored.
         local_dir = self.ctx.settings.comfyui_output_dir
         size = store_output(self.ctx.client, self.ctx.store, file, key, ctype, attempts=attempts, local_dir=local_dir)
+        self.stored = True
         metrics.OUTPUT_BYTES.inc(size)
         self.store_seconds += time.monotonic() - started
         return Output(

@@ -117,13 +117,19 @@ class FleetCapabilities:
         workers = self.workers()
         seen = self._seen
         if seen is None or seen[0] is not workers:
-            sets = self.store.get_many(w.caps for w in workers if w.state != "offline")
-            loaders = {cls: dict(inputs) for cls, inputs in KNOWN_LOADERS.items()}
-            for cls, inputs in merged_loaders(sets.values()).items():
-                loaders.setdefault(cls, {}).update(inputs)
-            seen = self._seen = (workers, sets, loaders)
-            self._gaps = {}
+            seen = self.prepare(workers)
         return seen[1], seen[2]
+
+    def prepare(
+        self, workers: list[WorkerInfo]
+    ) -> tuple[list[WorkerInfo], dict[str, Capabilities], dict[str, dict[str, str]]]:
+        """Derive what ``workers`` (a new list of the workers alive) can run, ahead of the checks that will read it."""
+        sets = self.store.get_many(w.caps for w in workers if w.state != "offline")
+        loaders = {cls: dict(inputs) for cls, inputs in KNOWN_LOADERS.items()}
+        for cls, inputs in merged_loaders(sets.values()).items():
+            loaders.setdefault(cls, {}).update(inputs)
+        self._seen, self._gaps = (workers, sets, loaders), {}
+        return self._seen
 
     def sets(self) -> dict[str, Capabilities]:
         """The capability sets of the workers alive (those that published one)."""

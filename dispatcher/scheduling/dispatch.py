@@ -35,17 +35,20 @@ LUA_WAITING = (
 that ends wakes the scheduler only then: on an idle fleet its wake-up would cost CPU at the moment a client
 is being answered, for nothing."""
 
-LUA_IDLE = (
-    LUA_WAITING
-    + """
--- KEYS[1]: INFLIGHT; ARGV[1]: the scheduler's wake channel
-if runs_waiting() or redis.call('ZCARD', KEYS[1]) > 1 then
-  redis.call('PUBLISH', ARGV[1], 'idle')
-  return 1
+LUA_TELL_IDLE = """
+local function tell_idle(inflight_key, channel)
+  if runs_waiting() or redis.call('ZCARD', inflight_key) > 1 then
+    redis.call('PUBLISH', channel, 'idle')
+    return 1
+  end
+  return 0
 end
-return 0
 """
-)
+"""The Lua function ``tell_idle(INFLIGHT, wake channel)`` (after :data:`LUA_WAITING`): see :func:`tell_idle`. The
+script that ends a run calls it too, when the worker holds no other (``dispatcher.lease``): no round trip of
+its own then."""
+
+LUA_IDLE = LUA_WAITING + LUA_TELL_IDLE + "return tell_idle(KEYS[1], ARGV[1])\n"
 
 
 def tell_idle(redis: Redis) -> bool:

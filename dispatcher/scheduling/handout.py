@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rq import Queue
@@ -42,6 +43,9 @@ def run_of_job(job: str) -> tuple[str, int] | None:
 # The fleet's slots are read again at most this often, and at once when a worker comes or goes: a pass
 # that follows a submission then costs two round trips (take, enqueue), not four.
 SLOTS_MAX_AGE = 0.5
+# While a newer view is being read (``refreshing``: an API process reads it off the request path), the last one
+# is used up to this age.
+STALE_MAX_AGE = 2 * SLOTS_MAX_AGE
 
 
 class Handout:
@@ -54,19 +58,33 @@ class Handout:
         self._queues: dict[str, Queue] = {ANY: self.queue}
         self.dispatcher = Dispatcher(conns.text, dispatch_rate=settings.dispatch_rate, max_running=settings.max_running)
         self._workers: list[WorkerInfo] = []
-        self._workers_read = -SLOTS_MAX_AGE
+        self._workers_read = -STALE_MAX_AGE
+        self.refreshing = False  # a newer view is being read: the cached one serves up to STALE_MAX_AGE
 
     def workers(self, *, fresh: bool = False) -> list[WorkerInfo]:
         """The workers alive, as their heartbeats say, read at most every SLOTS_MAX_AGE seconds unless ``fresh``."""
         now = time.monotonic()
-        if fresh or now - self._workers_read >= SLOTS_MAX_AGE:
+        if fresh or now - self._workers_read >= (STALE_MAX_AGE if self.refreshing else SLOTS_MAX_AGE):
             self._workers = read_workers(self.conns.text, since=time.time() - 3 * self.settings.worker_heartbeat)
             self._workers_read = now
         return self._workers
 
+    def refresh(self, prepare: Callable[[list[WorkerInfo]], object] | None = None) -> list[WorkerInfo]:
+        """Read the workers alive now; ``prepare`` gets the new list before :meth:`workers` gives it to anyone."""
+        now = time.monotonic()
+        workers = read_workers(self.conns.text, since=time.time() - 3 * self.settings.worker_heartbeat)
+        if prepare is not None:
+            prepare(workers)
+        self._workers, self._workers_read = workers, now
+        return workers
+
     def view_fresh(self, margin: float = 0.1) -> bool:
         """Whether :meth:`workers` answers from its cached read for ``margin`` seconds more (no I/O)."""
         return time.monotonic() - self._workers_read < SLOTS_MAX_AGE - margin
+
+    def view_usable(self, margin: float = 0.1) -> bool:
+        """Whether the cached read may serve ``margin`` seconds more while a newer one is read (see ``refreshing``)."""
+        return time.monotonic() - self._workers_read < STALE_MAX_AGE - margin
 
     def ready_slots(self, *, fresh: bool = False) -> int:
         """Runs the ready workers can hold in all (the sum of their pipeline depths)."""

@@ -184,6 +184,7 @@ def test_another_tenants_cursor_shows_nothing_of_theirs(auth_client: TestClient,
 def fresh_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
     """The API reads the workers' heartbeats at every request (not at most every SLOTS_MAX_AGE seconds)."""
     monkeypatch.setattr(handout, "SLOTS_MAX_AGE", 0.0)
+    monkeypatch.setattr(handout, "STALE_MAX_AGE", 0.0)
 
 
 def view(client: TestClient, run_id: str) -> dict[str, Any]:

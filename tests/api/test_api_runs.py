@@ -8,9 +8,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
+from fastapi import FastAPI
 
+from api import submitting
 from dispatcher import keys
 from dispatcher.connections import Connections
+from dispatcher.scheduling.handout import SLOTS_MAX_AGE
 from tests.api.helpers import Backlog, TestClient, assert_problem, finish_run, start_run
 
 RUN_FIELDS = {
@@ -171,3 +174,36 @@ def test_get_run_can_wait_for_the_end(client: TestClient, fake_conns: Connection
         finisher.join()
     assert run["status"] == "failed"
     assert run["error"] == {"message": "boom"}
+
+
+# -- the fleet's view, read off the submissions' path ----------------------------------------------------------------
+
+
+def test_a_stale_view_is_read_again_in_the_background_while_submissions_go_on(
+    client: TestClient, app: FastAPI, backlog: Backlog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handout = app.state.services.handout
+    release, reads = threading.Event(), []
+
+    def slow_read(svc: object) -> None:
+        reads.append(threading.current_thread().name)
+        assert release.wait(10)
+
+    def until(done: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + 5
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return done()
+
+    monkeypatch.setattr(submitting, "_read_views", slow_read)
+    release.set()
+    assert client.post("/v1/workflows/invert/runs", json={}).status_code == 202  # the workflow and the view read
+    release.clear()
+    reads.clear()
+    handout._workers_read = time.monotonic() - SLOTS_MAX_AGE  # stale, still usable
+    for _ in range(3):  # none waits for the read under way (it waits for release), and one read serves them all
+        assert client.post("/v1/workflows/invert/runs", json={}).status_code == 202
+    assert until(lambda: len(reads) == 1) and handout.refreshing
+    assert len(reads) == 1 and backlog.records == 4
+    release.set()
+    assert until(lambda: not handout.refreshing)

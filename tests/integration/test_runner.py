@@ -18,6 +18,7 @@ from dispatcher.submit import Submitter
 from dispatcher.workflows import Registry
 from tests.integration.conftest import ContextFactory
 from tests.support import FakeComfy
+from worker import runner
 from worker.context import WorkerContext
 from worker.keeper import LeaseKeeper
 from worker.runner import RunExecution
@@ -215,3 +216,23 @@ def test_a_run_popped_while_comfyui_is_down_is_handed_back(ctx: WorkerContext, f
     back = final(ctx, run.id)
     assert back.status is RunStatus.QUEUED and back.attempts == 0
     assert ctx.runs.queue_position(back) == 0
+
+
+@pytest.mark.parametrize("others", [0, 2])
+def test_a_workers_last_run_tells_the_scheduler_from_the_script_that_ends_it(
+    ctx: WorkerContext, fake_comfyui: FakeComfy, monkeypatch: pytest.MonkeyPatch, others: int
+) -> None:
+    run = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    for i in range(others):  # runs in flight on other workers: one may wait behind another, to move here
+        ctx.conns.text.zadd(keys.INFLIGHT, {f"other{i}": i})
+    told: list[object] = []
+    monkeypatch.setattr(runner, "tell_idle", told.append)  # a round trip of its own: not taken
+    pubsub = ctx.conns.text.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.SCHEDULER_WAKE)
+    try:
+        assert execute(ctx, run.id) == "succeeded"
+        messages = [pubsub.get_message(timeout=0.2) for _ in range(3)]
+    finally:
+        pubsub.close()
+    assert told == []
+    assert [m["data"] for m in messages if m is not None] == (["idle"] if others else [])

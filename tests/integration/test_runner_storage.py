@@ -11,7 +11,7 @@ import pytest
 from dispatcher import keys
 from dispatcher.errors import StorageError
 from dispatcher.runs import RunStatus
-from dispatcher.storage import MemoryStore
+from dispatcher.storage import LocalStore, MemoryStore
 from tests.integration.conftest import ContextFactory
 from tests.integration.test_runner import execute, final, redispatch, submit
 from tests.support import FakeComfy
@@ -104,3 +104,20 @@ def test_a_store_that_cannot_prepare_still_stores(worker_context: ContextFactory
     assert execute(ctx, run.id) == "succeeded"
     (output,) = final(ctx, run.id).outputs
     assert output.key in store.files
+
+
+def test_an_attempt_that_stores_nothing_leaves_no_folder(
+    worker_context: ContextFactory, fake_comfyui: FakeComfy
+) -> None:
+    ctx = worker_context()
+    assert isinstance(ctx.store, LocalStore)
+    fake_comfyui.control(fail_node_type="ImageInvert", exception_type="ValueError", exception_message="bad pixels")
+    failed = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    assert execute(ctx, failed.id) == "failed"
+    assert not (ctx.store.root / failed.id).exists()  # prepared as it executed, then taken away
+
+    fake_comfyui.control(fail_node_type="")
+    done = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
+    assert execute(ctx, done.id) == "succeeded"
+    (output,) = final(ctx, done.id).outputs
+    assert (ctx.store.root / output.key).is_file()

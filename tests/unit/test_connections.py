@@ -8,7 +8,9 @@ import pytest
 import redis.asyncio
 from redis.exceptions import DataError
 
-from dispatcher.connections import Connections, packed_by_hiredis
+from dispatcher.connections import HIREDIS_PACKS, Connections, packed_by_hiredis
+
+pytestmark = pytest.mark.skipif(not HIREDIS_PACKS, reason="hiredis is one of the project's dependencies")
 
 
 @pytest.mark.parametrize(
@@ -24,6 +26,7 @@ from dispatcher.connections import Connections, packed_by_hiredis
 def test_hiredis_packing_sends_the_same_bytes(args: tuple[Any, ...]) -> None:
     pool = packed_by_hiredis(redis.asyncio.BlockingConnectionPool())
     ours, theirs = pool.make_connection(), redis.asyncio.Connection()
+    assert type(ours).__name__ == "HiredisConnection"
     assert b"".join(ours.pack_command(*args)) == b"".join(theirs.pack_command(*args))
 
 

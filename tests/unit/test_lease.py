@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from redis.client import PubSub
 
 from dispatcher import keys
 from dispatcher.cancel import Canceller, CancelResult
@@ -182,3 +183,51 @@ def test_cancel_of_a_finished_run_is_a_conflict(bench: Bench) -> None:
     bench.leases.complete(lease, run, RunStatus.SUCCEEDED)
     with pytest.raises(Conflict):
         Canceller(bench.conns.text, run_ttl_seconds=60).cancel(run)
+
+
+def published_before_end(pubsub: PubSub, bench: Bench) -> list[str]:
+    """What the wake channel carried before an "end" published now (so after all of it)."""
+    bench.conns.text.publish(keys.SCHEDULER_WAKE, "end")
+    data: list[str] = []
+    deadline = time.monotonic() + 5
+    while "end" not in data and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.1)
+        if message is not None:
+            data.append(message["data"])
+    return data[: data.index("end")]
+
+
+@pytest.mark.parametrize(
+    ("idle", "others", "woken"),
+    [
+        (True, 0, []),  # an idle fleet: nothing to tell
+        (True, 2, ["idle"]),  # two runs in flight elsewhere: one may wait behind the other, to move here
+        (False, 2, []),  # the worker holds another run: it is not idle
+    ],
+    ids=["idle-fleet", "idle-two-inflight", "not-idle"],
+)
+def test_completing_a_workers_last_run_tells_the_scheduler_as_tell_idle_would(
+    bench: Bench, idle: bool, others: int, woken: list[str]
+) -> None:
+    run, lease = claimed(bench)
+    for i in range(others):
+        bench.conns.text.zadd(keys.INFLIGHT, {f"other{i}": i})
+    pubsub = bench.conns.text.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.SCHEDULER_WAKE)
+    try:
+        assert bench.leases.complete(lease, run, RunStatus.SUCCEEDED, outputs=[], idle=idle)
+        assert published_before_end(pubsub, bench) == woken
+    finally:
+        pubsub.close()
+
+
+def test_a_lost_lease_tells_nothing(bench: Bench) -> None:
+    run, lease = claimed(bench)
+    bench.conns.text.zadd(keys.INFLIGHT, {"other0": 0, "other1": 1})
+    pubsub = bench.conns.text.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.SCHEDULER_WAKE)
+    try:
+        assert not bench.leases.complete(Lease(run.id, "w1", 99), run, RunStatus.SUCCEEDED, outputs=[], idle=True)
+        assert published_before_end(pubsub, bench) == []
+    finally:
+        pubsub.close()

@@ -54,6 +54,22 @@ def test_local_prepare_makes_the_attempts_folder(tmp_path: Path) -> None:
     assert (tmp_path / "run1" / "1").is_dir() and list((tmp_path / "run1" / "1").iterdir()) == []
 
 
+def test_local_unprepare_takes_away_only_empty_folders(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.prepare("gone/1")
+    store.unprepare("gone/1")  # the attempt's folder, then the run's: both empty
+    assert list(tmp_path.iterdir()) == []
+    store.put("kept/1/a.png", [b"a"], "image/png")
+    store.prepare("kept/2")
+    store.unprepare("kept/2")  # the run's folder holds the first attempt's file: it stays
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["1"]
+    store.prepare("kept/3")
+    store.put("kept/3/b.png", [b"b"], "image/png")
+    store.unprepare("kept/3")  # not empty: nothing taken
+    assert (tmp_path / "kept" / "3" / "b.png").is_file()
+    store.unprepare("never/1")  # never prepared: nothing to do
+
+
 def test_local_store_leaves_no_partial_file(tmp_path: Path) -> None:
     def failing() -> Iterator[bytes]:
         yield b"partial"
