@@ -63,6 +63,7 @@ class Services:
         handout = Handout(settings, conns)
         capabilities = CapabilityStore(conns.text, ttl_seconds=capabilities_ttl(settings))
         fleet = FleetCapabilities(capabilities, handout.workers)
+        handout.on_read = fleet.prepare  # derived off the event loop, wherever the list is read
         return cls(
             settings=settings,
             conns=conns,

@@ -188,17 +188,18 @@ async def submit_async(
 ) -> Accepted:
     """:func:`submit`, on the event loop where nothing on the way blocks, which is most runs: a thread hop
     costs more CPU than the rest of a submission. Everything else (a run refused before its script, input
-    images, callback URLs, the result cache, a workflow or fleet view to read) goes to :func:`submit` in a
-    thread, with nothing written or admitted here first."""
+    images, callback URLs, the result cache, a workflow to read) goes to :func:`submit` in a thread, with
+    nothing written or admitted here first. The fleet's view is read in a thread, off the path of most."""
     done: Submission | str | None = None
     fast = _fast(svc, workflow_id, body, idempotency_key, options)
     if fast is not None:
         workflow, known, key = fast
-        if not svc.handout.view_fresh():  # the fleet's view is read again twice a second at the most
-            if svc.handout.view_usable():
-                _refresh_views(svc)  # in the background: this submission goes on with the view it has
-            else:  # none yet, or too old to use: read first, in a thread
-                await anyio.to_thread.run_sync(_read_views, svc)
+        if not svc.handout.view_fresh():  # the fleet's view is read again twice a second at the most, in a thread
+            refresh = _refresh_views(svc)  # one read at a time; meanwhile submissions go on with the last view
+            if not svc.handout.view_usable():  # none yet, or too old to use: this one waits for the read
+                await asyncio.shield(refresh)
+                if not svc.handout.view_usable():  # the read failed: again, its error this submission's answer
+                    await anyio.to_thread.run_sync(_read_views, svc)
         try:
             done = await svc.submitter.accept_async(
                 svc.conns.aio,
@@ -260,25 +261,26 @@ def _fast(
 
 
 def _read_views(svc: Services) -> None:
-    fleet = svc.submitter.fleet
-    # What the fleet can run is derived before submissions see the new view: none reads it on the event loop.
-    svc.handout.refresh(fleet.prepare if fleet is not None else None)
+    # What the fleet can run is derived in this thread too (``Handout.on_read``), before anyone sees the new view.
+    if not svc.handout.view_fresh():  # read by another thread just now: once is enough
+        svc.handout.refresh()
 
 
-# Views being read in the background (a reference each, or the event loop may drop a task before its end).
-_REFRESHES: set[asyncio.Task[None]] = set()
+# The fleet's view being read, by Handout (a reference each, or the event loop may drop a task before its end).
+_REFRESHES: dict[int, asyncio.Task[None]] = {}
 
 
-def _refresh_views(svc: Services) -> None:
-    """Read the fleet's view again in a thread, one read at a time, while submissions go on with the last one (up
-    to ``handout.STALE_MAX_AGE``). Read on a submission's path, it cost the submissions that came upon it a
-    thread hop each (a millisecond and a half at the median, measured in a run's trace)."""
-    if svc.handout.refreshing:
-        return
-    svc.handout.refreshing = True
-    task = asyncio.get_running_loop().create_task(_refresh(svc))
-    _REFRESHES.add(task)
-    task.add_done_callback(_REFRESHES.discard)
+def _refresh_views(svc: Services) -> asyncio.Task[None]:
+    """The read of the fleet's view under way, or a new one: in a thread, one at a time, while submissions go on
+    with the last view (up to ``handout.STALE_MAX_AGE``). On a submission's path, it cost the submissions that
+    came upon it a thread hop each (a millisecond and a half at the median, in a run's trace)."""
+    loop, key = asyncio.get_running_loop(), id(svc.handout)
+    task = _REFRESHES.get(key)
+    if task is None or task.done() or task.get_loop() is not loop:
+        svc.handout.refreshing = True
+        task = _REFRESHES[key] = loop.create_task(_refresh(svc))
+        task.add_done_callback(lambda done: _REFRESHES.pop(key) if _REFRESHES.get(key) is done else None)
+    return task
 
 
 async def _refresh(svc: Services) -> None:
@@ -286,6 +288,8 @@ async def _refresh(svc: Services) -> None:
         await anyio.to_thread.run_sync(_read_views, svc)
     except RedisError as exc:  # the next submission tries again; once too old, the view is read on its path
         log.warning("could not read the fleet's view: %s", exc)
+    except Exception:  # a task's error would otherwise surface only when the task is collected
+        log.exception("could not read the fleet's view")
     finally:
         svc.handout.refreshing = False
 

@@ -61,13 +61,12 @@ class LocalStore:
 
     def put(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         size = 0
         # Write aside and rename, so a crash mid-download never leaves half a file under the final name. The
         # aside name is this thread's own (no random name to draw and retry: mkstemp costs several times more).
         tmp = path.with_name(f".part-{os.getpid()}-{threading.get_ident()}-{path.name}")
         try:
-            with open(tmp, "wb") as fh:
+            with _create(tmp) as fh:
                 for chunk in chunks:
                     fh.write(chunk)
                     size += len(chunk)
@@ -100,6 +99,19 @@ class LocalStore:
 
     def url(self, key: str) -> str | None:
         return None
+
+
+def _create(path: Path) -> BinaryIO:
+    """``path`` opened to write, its folders made first. Twice at most: another attempt of the same run that
+    stored nothing may take the run's (empty) folder away between the two steps (``unprepare``)."""
+    for again in (True, False):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return open(path, "wb")
+        except FileNotFoundError:
+            if not again:
+                raise
+    raise AssertionError("unreachable")
 
 
 class MemoryStore:

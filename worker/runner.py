@@ -118,17 +118,20 @@ class RunExecution:
             self._abandon()
             return "crashed"
         finally:
-            if self.prepared is not None and not self.stored:
-                self._unprepare(self.prepared)
             self.ctx.pipeline.discard(self.held)
             # Told already, unless a run came (and maybe went) since: then the scheduler heard of it before that.
             if not len(self.ctx.pipeline) and self.told_idle != self.ctx.pipeline.added:
                 self._idle()
+            self._unprepare()  # the slot is free first: this is tidying up
 
-    def _unprepare(self, prefix: str) -> None:
+    def _unprepare(self) -> None:
+        """Take back the output store's prefix prepared for this attempt, if it stored nothing there."""
+        prefix, self.prepared = self.prepared, None
+        if prefix is None or self.stored:
+            return
         try:
             self.ctx.store.unprepare(prefix)
-        except (StorageError, OSError) as exc:  # an empty folder left: nothing else
+        except Exception as exc:  # best effort: an empty folder left, nothing else
             log.debug("run %s: output store's %s left: %s", self.run_id, prefix, exc)
 
     def _idle(self) -> None:
@@ -200,6 +203,9 @@ class RunExecution:
             log.debug("run %s: output store not prepared: %s", run.id, exc)
 
     def _release(self, run: Run, lease: Lease) -> str:
+        # Before the release: it gives the attempt number back, so the next claim (maybe on another worker, at
+        # once) prepares this very prefix.
+        self._unprepare()
         result = _through_redis_blips(self.ctx.leases.release, lease, run)
         if result is ReleaseResult.CANCELING:
             return self._end(run, lease, RunStatus.CANCELED, error=CANCELED_ERROR)

@@ -13,6 +13,7 @@ import json
 import threading
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
@@ -102,42 +103,52 @@ class CapabilityStore:
         return merged
 
 
+@dataclass
+class _Derived:
+    """What one list of the workers alive can run."""
+
+    workers: list[WorkerInfo]
+    sets: dict[str, Capabilities]
+    loaders: dict[str, dict[str, str]]
+    gaps: dict[str, list[Gap] | None] = field(default_factory=dict)  # by needs: what the nearest set lacks
+
+
 class FleetCapabilities:
     """What the workers alive can run, for the checks made at submit time."""
 
     def __init__(self, store: CapabilityStore, workers: Callable[[], list[WorkerInfo]]) -> None:
         self.store = store
         self.workers = workers  # the alive workers (a cached read: dispatcher.scheduling.handout.Handout.workers)
-        # What was derived from the last list of workers (the same list object while the caller's cache holds):
-        # a batch of a thousand runs derives it once.
-        self._seen: tuple[list[WorkerInfo], dict[str, Capabilities], dict[str, dict[str, str]]] | None = None
-        self._gaps: dict[str, list[Gap] | None] = {}
+        # What was derived from the last two lists of workers, the newest first (the same list object while the
+        # caller's cache holds: a batch of a thousand runs derives it once). Two: a list derived in a thread
+        # before its reader publishes it must not push out the one still published.
+        self._derived: tuple[_Derived, ...] = ()
 
-    def _view(self) -> tuple[dict[str, Capabilities], dict[str, dict[str, str]]]:
+    def _view(self) -> _Derived:
         workers = self.workers()
-        seen = self._seen
-        if seen is None or seen[0] is not workers:
-            seen = self.prepare(workers)
-        return seen[1], seen[2]
+        for derived in self._derived:
+            if derived.workers is workers:
+                return derived
+        return self.prepare(workers)
 
-    def prepare(
-        self, workers: list[WorkerInfo]
-    ) -> tuple[list[WorkerInfo], dict[str, Capabilities], dict[str, dict[str, str]]]:
-        """Derive what ``workers`` (a new list of the workers alive) can run, ahead of the checks that will read it."""
+    def prepare(self, workers: list[WorkerInfo]) -> _Derived:
+        """Derive what ``workers`` (a new list of the workers alive) can run, ahead of the checks that will read it
+        (``Handout.on_read``: before the list is published)."""
         sets = self.store.get_many(w.caps for w in workers if w.state != "offline")
         loaders = {cls: dict(inputs) for cls, inputs in KNOWN_LOADERS.items()}
         for cls, inputs in merged_loaders(sets.values()).items():
             loaders.setdefault(cls, {}).update(inputs)
-        self._seen, self._gaps = (workers, sets, loaders), {}
-        return self._seen
+        derived = _Derived(workers, sets, loaders)
+        self._derived = (derived, *self._derived[:1])
+        return derived
 
     def sets(self) -> dict[str, Capabilities]:
         """The capability sets of the workers alive (those that published one)."""
-        return self._view()[0]
+        return self._view().sets
 
     def loaders(self) -> dict[str, dict[str, str]]:
         """Which inputs name model files, as the fleet's ComfyUIs say, with ComfyUI's own loaders."""
-        return self._view()[1]
+        return self._view().loaders
 
     def node_definitions(self) -> dict[str, Any]:
         """What the ComfyUIs of the workers alive serve as ``/object_info``, merged; empty before any published."""
@@ -146,11 +157,11 @@ class FleetCapabilities:
     def check(self, workflow: str, needs: Needs) -> None:
         """NoCapableWorker naming what is missing when no set of the fleet covers ``needs``; nothing when one
         does, or when no worker has published a set (a fleet not started yet: nothing to judge by)."""
-        sets = self.sets()
+        view = self._view()
         key = needs.to_text()
-        if key not in self._gaps:
-            self._gaps[key] = _nearest_gaps(sets, needs)
-        gaps = self._gaps[key]
+        gaps = view.gaps.get(key, ())
+        if gaps == ():  # not worked out yet for this view
+            gaps = view.gaps[key] = _nearest_gaps(view.sets, needs)
         if gaps:
             raise NoCapableWorker(workflow, [(gap.name, gap.folder) for gap in gaps])
 

@@ -60,21 +60,22 @@ class Handout:
         self._workers: list[WorkerInfo] = []
         self._workers_read = -STALE_MAX_AGE
         self.refreshing = False  # a newer view is being read: the cached one serves up to STALE_MAX_AGE
+        # Gets every new list of workers before anyone else does (an API process derives what they can run).
+        self.on_read: Callable[[list[WorkerInfo]], object] | None = None
 
     def workers(self, *, fresh: bool = False) -> list[WorkerInfo]:
-        """The workers alive, as their heartbeats say, read at most every SLOTS_MAX_AGE seconds unless ``fresh``."""
-        now = time.monotonic()
-        if fresh or now - self._workers_read >= (STALE_MAX_AGE if self.refreshing else SLOTS_MAX_AGE):
-            self._workers = read_workers(self.conns.text, since=time.time() - 3 * self.settings.worker_heartbeat)
-            self._workers_read = now
+        """The workers alive, as their heartbeats say, read at most every SLOTS_MAX_AGE seconds unless ``fresh``
+        (STALE_MAX_AGE while ``refreshing``)."""
+        if fresh or time.monotonic() - self._workers_read >= (STALE_MAX_AGE if self.refreshing else SLOTS_MAX_AGE):
+            return self.refresh()
         return self._workers
 
-    def refresh(self, prepare: Callable[[list[WorkerInfo]], object] | None = None) -> list[WorkerInfo]:
-        """Read the workers alive now; ``prepare`` gets the new list before :meth:`workers` gives it to anyone."""
+    def refresh(self) -> list[WorkerInfo]:
+        """Read the workers alive now; ``on_read`` gets the new list before :meth:`workers` gives it to anyone."""
         now = time.monotonic()
         workers = read_workers(self.conns.text, since=time.time() - 3 * self.settings.worker_heartbeat)
-        if prepare is not None:
-            prepare(workers)
+        if self.on_read is not None:
+            self.on_read(workers)
         self._workers, self._workers_read = workers, now
         return workers
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
-from api import submitting
 from dispatcher import keys
 from dispatcher.connections import Connections
+from dispatcher.scheduling import handout as handout_module
 from dispatcher.scheduling.handout import SLOTS_MAX_AGE
 from tests.api.helpers import Backlog, TestClient, assert_problem, finish_run, start_run
 
@@ -183,11 +185,14 @@ def test_a_stale_view_is_read_again_in_the_background_while_submissions_go_on(
     client: TestClient, app: FastAPI, backlog: Backlog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handout = app.state.services.handout
+    monkeypatch.setattr(handout_module, "STALE_MAX_AGE", 60.0)  # however slow this machine, the view stays usable
     release, reads = threading.Event(), []
+    read_workers = handout_module.read_workers
 
-    def slow_read(svc: object) -> None:
-        reads.append(threading.current_thread().name)
+    def slow_read(redis: Any, *, since: float) -> Any:
+        reads.append(_on_event_loop())
         assert release.wait(10)
+        return read_workers(redis, since=since)
 
     def until(done: Callable[[], bool]) -> bool:
         deadline = time.monotonic() + 5
@@ -195,15 +200,20 @@ def test_a_stale_view_is_read_again_in_the_background_while_submissions_go_on(
             time.sleep(0.01)
         return done()
 
-    monkeypatch.setattr(submitting, "_read_views", slow_read)
-    release.set()
     assert client.post("/v1/workflows/invert/runs", json={}).status_code == 202  # the workflow and the view read
-    release.clear()
-    reads.clear()
+    monkeypatch.setattr(handout_module, "read_workers", slow_read)
     handout._workers_read = time.monotonic() - SLOTS_MAX_AGE  # stale, still usable
     for _ in range(3):  # none waits for the read under way (it waits for release), and one read serves them all
         assert client.post("/v1/workflows/invert/runs", json={}).status_code == 202
     assert until(lambda: len(reads) == 1) and handout.refreshing
-    assert len(reads) == 1 and backlog.records == 4
+    assert reads == [False] and backlog.records == 4  # read in a thread, not on the event loop
     release.set()
-    assert until(lambda: not handout.refreshing)
+    assert until(lambda: not handout.refreshing) and handout.view_fresh() and reads == [False]
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
@@ -111,13 +112,25 @@ def test_an_attempt_that_stores_nothing_leaves_no_folder(
 ) -> None:
     ctx = worker_context()
     assert isinstance(ctx.store, LocalStore)
+    ctx.store = store = PreparedFolders(ctx.store.root)
     fake_comfyui.control(fail_node_type="ImageInvert", exception_type="ValueError", exception_message="bad pixels")
     failed = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
     assert execute(ctx, failed.id) == "failed"
-    assert not (ctx.store.root / failed.id).exists()  # prepared as it executed, then taken away
+    assert store.made == [f"{failed.id}/1"]  # prepared as it executed...
+    assert not (store.root / failed.id).exists()  # ... and taken away
 
     fake_comfyui.control(fail_node_type="")
     done = submit(ctx, "invert", {"params": {"width": 8, "height": 8}})
     assert execute(ctx, done.id) == "succeeded"
     (output,) = final(ctx, done.id).outputs
-    assert (ctx.store.root / output.key).is_file()
+    assert (store.root / output.key).is_file()
+
+
+class PreparedFolders(LocalStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.made: list[str] = []
+
+    def prepare(self, prefix: str) -> None:
+        super().prepare(prefix)
+        self.made.append(prefix)

@@ -9,6 +9,7 @@ import pytest
 
 from dispatcher.connections import Connections
 from dispatcher.fleet import WorkerInfo
+from dispatcher.routing.store import CapabilityStore, FleetCapabilities
 from dispatcher.scheduling import handout as handout_module
 from dispatcher.scheduling.handout import SLOTS_MAX_AGE, STALE_MAX_AGE, Handout
 from dispatcher.settings import load_settings
@@ -60,12 +61,33 @@ def test_fresh_and_usable_keep_a_margin(fake_conns: Connections, age: float, fre
     assert (handout.view_fresh(), handout.view_usable()) == (fresh, usable)
 
 
-def test_refresh_prepares_the_new_view_before_anyone_gets_it(
-    fake_conns: Connections, reads: list[list[WorkerInfo]]
+@pytest.mark.parametrize("how", ["refresh", "workers"])
+def test_every_new_list_goes_to_on_read_before_anyone_gets_it(
+    fake_conns: Connections, reads: list[list[WorkerInfo]], how: str
 ) -> None:
     handout = Handout(load_settings({}), fake_conns)
     old = handout.workers()
     seen: list[tuple[list[WorkerInfo], list[WorkerInfo]]] = []
-    new = handout.refresh(lambda workers: seen.append((workers, handout.workers())))
-    assert seen == [(new, old)] and seen[0][0] is new and seen[0][1] is old
+    handout.on_read = lambda workers: seen.append((workers, handout._workers))
+    handout._workers_read = time.monotonic() - SLOTS_MAX_AGE
+    new = handout.refresh() if how == "refresh" else handout.workers()
+    assert len(seen) == 1 and seen[0][0] is new and seen[0][1] is old
     assert handout.workers() is new and handout.view_fresh()
+
+
+def test_what_the_fleet_can_run_is_derived_once_per_list_and_never_after_a_read(
+    fake_conns: Connections, reads: list[list[WorkerInfo]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handout = Handout(load_settings({}), fake_conns)
+    fleet = FleetCapabilities(CapabilityStore(fake_conns.text, ttl_seconds=30), handout.workers)
+    handout.on_read = fleet.prepare
+    derived: list[int] = []
+    get_many = fleet.store.get_many
+    monkeypatch.setattr(fleet.store, "get_many", lambda digests: derived.append(1) or get_many(digests))
+    handout.refresh()
+    first = handout.workers()
+    fleet.loaders(), fleet.sets()
+    assert len(derived) == 1  # by the read, not by the checks after it
+    # A list derived in a thread before its reader publishes it: the published one is still known.
+    fleet.prepare([])
+    assert handout.workers() is first and fleet.loaders() is not None and len(derived) == 2

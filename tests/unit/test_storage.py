@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
+from dispatcher import storage
 from dispatcher.errors import OutputNotFound, StorageError
 from dispatcher.storage import LocalStore, MemoryStore, OutputStore
 
@@ -79,3 +81,20 @@ def test_local_store_leaves_no_partial_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         store.put("r/1/a.png", failing(), "image/png")
     assert list((tmp_path / "r" / "1").iterdir()) == []
+
+
+def test_local_put_makes_its_folders_again_when_taken_away_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+    opened: list[str] = []
+
+    def open_after_unprepare(path: Path, mode: str) -> BinaryIO:
+        if not opened:  # between making the folders and opening the file: another attempt's unprepare
+            store.unprepare("r/1")
+        opened.append(str(path))
+        return open(path, mode)  # noqa: SIM115  # what put closes
+
+    monkeypatch.setattr(storage, "open", open_after_unprepare, raising=False)
+    assert store.put("r/1/a.png", [b"ab"], "image/png") == 2
+    assert len(opened) == 2 and (tmp_path / "r" / "1" / "a.png").read_bytes() == b"ab"
