@@ -134,10 +134,7 @@ def _submit(
     # hears that first; so is one with input images, before any of them is stored as an upload.
     fields: dict[str, str] | None = None
     try:
-        key = idempotency.parse_key(idempotency_key)
-        if options is not None:
-            refuse_options(body, options)
-        wants_stream(body)  # a malformed flag is a 422 before anything is stored
+        key = _checked_options(body, idempotency_key, options)
         # The workflow as this process knows it (no read): the script that stores the run checks it is the latest.
         # Not with input images: they are checked and stored against the workflow read now.
         known = None if fresh else svc.registry.cached(workflow_id, parse_version(body.get("version")))
@@ -248,16 +245,25 @@ def _fast(
     """The workflow this process has read and the idempotency key, when :func:`submit_async` may store the run on
     the event loop; None when :func:`submit` must (a thread), which also refuses what is wrong here."""
     try:
-        key = idempotency.parse_key(idempotency_key)
-        if options is not None:
-            refuse_options(body, options)
-        wants_stream(body)
+        key = _checked_options(body, idempotency_key, options)
         known = svc.registry.cached(workflow_id, parse_version(body.get("version")))
         if known is None or has_images(known[0], body):
             return None
     except DispatchError:
         return None
     return known[0], known[1], key
+
+
+def _checked_options(
+    body: Mapping[str, Any], idempotency_key: str | None, options: frozenset[str] | None
+) -> str | None:
+    """The idempotency key, once it and the body's run options are checked: ParameterError (a 422 before anything
+    is stored) for a malformed key, an option outside ``options`` or a malformed ``stream`` flag."""
+    key = idempotency.parse_key(idempotency_key)
+    if options is not None:
+        refuse_options(body, options)
+    wants_stream(body)
+    return key
 
 
 def _read_views(svc: Services) -> None:

@@ -102,16 +102,17 @@ class LocalStore:
 
 
 def _create(path: Path) -> BinaryIO:
-    """``path`` opened to write, its folders made first. Twice at most: another attempt of the same run that
-    stored nothing may take the run's (empty) folder away between the two steps (``unprepare``)."""
-    for again in (True, False):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return open(path, "wb")
-        except FileNotFoundError:
-            if not again:
-                raise
-    raise AssertionError("unreachable")
+    """``path`` opened to write, its folders made first; again once if they went meanwhile: another attempt of
+    the same run that stored nothing may take the run's (empty) folder away between the two steps."""
+
+    def made() -> BinaryIO:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
+
+    try:
+        return made()
+    except FileNotFoundError:
+        return made()
 
 
 class MemoryStore:

@@ -155,18 +155,11 @@ class Submitter:
             admitted = self.admit(admission, tenant) if admission is not None else None
             served = self._outcome(new, *self.cache.serve(new.run, new.plan.source, new.bound.graph, new.claim))
             return dataclasses.replace(served, admitted=admitted)
-        writes = []
-        if take_routes is not None and enqueue_writes is not None:
-            writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
+        writes = _first_job(new, take_routes, enqueue_writes)
         reply = self._script(**self._call(new, take_routes, writes, admission, known))
         if int(reply[0]) == STALE:
             raise WorkflowStale(new.run.id)
-        admitted = parse_offer(reply[-1]) if admission is not None else None
-        if admitted is not None:
-            reply = reply[:-1]
-            if not admitted.decision.allowed:
-                raise AdmissionDenied(admitted)
-        code, value, taken, handed = parse_stored(reply)
+        admitted, (code, value, taken, handed) = _answer(reply, admission is not None)
         return dataclasses.replace(self._outcome(new, code, value, taken=taken, handed=handed), admitted=admitted)
 
     def _call(
@@ -208,18 +201,13 @@ class Submitter:
             new = self._prepare(workflow, body, tenant=tenant, idempotency_key=idempotency_key)
         except DispatchError:
             return None
-        writes = []
-        if take_routes is not None and enqueue_writes is not None:
-            writes = enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
+        writes = _first_job(new, take_routes, enqueue_writes)
         if self._aio_script is None:
             self._aio_script = aio.register_script(SUBMIT)
         reply = await self._aio_script(**self._call(new, take_routes, writes, admission, known))
         if int(reply[0]) == STALE:
             return new.run.id
-        admitted = parse_offer(reply[-1])
-        if not admitted.decision.allowed:
-            raise AdmissionDenied(admitted)
-        code, value, taken, handed = parse_stored(reply[:-1])
+        admitted, (code, value, taken, handed) = _answer(reply, True)
         if code == REPLAYED:
             first = run_of(await aio.hgetall(keys.run(value)))  # type: ignore[misc,arg-type]
             if first is None:  # expired between the script and this read: as good as never existing
@@ -349,3 +337,23 @@ class Submitter:
             raise QueueFull(tenant, int(value))
         log.info("accepted run %s of %s for %s (priority %s)", run.id, run.workflow, tenant, run.priority)
         return Submission(run, taken=taken, handed=handed)
+
+
+def _first_job(
+    new: NewRun, take_routes: str | int | None, enqueue_writes: Callable[[Dispatched], list[list[Any]]] | None
+) -> list[list[Any]]:
+    """The RQ writes of the new run's first job, for the submit script to make if its pass takes the run."""
+    if take_routes is None or enqueue_writes is None:
+        return []
+    return enqueue_writes(Dispatched(new.run.id, 1, new.run.priority.value, new.run.timeout))
+
+
+def _answer(reply: list[Any], admitting: bool) -> tuple[Admitted | None, tuple[int, str, Taken | None, bool]]:
+    """The submit script's answer (not STALE): the admission (``admitting``: the run was offered to a bucket,
+    whose answer ends the reply; AdmissionDenied over the rate), and what was stored (``parse_stored``)."""
+    admitted = parse_offer(reply[-1]) if admitting else None
+    if admitted is not None:
+        reply = reply[:-1]
+        if not admitted.decision.allowed:
+            raise AdmissionDenied(admitted)
+    return admitted, parse_stored(reply)

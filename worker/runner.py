@@ -197,7 +197,7 @@ class RunExecution:
         self.ctx.pipeline.posted(held)
         capabilities.note_posted(self.ctx, run.checkpoint)
         try:  # while ComfyUI executes it: its outputs are stored sooner once it ends
-            self.ctx.store.prepare(prefix := f"{run.id}/{held.lease.attempt}")
+            self.ctx.store.prepare(prefix := _attempt_prefix(run, held.lease))
             self.prepared = prefix
         except (StorageError, OSError) as exc:  # put tries again, and reports what still fails
             log.debug("run %s: output store not prepared: %s", run.id, exc)
@@ -288,7 +288,7 @@ class RunExecution:
 
     def _store(self, run: Run, lease: Lease, file: OutputFile, name: str, attempts: int = STORE_ATTEMPTS) -> Output:
         started = time.monotonic()
-        key = f"{run.id}/{lease.attempt}/{name}"
+        key = f"{_attempt_prefix(run, lease)}/{name}"
         ctype = content_type(name)
         # Retried up to ``attempts`` times; else OutputNotStored.
         local_dir = self.ctx.settings.comfyui_output_dir
@@ -345,6 +345,11 @@ class RunExecution:
 # How long the end of a run keeps trying to reach Redis (a restart takes about a second): the work is
 # done, and giving up here would make the reaper run it again once the lease expires.
 END_RETRY_SECONDS = 15.0
+
+
+def _attempt_prefix(run: Run, lease: Lease) -> str:
+    """Where an attempt's outputs go in the output store: one attempt never writes over another's."""
+    return f"{run.id}/{lease.attempt}"
 
 
 def _through_redis_blips(write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
