@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 import dispatcher
-from api import docs, problems
+from api import auth, docs, hotpaths, problems
 from api.auth import check_auth_binding
 from api.compat import comflowy, flask_seed, flowai
 from api.routes import (
@@ -118,6 +118,8 @@ def create_app(
     metrics.install(app, services)
     for compat in (flask_seed, comflowy, flowai):
         compat.install(app)
+    auth.document(app)
+    hotpaths.install(app)
     return app
 
 

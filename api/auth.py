@@ -16,12 +16,15 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Security
+from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.services import ServicesDep
+from api.services import Services
 from dispatcher import keys
 from dispatcher.apikeys import KEY_RE, SCOPES, Principal, principal_of
 from dispatcher.errors import ConfigError, Unauthorized
@@ -66,12 +69,9 @@ def check_auth_binding(settings: Settings, host: str) -> None:
         )
 
 
-async def principal(
-    svc: ServicesDep,
-    api_key: Annotated[str | None, Security(API_KEY_HEADER)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
-) -> Principal:
-    """The request's principal from its API key; raises Unauthorized (401) without a valid one."""
+async def principal(svc: Services, api_key: str | None, bearer: HTTPAuthorizationCredentials | None) -> Principal:
+    """The request's principal from its API key (``X-API-KEY``, or ``bearer``); raises Unauthorized (401) without
+    a valid one."""
     if svc.settings.auth == "disabled":
         return ANONYMOUS
     key = api_key or (bearer.credentials if bearer is not None else None)
@@ -89,7 +89,7 @@ async def principal(
     return found
 
 
-async def _look_up(svc: ServicesDep, credential: str) -> tuple[Principal | None, float | None]:
+async def _look_up(svc: Services, credential: str) -> tuple[Principal | None, float | None]:
     """Whom an API key or access token stands for, and for how long at most (None: until revoked)."""
     # Reads on the event loop's own client: no thread hop on the path of every request.
     aio = svc.conns.aio
@@ -106,23 +106,70 @@ async def _look_up(svc: ServicesDep, credential: str) -> tuple[Principal | None,
     return None, None
 
 
-def needs(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency giving the request's principal once it holds ``scope`` (Forbidden, 403, otherwise)."""
+def needs(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency giving the request's principal once it holds ``scope`` (Forbidden, 403, otherwise).
+
+    One dependency, which reads the services and both headers itself (with FastAPI's own security classes):
+    FastAPI solves each sub-dependency anew on every request, and on a light route (an output's bytes) that was
+    half of its CPU. The security schemes it would have documented, :func:`document` adds."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
-    async def dependency(who: Annotated[Principal, Depends(principal)]) -> Principal:  # no I/O: no thread hop
+    async def dependency(request: Request) -> Principal:  # async, no I/O on a known key: no thread hop
+        svc: Services = request.app.state.services
+        who = await principal(svc, await API_KEY_HEADER(request), await BEARER(request))
         who.require(scope)
         return who
 
     dependency.__name__ = f"needs_{scope}"
+    _GUARDS.add(dependency)
     return dependency
 
 
-CanRead = Annotated[Principal, Depends(needs("read"))]
+_GUARDS: set[Callable[..., Any]] = set()  # the dependencies needs() made: their routes need an API key
+SECURITY: list[dict[str, list[str]]] = [{API_KEY_HEADER.scheme_name: []}, {BEARER.scheme_name: []}]
+
+
+def document(app: FastAPI) -> None:
+    """Say in the OpenAPI document what :func:`needs` checks: the two security schemes, and every operation that
+    needs an API key."""
+    schemes = {
+        scheme.scheme_name: jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
+        for scheme in (API_KEY_HEADER, BEARER)
+    }
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            guarded = {
+                (context.path_format, method.lower())
+                for context in iter_route_contexts(app.routes)  # included routers' routes too
+                # the context's dependant: with a router's own dependencies, as included
+                if isinstance(route := context.original_route, APIRoute) and _guarded(context.dependant)
+                for method in route.methods or ()
+            }
+            for path, operations in schema.get("paths", {}).items():
+                for method, operation in operations.items():
+                    if (path, method) in guarded:
+                        operation["security"] = [dict(requirement) for requirement in SECURITY]
+            schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(schemes)
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _guarded(dependant: Dependant) -> bool:
+    return dependant.call in _GUARDS or any(_guarded(sub) for sub in dependant.dependencies)
+
+
+require_read = needs("read")
+require_submit = needs("submit")
+
+CanRead = Annotated[Principal, Depends(require_read)]
 """A principal with the ``read`` scope: GET of workflows, runs, outputs."""
 
-CanSubmit = Annotated[Principal, Depends(needs("submit"))]
+CanSubmit = Annotated[Principal, Depends(require_submit)]
 """A principal with the ``submit`` scope: creating (and canceling) runs."""
 
 IsAdmin = Annotated[Principal, Depends(needs("admin"))]

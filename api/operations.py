@@ -20,7 +20,9 @@ from fastapi import Query
 
 from api.models import MissingView, RunView
 from api.services import Services
+from api.submitting import Accepted
 from api.views import Links, run_view
+from api.waits import Watch
 from dispatcher import keys
 from dispatcher.apikeys import Principal
 from dispatcher.errors import OutputNotFound, RunNotFound, TooManyWaits
@@ -88,8 +90,20 @@ def find_output(run: Run, filename: str) -> Output:
     raise OutputNotFound(f"run {run.id} has no output {filename!r}")
 
 
-async def wait(svc: Services, run_id: str, seconds: float, who: Principal, *, or_now: bool = False) -> Run:
+async def wait(
+    svc: Services,
+    run_id: str,
+    seconds: float,
+    who: Principal,
+    *,
+    or_now: bool = False,
+    watch: Watch | None = None,
+    stored: Run | None = None,
+) -> Run:
     """The run once it has ended, or as it is after ``seconds``; raises RunNotFound.
+
+    ``watch`` and ``stored``: the request stored the run itself (``stored``, as it was written), and watched
+    for its end since before (``RunWaits.watching``): no read of the record before waiting.
 
     A run of another tenant is not waited for. A client that goes away meanwhile changes nothing:
     the run was stored before the wait began. Over the tenant's quota of waiting requests
@@ -98,14 +112,26 @@ async def wait(svc: Services, run_id: str, seconds: float, who: Principal, *, or
     """
     try:
         with svc.wait_quota.slot(who.tenant):
-            return await _wait(svc, run_id, seconds, who)
+            return await _wait(svc, run_id, seconds, who, watch, stored)
     except TooManyWaits:
         if not or_now:
             raise
     return await get_run_async(svc, run_id, who)
 
 
-async def _wait(svc: Services, run_id: str, seconds: float, who: Principal) -> Run:
+async def wait_submitted(svc: Services, accepted: Accepted, watch: Watch | None, seconds: float, who: Principal) -> Run:
+    """:func:`wait` for the run a request just submitted under the id it drew and watched since
+    (``RunWaits.watching``; ``watch`` None: it drew none): no read of the record before waiting. A replay's
+    first run (stored by another request) and a run stored ended (served from the cache) are read as any other."""
+    run = accepted.run
+    ours = watch is not None and run.id == watch.run_id
+    stored = run if ours and not accepted.replayed and run.status is RunStatus.QUEUED else None
+    return await wait(svc, run.id, seconds, who, or_now=True, watch=watch if ours else None, stored=stored)
+
+
+async def _wait(
+    svc: Services, run_id: str, seconds: float, who: Principal, watch: Watch | None, stored: Run | None
+) -> Run:
 
     def told(message: str) -> Run | None:
         run = parse_done(message)[1]
@@ -114,16 +140,15 @@ async def _wait(svc: Services, run_id: str, seconds: float, who: Principal) -> R
         svc.ended.put(run)  # its outputs are fetched next, most likely
         return run
 
-    run = await svc.waits.wait(
-        run_id,
-        seconds,
-        lambda: find_run_async(svc, run_id, who),
-        lambda run: run is None or run.status.terminal,
-        parse=told,
+    async def read() -> Run:
+        found = await find_run_async(svc, run_id, who)
+        if found is None:
+            raise RunNotFound(run_id)
+        return found
+
+    return await svc.waits.wait(
+        run_id, seconds, read, lambda run: run.status.terminal, parse=told, watch=watch, known=stored
     )
-    if run is None:
-        raise RunNotFound(run_id)
-    return run
 
 
 def view(svc: Services, run: Run, links: Links) -> RunView:

@@ -96,12 +96,13 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def json_object_body(request: Request, svc: ServicesDep) -> dict[str, Any]:
+async def json_object_body(request: Request) -> dict[str, Any]:
     """A run request's body as a JSON object, size-limited (see :mod:`api.body`).
 
     Only the run routes take these bodies: they get room for base64 input images on top of
     ``max_body_bytes`` when their workflow has image parameters (:func:`dispatcher.uploads.run_body_limit`).
     """
+    svc: Services = request.app.state.services  # not ServicesDep: a sub-dependency costs CPU on every request
     workflow_id = request.path_params.get("workflow_id") or request.path_params.get("name")  # the Flask seed's
     limit = run_body_limit(svc.settings, svc.registry, workflow_id)
     if workflow_id is not None and not _fits(request, limit, svc.registry.peek_latest(workflow_id)):

@@ -182,6 +182,7 @@ async def submit_async(
     *,
     idempotency_key: str | None = None,
     options: frozenset[str] | None = None,
+    run_id: str | None = None,
 ) -> Accepted:
     """:func:`submit`, on the event loop where nothing on the way blocks, which is most runs: a thread hop
     costs more CPU than the rest of a submission. Everything else (a run refused before its script, input
@@ -208,6 +209,7 @@ async def submit_async(
                 idempotency_key=key,
                 take_routes=ready_routes(svc),
                 enqueue_writes=svc.handout.enqueue_writes,
+                run_id=run_id,
             )
         except AdmissionDenied as denied:
             raise rate_limited(denied.admitted) from None
@@ -220,7 +222,7 @@ async def submit_async(
             body,
             idempotency_key=idempotency_key,
             options=options,
-            run_id=done,
+            run_id=done if done is not None else run_id,
             fresh=done is not None,
         )
         accepted: Accepted = await anyio.to_thread.run_sync(call)

@@ -4,7 +4,8 @@ pub/sub connection per API process.
 Whoever ends a run PUBLISHes on the run's done channel in the same script that writes the terminal
 record (``dispatcher.lease``). One task per process holds a PSUBSCRIBE to every done channel and wakes
 the requests waiting for that run. A request registers first and reads the record second, so a run
-that ends at any moment is seen either in the record or as a message. A waiting request holds no
+that ends at any moment is seen either in the record or as a message; one that stores the run itself
+registers before storing it (:meth:`RunWaits.watching`), and reads nothing before it waits. A waiting request holds no
 thread and no connection of its own: no per-wait SUBSCRIBE round trip or new connection either. When
 the subscription drops, every waiter reads its record again once it is back (a message may have been
 missed meanwhile).
@@ -23,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 import redis.asyncio
@@ -90,7 +91,7 @@ class RunWaits:
         self.client = client
         self.channels = dict(channels or {})
         self.on_listening = on_listening
-        self._waiting: dict[str, set[_Waiter]] = {}
+        self._waiting: dict[str, set[Watch]] = {}
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -113,6 +114,22 @@ class RunWaits:
         """How many requests wait now."""
         return sum(len(waiters) for waiters in self._waiting.values())
 
+    @contextmanager
+    def watching(self, run_id: str) -> Iterator[Watch]:
+        """Wake-ups for ``run_id`` from now on, even before the run exists: a submission that waits for its run
+        registers before its script stores it (see :meth:`wait`'s ``known``)."""
+        self.start()  # the first wait of a process not started by its app's lifespan (tests) starts it
+        watch = Watch(run_id, complete=self._subscribed.is_set())
+        self._waiting.setdefault(run_id, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            watches = self._waiting.get(run_id)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._waiting[run_id]
+
     async def wait(
         self,
         run_id: str,
@@ -120,39 +137,43 @@ class RunWaits:
         read: Callable[[], Awaitable[T]],
         ended: Callable[[T], bool],
         parse: Callable[[str], T | None] = lambda message: None,
+        *,
+        watch: Watch | None = None,
+        known: T | None = None,
     ) -> T:
         """``read()`` once ``ended`` says so, or as it is when ``seconds`` have passed.
 
-        ``read`` gives the run's record (whatever the caller makes of it, None for a missing run counts as
-        ended); it is read once at least, again after each wake-up, unless ``parse`` finds the record in the
-        message that woke it (the done message carries it: one round trip less on every answer).
+        ``read`` gives the run's record (whatever the caller makes of it); it is read first, and again after
+        each wake-up, unless ``parse`` finds the record in the message that woke it (the done message carries
+        it: one round trip less on every answer). With ``watch`` (from :meth:`watching`, registered before the
+        run was stored) and ``known`` (the record the run was stored with), there is no first read: every
+        message since the run exists reaches ``watch``, provided the subscription was up when it registered (a
+        drop since wakes it to read again). Then ``read`` runs only if no message tells the end in time.
         """
         deadline = time.monotonic() + max(seconds, 0.0)
-        self.start()  # the first wait of a process not started by its app's lifespan (tests) starts it
-        waiter = _Waiter()
-        self._waiting.setdefault(run_id, set()).add(waiter)
-        try:
-            await self._until(self._subscribed.wait(), deadline)
-            record = await read()  # a message meanwhile sets ``woken``: the loop below sees it
+        with nullcontext(watch) if watch is not None else self.watching(run_id) as waiter:
+            if known is not None and watch is not None and watch.complete:
+                record, current = known, False  # current: ``record`` was read, or told by a message
+            else:
+                await self._until(self._subscribed, deadline)
+                record, current = await read(), True  # a message meanwhile sets ``woken``: the loop below sees it
             while not ended(record):
-                if not await self._until(waiter.woken.wait(), deadline):
-                    return record
+                if not await self._until(waiter.woken, deadline):
+                    return record if current else await read()  # the time is up: as it is now
+                current = True
                 waiter.woken.clear()  # before reading: a message during the read is not lost
                 told = parse(waiter.message) if waiter.message is not None else None
                 record = told if told is not None else await read()
             return record
-        finally:
-            waiters = self._waiting.get(run_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiting[run_id]
 
     @staticmethod
-    async def _until(event: Awaitable[object], deadline: float) -> bool:
-        """Whether ``event`` came before ``deadline``."""
-        try:
-            await asyncio.wait_for(event, max(deadline - time.monotonic(), 0.0))
+    async def _until(event: asyncio.Event, deadline: float) -> bool:
+        """Whether ``event`` is set before ``deadline``."""
+        if event.is_set():
+            return True
+        try:  # a timeout scope, not wait_for: no task of its own for each wait
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                await event.wait()
         except TimeoutError:
             return False
         return True
@@ -201,12 +222,16 @@ class RunWaits:
                 waiter.woken.set()
 
 
-class _Waiter:
-    __slots__ = ("woken", "message")
+class Watch:
+    """One waiting request's wake-ups: the message that woke it (None: read the record again)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("run_id", "woken", "message", "complete")
+
+    def __init__(self, run_id: str, *, complete: bool) -> None:
+        self.run_id = run_id
         self.woken = asyncio.Event()
         self.message: str | None = None
+        self.complete = complete  # registered while subscribed: no message published since can miss it
 
 
 class Ended:

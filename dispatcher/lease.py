@@ -31,8 +31,14 @@ from dispatcher.usage import USAGE_TTL_SECONDS, usage_day
 _CLAIM = (
     LUA_EMIT
     + """
--- KEYS: run, lease, INFLIGHT, graph. Returns {result, detail} or, claimed, {'ok', attempt, graph, record}:
--- the worker needs both at once, and reading them here saves it two round trips per run.
+-- KEYS: run, lease, INFLIGHT, graph[, RQ's intermediate list, the job's hash]. Returns {result, detail} or,
+-- claimed, {'ok', attempt, graph, record}: the worker needs both at once, and reading them here saves it two
+-- round trips per run. With the last two keys (ARGV[7]: the job's id), RQ's copy of the popped job goes first,
+-- whatever the claim's answer: claimed, the lease guards the run from here on; not, the job is spent.
+if KEYS[5] then
+  redis.call('LREM', KEYS[5], 1, ARGV[7])
+  redis.call('DEL', KEYS[6])
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
 if status == 'running' then return {'busy', redis.call('GET', KEYS[2]) or ''} end
@@ -270,6 +276,17 @@ class Lease:
         return f"{self.worker}|{self.attempt}"
 
 
+@dataclass
+class PoppedJob:
+    """An RQ job a worker popped: the id RQ moved into its intermediate list, and the job's hash; ``forgotten``
+    once a claim took both away."""
+
+    intermediate_key: str
+    job_id: str
+    job_key: str
+    forgotten: bool = False
+
+
 @dataclass(frozen=True)
 class Claim:
     result: ClaimResult
@@ -293,12 +310,19 @@ class Leases:
         self._requeue = redis.register_script(_REQUEUE)
         self._release = redis.register_script(_RELEASE)
 
-    def claim(self, run_id: str, worker: str, dispatch: int, *, comfyui_url: str = "") -> Claim:
-        """Take the run's lease for dispatch number ``dispatch``; claimed, the Claim carries the run and its graph."""
-        raw = self._claim(
-            keys=[keys.run(run_id), keys.run_lease(run_id), keys.INFLIGHT, keys.run_graph(run_id)],
-            args=[worker, self.ttl_ms, repr(time.time()), run_id, str(dispatch), comfyui_url],
-        )
+    def claim(
+        self, run_id: str, worker: str, dispatch: int, *, comfyui_url: str = "", popped: PoppedJob | None = None
+    ) -> Claim:
+        """Take the run's lease for dispatch number ``dispatch``; claimed, the Claim carries the run and its graph.
+        ``popped``: the RQ job it came in leaves RQ's intermediate list and is deleted in the same step."""
+        run_keys = [keys.run(run_id), keys.run_lease(run_id), keys.INFLIGHT, keys.run_graph(run_id)]
+        args: list[str | int] = [worker, self.ttl_ms, repr(time.time()), run_id, str(dispatch), comfyui_url]
+        if popped is not None:
+            run_keys += [popped.intermediate_key, popped.job_key]
+            args.append(popped.job_id)
+        raw = self._claim(keys=run_keys, args=args)
+        if popped is not None:
+            popped.forgotten = True
         result, detail = (_s(raw[0]), _s(raw[1]))
         if result == ClaimResult.OK:
             flat = [_s(v) for v in raw[3]]

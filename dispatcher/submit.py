@@ -188,17 +188,18 @@ class Submitter:
         idempotency_key: str | None = None,
         take_routes: str | int | None = None,
         enqueue_writes: Callable[[Dispatched], list[list[Any]]] | None = None,
+        run_id: str | None = None,
     ) -> Submission | str | None:
         """:meth:`accept` on an event loop (``aio``), for the common case, which needs no I/O but the script: a
         workflow this process has read (``known``, see ``Registry.cached``), no callback URLs (checked against
         DNS), no result cache, the fleet's view read already. Where :meth:`accept` must do it instead, nothing
         is written or admitted here, and the answer is None (a run refused before the script: it is offered to
         the bucket on its own there) or the id to give :meth:`accept` (a version this process had not read: the
-        run is bound again, under the id it was drawn)."""
+        run is bound again, under the id it was drawn). ``run_id``: an id drawn already, nothing stored under it."""
         try:
             if body.get("callback_urls") is not None or wants_cache(workflow, body):
                 return None
-            new = self._prepare(workflow, body, tenant=tenant, idempotency_key=idempotency_key)
+            new = self._prepare(workflow, body, tenant=tenant, idempotency_key=idempotency_key, run_id=run_id)
         except DispatchError:
             return None
         writes = _first_job(new, take_routes, enqueue_writes)

@@ -4,10 +4,10 @@ A run's job id is ``<run_id>-d<dispatch>`` (``dispatcher.scheduling.handout.job_
 function, :func:`worker.runner.execute_run`, takes. RQ reads a popped job's hash (a round trip), and
 unpickles its function and arguments to call it: between the moment a run is on the queue and the moment
 its prompt is posted, on every run. :class:`RunJob` skips both for our ids. RQ still moves the job (BLMOVE
-into its intermediate list), and the hash is still written with the job and deleted after it. One case
-changes: a popped id whose hash is gone was skipped by RQ, and is now claimed; the claim refuses a
-dispatch that is not the run's current one, so it executes at most once, as before. Any other id is
-fetched and called as RQ does.
+into its intermediate list), and the hash is still written with the job; the run's claim deletes it, and
+takes the id off the intermediate list, in its own step (:func:`call`). One case changes: a popped id whose
+hash is gone was skipped by RQ, and is now claimed; the claim refuses a dispatch that is not the run's
+current one, so it executes at most once, as before. Any other id is fetched and called as RQ does.
 
 Only the worker's pop uses :class:`RunJob` (``job_class``); its queues keep RQ's Job, so RQ's own clean-ups
 (the intermediate list, the registries) read jobs as ever.
@@ -19,6 +19,7 @@ from typing import Any
 
 from rq.job import Job
 
+from dispatcher.lease import PoppedJob
 from dispatcher.scheduling.handout import run_of_job
 from worker import runner
 
@@ -33,10 +34,13 @@ class RunJob(Job):
         return cls(id, connection=connection, serializer=serializer)
 
 
-def call(job: Job) -> None:
-    """Run the job's function."""
+def call(job: Job, intermediate_key: str) -> bool:
+    """Run the job's function; whether it took the job off RQ's lists itself (``intermediate_key``: where RQ
+    moved it). A run's claim does, in its own step; any other job leaves that to the caller."""
     run = run_of_job(job.id)
     if run is None:
         job.func(*job.args, **job.kwargs)
-    else:
-        runner.execute_run(*run)
+        return False
+    popped = PoppedJob(intermediate_key, job.id, job.key)
+    runner.execute_run(*run, popped=popped)
+    return popped.forgotten

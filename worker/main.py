@@ -92,7 +92,7 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
             super().check_for_suspension(burst)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Call the job's function, then forget the job: drop it from RQ's intermediate list and delete it.
+        """Call the job's function, and see the job forgotten: off RQ's intermediate list, its hash deleted.
 
         Our job only claims its run and hands it to a thread of the pipeline, in about a millisecond. RQ's
         own bookkeeping around a job (execution records, started and finished registries, results, a
@@ -101,22 +101,28 @@ class DispatchWorker(SimpleWorker):  # type: ignore[misc]
         the truth (``result_ttl=0`` already discarded RQ's copy), the claim fences duplicates, and the
         reaper finds a worker that died holding a run. RQ still moves the job: BLMOVE into its
         intermediate list, which keeps a job popped by a worker that dies before this point. A run's job
-        was not even read: its id says what to call (:mod:`worker.jobs`).
+        was not even read: its id says what to call (:mod:`worker.jobs`), and its claim forgets the job in
+        the same step (no round trip here for that).
         """
         self._in_job = True
+        forgotten = False
         try:
-            jobs.call(job)
+            forgotten = jobs.call(job, queue.intermediate_queue_key)
         except Exception:  # loop boundary: a bug in one claim must not stop the worker taking runs
             log.exception("job %s failed", job.id)
         finally:
             self._in_job = False
-            try:
-                with self.connection.pipeline() as pipe:
-                    pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-                    pipe.delete(job.key)
-                    pipe.execute()
-            except RedisError as exc:  # RQ's own clean-up of its intermediate list removes it later
-                log.warning("job %s not cleared from RQ's lists: %s", job.id, exc)
+            if not forgotten:
+                self._forget(job, queue)
+
+    def _forget(self, job: Job, queue: Queue) -> None:
+        try:
+            with self.connection.pipeline() as pipe:
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                pipe.delete(job.key)
+                pipe.execute()
+        except RedisError as exc:  # RQ's own clean-up of its intermediate list removes it later
+            log.warning("job %s not cleared from RQ's lists: %s", job.id, exc)
 
     def _shutdown(self) -> None:
         # RQ raises StopRequested from its signal handler unless the worker is busy. We never mark the worker

@@ -32,7 +32,7 @@ from dispatcher.errors import (
     RunReleased,
     StorageError,
 )
-from dispatcher.lease import ClaimResult, Lease, ReleaseResult, RequeueResult
+from dispatcher.lease import ClaimResult, Lease, PoppedJob, ReleaseResult, RequeueResult
 from dispatcher.outputs import OutputFile, content_type, files_from_outputs, inline_text, kind_of, unique_names
 from dispatcher.runs import Output, Run, RunStatus
 from dispatcher.scheduling.dispatch import tell_idle
@@ -55,11 +55,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def execute_run(run_id: str, dispatch: int) -> str:
-    """RQ's entry point: claim ``run_id`` and execute it in the pipeline. Returns what happened to the claim."""
+def execute_run(run_id: str, dispatch: int, *, popped: PoppedJob | None = None) -> str:
+    """RQ's entry point: claim ``run_id`` and execute it in the pipeline. Returns what happened to the claim.
+    ``popped``: the RQ job it came in, which the claim takes off RQ's lists (see :meth:`RunExecution.claim`)."""
     ctx = context.current()
     execution = RunExecution(ctx, run_id, dispatch)
-    refused = execution.claim()
+    refused = execution.claim(popped)
     if refused is not None:
         return refused
     ctx.runners.submit(execution.run)  # a slot was free (the RQ loop waits for one), so is a thread
@@ -86,8 +87,10 @@ class RunExecution:
         """Claim the run and execute it in the calling thread; what happened."""
         return self.claim() or self.run()
 
-    def claim(self) -> str | None:
-        """Take the run's lease and a place in the pipeline; None if taken, else why not."""
+    def claim(self, popped: PoppedJob | None = None) -> str | None:
+        """Take the run's lease and a place in the pipeline; None if taken, else why not. ``popped``: the RQ job
+        the run came in leaves RQ's intermediate list and is deleted in the claim's own step (whatever its answer):
+        no round trip of its own for that on every run. Not claimed here (ComfyUI down), it stays for the caller."""
         ctx = self.ctx
         if not ctx.state.healthy.is_set() and not ctx.client.healthy():
             # Popped while our ComfyUI is down: hand it straight back to a ready worker, untouched.
@@ -95,7 +98,7 @@ class RunExecution:
             if run is not None and run.dispatches == self.dispatch and ctx.reaper.redispatch(run):
                 log.warning("run %s handed back: ComfyUI %s does not answer", self.run_id, ctx.client.base_url)
             return "paused"
-        claim = ctx.leases.claim(self.run_id, ctx.name, self.dispatch, comfyui_url=ctx.client.base_url)
+        claim = ctx.leases.claim(self.run_id, ctx.name, self.dispatch, comfyui_url=ctx.client.base_url, popped=popped)
         if claim.result is not ClaimResult.OK or claim.lease is None or claim.run is None:
             log.info("run %s not executed here: %s %s", self.run_id, claim.result, claim.detail)
             return str(claim.result)

@@ -38,7 +38,7 @@ from api.views import Links
 from dispatcher.errors import RunFailed, TooManyWaits
 from dispatcher.events import Event
 from dispatcher.outputs import kind_named, truncated
-from dispatcher.runs import Output, Run, RunStatus
+from dispatcher.runs import Output, Run, RunStatus, new_run_id
 from dispatcher.storage import OutputStore
 
 router = APIRouter(prefix="/v1/api/workflow", tags=["compat: FlowAI"])
@@ -138,18 +138,22 @@ async def run_workflow(
 
     With ``"stream": true``, FlowAI's server-sent events of the run instead (``msg``, then ``output`` or ``error``).
     """
-    accepted = await run_in_threadpool(submitting.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key)
-    links = Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)
-    if submitting.wants_stream(body):
-        graph = svc.registry.get(accepted.run.workflow).graph
-        class_types = {node_id: str(node.get("class_type", "")) for node_id, node in graph.items()}
-        render = FlowAIStream(accepted.run, links, class_types)
-        try:
-            return events.stream_response(request, svc, accepted.run, render=render, headers=accepted.headers)
-        except TooManyWaits:
-            pass  # the run is stored: answered as still going (202), never with an error
-    response.headers.update(accepted.headers)
-    run = await operations.wait(svc, accepted.run.id, WAIT_SECONDS, who, or_now=True)
+    drawn = new_run_id()  # watched from before it is stored: no read before it waits (api.waits)
+    with svc.waits.watching(drawn) as watch:
+        accepted = await run_in_threadpool(
+            submitting.submit, svc, who, workflow_id, body, idempotency_key=idempotency_key, run_id=drawn
+        )
+        links = Links.for_request(request, public_url=svc.settings.public_url, store=svc.store)
+        if submitting.wants_stream(body):
+            graph = svc.registry.get(accepted.run.workflow).graph
+            class_types = {node_id: str(node.get("class_type", "")) for node_id, node in graph.items()}
+            render = FlowAIStream(accepted.run, links, class_types)
+            try:
+                return events.stream_response(request, svc, accepted.run, render=render, headers=accepted.headers)
+            except TooManyWaits:
+                pass  # the run is stored: answered as still going (202), never with an error
+        response.headers.update(accepted.headers)
+        run = await operations.wait_submitted(svc, accepted, watch, WAIT_SECONDS, who)
     if not run.status.terminal:
         response.status_code = 202
         response.headers["Location"] = f"/v1/runs/{run.id}"

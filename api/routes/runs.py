@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -21,7 +22,7 @@ from dispatcher import listing, metrics
 from dispatcher.binding import NATIVE_OPTION_KEYS
 from dispatcher.cancel import CancelResult
 from dispatcher.errors import ParameterError, TooManyWaits
-from dispatcher.runs import RunStatus
+from dispatcher.runs import RunStatus, new_run_id
 from dispatcher.workflows import parse_version
 
 log = logging.getLogger(__name__)
@@ -134,26 +135,29 @@ async def create_run(
         if parse_version(body.get("version", version)) != version:
             raise ParameterError("version", "?version= and the body's version differ; give one")
         body = {**body, "version": version}
-    accepted = await submitting.submit_async(
-        svc, who, workflow_id, body, idempotency_key=idempotency_key, options=NATIVE_OPTION_KEYS
-    )
-    run = accepted.run
-    headers = {**accepted.headers, "Location": f"/v1/runs/{run.id}"}
-    response.headers.update(headers)
-    # The run is stored: whatever happens now, the answer says so (202 with the run as we know it), never an
-    # error a client would try again (and so run twice).
-    try:
-        if submitting.wants_stream(body):
-            return events.stream_response(request, svc, run, headers=headers)
-        if wait > 0:
-            run = await operations.wait(svc, run.id, wait, who, or_now=True)
-        view = await operations.view_async(svc, run, _links(request, svc))
-    except TooManyWaits:  # a stream asked for, over the tenant's quota of waiting requests: no stream
-        view = await operations.view_async(svc, run, _links(request, svc))
-    except Exception:  # the answer to a stored run must not be an error (Redis gone for a moment, say)
-        log.warning("run %s stored; answering it as queued after an error", run.id, exc_info=True)
+    # A request that waits watches for its run's end from before the run is stored: no read before it waits.
+    drawn = new_run_id() if wait > 0 else None
+    with svc.waits.watching(drawn) if drawn is not None else nullcontext(None) as watch:
+        accepted = await submitting.submit_async(
+            svc, who, workflow_id, body, idempotency_key=idempotency_key, options=NATIVE_OPTION_KEYS, run_id=drawn
+        )
         run = accepted.run
-        view = run_view(run, queue_position=None, links=_links(request, svc))
+        headers = {**accepted.headers, "Location": f"/v1/runs/{run.id}"}
+        response.headers.update(headers)
+        # The run is stored: whatever happens now, the answer says so (202 with the run as we know it), never an
+        # error a client would try again (and so run twice).
+        try:
+            if submitting.wants_stream(body):
+                return events.stream_response(request, svc, run, headers=headers)
+            if wait > 0:
+                run = await operations.wait_submitted(svc, accepted, watch, wait, who)
+            view = await operations.view_async(svc, run, _links(request, svc))
+        except TooManyWaits:  # a stream asked for, over the tenant's quota of waiting requests: no stream
+            view = await operations.view_async(svc, run, _links(request, svc))
+        except Exception:  # the answer to a stored run must not be an error (Redis gone for a moment, say)
+            log.warning("run %s stored; answering it as queued after an error", run.id, exc_info=True)
+            run = accepted.run
+            view = run_view(run, queue_position=None, links=_links(request, svc))
     response.status_code = 200 if run.status.terminal else 202
     return view
 

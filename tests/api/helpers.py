@@ -94,7 +94,9 @@ def finish_run(
         },
     )
     _unqueue(conns, run_id)
-    conns.text.publish(keys.run_done_channel(run_id), status)
+    # As the scripts that end a run announce it: the record in the message (dispatcher.events' announce).
+    record = conns.text.hgetall(keys.run(run_id))
+    conns.text.publish(keys.run_done_channel(run_id), json.dumps({"status": status, "run": record}))
 
 
 def start_run(conns: Connections, run_id: str, *, node: str = "", progress: float = 0.0) -> None:

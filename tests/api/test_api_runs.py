@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from api import operations
 from dispatcher import keys
 from dispatcher.connections import Connections
+from dispatcher.runs import Run
 from dispatcher.scheduling import handout as handout_module
 from dispatcher.scheduling.handout import SLOTS_MAX_AGE
+from tests.api.conftest import AfterSubmit
 from tests.api.helpers import Backlog, TestClient, assert_problem, finish_run, start_run
 
 RUN_FIELDS = {
@@ -155,6 +158,98 @@ def test_wait_answers_202_when_the_time_is_up(client: TestClient) -> None:
     assert 0.3 <= time.monotonic() - started < 3
     assert response.status_code == 202
     assert response.json()["status"] == "queued"
+
+
+@pytest.fixture
+def reads(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The run ids whose records the API reads while waiting, from now on (the process's listener is up)."""
+    client.post("/v1/workflows/invert/runs?wait=0.1", json={})
+    seen: list[str] = []
+    find = operations.find_run_async
+
+    async def counted(svc: Any, run_id: str, who: Any) -> Any:
+        seen.append(run_id)
+        return await find(svc, run_id, who)
+
+    monkeypatch.setattr(operations, "find_run_async", counted)
+    return seen
+
+
+def test_a_submission_that_waits_reads_no_record_before_the_run_ends(
+    client: TestClient,
+    finish_after_submit: Callable[..., None],
+    after_submit: AfterSubmit,
+    fake_conns: Connections,
+    reads: list[str],
+) -> None:
+    """It watches for its run's end from before the run is stored: the done message is all it needs, on the
+    path of every run that waits (either order: the run may end before or after the wait begins)."""
+    for delay in (0.0, 0.2):
+        finish_after_submit(delay=delay, files={"out.png": b"png"})
+        response = client.post("/v1/workflows/invert/runs?wait=10", json={})
+        assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    assert reads == []
+    # The time up, it answers the run as it is then, not as it was stored.
+    after_submit(lambda run: start_run(fake_conns, run.id, node="2", progress=0.5), 0.0)
+    response = client.post("/v1/workflows/invert/runs?wait=0.5", json={})
+    assert response.status_code == 202
+    assert response.json()["status"] == "running" and response.json()["progress"] == 0.5
+    assert reads == [response.json()["id"]]
+
+
+def test_a_submission_that_waits_while_the_subscription_is_down_reads_the_record(
+    client: TestClient,
+    app: FastAPI,
+    after_submit: AfterSubmit,
+    fake_conns: Connections,
+    reads: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not listening when it began to watch, a message may be missed: it reads the record once listening."""
+    waits = app.state.services.waits
+    monkeypatch.setattr(waits, "_subscribed", asyncio.Event())  # as after a drop, before it is back
+
+    def finish_then_listen(run: Run) -> None:
+        finish_run(fake_conns, run.id)  # its message is sent while nobody listens...
+        time.sleep(0.2)
+        client.portal.call(waits._subscribed.set)  # type: ignore[union-attr]  # ...and the listener is back
+
+    after_submit(finish_then_listen, 0.0)
+    response = client.post("/v1/workflows/invert/runs?wait=10", json={})
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    assert reads == [response.json()["id"]]
+
+
+def test_a_submission_that_waits_reads_the_record_after_a_drop(
+    client: TestClient, app: FastAPI, after_submit: AfterSubmit, fake_conns: Connections, reads: list[str]
+) -> None:
+    """Back after a drop, the listener wakes every waiter to read (a message may have been lost meanwhile): once,
+    then the done message ends the wait."""
+    waits = app.state.services.waits
+
+    def drop_then_finish(run: Run) -> None:
+        time.sleep(0.1)
+        client.portal.call(waits._wake_all)  # type: ignore[union-attr]  # as the listener does when back
+        time.sleep(0.2)
+        finish_run(fake_conns, run.id)
+
+    after_submit(drop_then_finish, 0.0)
+    response = client.post("/v1/workflows/invert/runs?wait=10", json={})
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    assert reads == [response.json()["id"]]
+
+
+def test_a_replay_that_waits_answers_the_first_run(
+    client: TestClient, finish_after_submit: Callable[..., None], reads: list[str]
+) -> None:
+    """Its run was stored by another request: read, not watched; ended, it is answered at once."""
+    finish_after_submit(delay=0.0)
+    first = client.post("/v1/workflows/invert/runs?wait=10", json={}, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 200 and reads == []
+    again = client.post("/v1/workflows/invert/runs?wait=10", json={}, headers={"Idempotency-Key": "k-1"})
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and again.json()["status"] == "succeeded"
+    assert reads == [first.json()["id"]]
 
 
 def test_wait_above_300_seconds_is_a_422_and_nothing_is_queued(client: TestClient, backlog: Backlog) -> None:

@@ -62,3 +62,6 @@ def test_300_runs_through_two_workers_each_execute_once_with_their_own_output(re
             assert stats["executed"] > 0, "both workers take work"
         assert executed == {p: 1 for p in prompt_ids}
         assert sum(f.stats()["executed"] for f in stack.fakes) == RUNS  # type: ignore[misc]
+        # Each run's claim took its RQ job off RQ's lists: nothing popped is left behind, no job hash either.
+        popped = [key for key in redis.scan_iter("rq:queue:*:intermediate") if redis.llen(key)]
+        assert popped == [] and list(redis.scan_iter("rq:job:*")) == []

@@ -1,5 +1,6 @@
 """A worker's start and stop: starting again under its name, it takes out of ComfyUI's queue what its earlier
-life posted and left; told to stop during a claim, it finishes the claim."""
+life posted and left; told to stop during a claim, it finishes the claim. And what it does with a job it popped
+once the job's function returned."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rq.exceptions import StopRequested
 
 from tests.integration.conftest import ContextFactory
 from tests.support import FakeComfy
+from worker import jobs
 from worker.main import DispatchWorker, _clear_orphans
 
 INVERT = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "invert" / "workflow.json").read_text())
@@ -45,3 +47,29 @@ def test_a_stop_signal_during_a_claim_lets_the_claim_finish(redis_url: str) -> N
     worker._in_job, worker._stop_requested = False, False
     with pytest.raises(StopRequested):
         worker._shutdown()
+
+
+@pytest.mark.parametrize("outcome", ["forgotten", "kept", "raised"])
+def test_a_popped_job_leaves_rqs_lists_once(redis_url: str, monkeypatch: pytest.MonkeyPatch, outcome: str) -> None:
+    """A run's claim takes its job off RQ's lists in its own step: the worker's loop then spends no round trip on
+    it. Otherwise (ComfyUI down, a job that is not a run's, a claim that failed) the loop does it."""
+    connection = Redis.from_url(redis_url)
+    queue = Queue("q", connection=connection)
+    worker = DispatchWorker([queue], connection=connection, name="w")
+    job = queue.enqueue("builtins.print", job_id="j")
+    connection.lmove(queue.key, queue.intermediate_queue_key)  # as RQ's pop does
+
+    def call(popped: object, intermediate_key: str) -> bool:
+        assert intermediate_key == queue.intermediate_queue_key
+        if outcome == "raised":
+            raise RuntimeError("a bug in a claim")
+        return outcome == "forgotten"
+
+    pipelines: list[object] = []
+    pipeline = connection.pipeline
+    monkeypatch.setattr(jobs, "call", call)
+    monkeypatch.setattr(connection, "pipeline", lambda *a, **k: pipelines.append(a) or pipeline(*a, **k))
+    worker.execute_job(job, queue)
+    assert len(pipelines) == (0 if outcome == "forgotten" else 1)
+    if outcome != "forgotten":
+        assert connection.llen(queue.intermediate_queue_key) == 0 and not connection.exists(job.key)

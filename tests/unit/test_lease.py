@@ -12,7 +12,7 @@ from dispatcher.cancel import Canceller, CancelResult
 from dispatcher.connections import Connections
 from dispatcher.deadletter import DeadLetters
 from dispatcher.errors import Conflict
-from dispatcher.lease import ClaimResult, Lease, RequeueResult
+from dispatcher.lease import ClaimResult, Lease, PoppedJob, RequeueResult
 from dispatcher.runs import Output, Run, RunStatus
 from dispatcher.scheduling.recovery import Reaper
 from tests.unit.dispatch_helpers import Bench
@@ -50,6 +50,23 @@ def test_a_second_delivery_of_the_same_dispatch_is_busy(bench: Bench) -> None:
     run, _ = claimed(bench)
     again = bench.leases.claim(run.id, "w2", run.dispatches)
     assert again.result is ClaimResult.BUSY and again.detail == "w1|1"
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_the_claim_forgets_the_popped_rq_job_whatever_it_answers(bench: Bench, again: bool) -> None:
+    """What the worker's RQ loop would otherwise do in a round trip of its own after every claim."""
+    run = dispatched(bench)
+    if again:  # a second delivery: refused, and its job is spent all the same
+        bench.leases.claim(run.id, "w1", run.dispatches)
+    job = f"{run.id}-d{run.dispatches}"
+    redis = bench.conns.text
+    redis.rpush("rq:queue:q:intermediate", "other", job)
+    redis.hset(f"rq:job:{job}", "status", "queued")
+    popped = PoppedJob("rq:queue:q:intermediate", job, f"rq:job:{job}")
+    claim = bench.leases.claim(run.id, "w2", run.dispatches, popped=popped)
+    assert claim.result is (ClaimResult.BUSY if again else ClaimResult.OK) and popped.forgotten
+    assert redis.lrange("rq:queue:q:intermediate", 0, -1) == ["other"]
+    assert not redis.exists(f"rq:job:{job}")
 
 
 def test_an_older_dispatch_is_stale(bench: Bench) -> None:

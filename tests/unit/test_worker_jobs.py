@@ -7,6 +7,7 @@ import pytest
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 
+from dispatcher.lease import PoppedJob
 from dispatcher.scheduling.handout import job_id, run_of_job
 from worker import jobs, runner
 
@@ -41,10 +42,19 @@ def test_a_runs_job_is_made_from_its_id_with_nothing_read(monkeypatch: pytest.Mo
     redis = fakeredis.FakeRedis()
     job = jobs.RunJob.fetch(job_id(RUN, 3), connection=redis)  # no hash in Redis: nothing was read
     assert job.id == f"{RUN}-d3" and job.key == f"rq:job:{RUN}-d3"
-    called: list[tuple[str, int]] = []
-    monkeypatch.setattr(runner, "execute_run", lambda run_id, dispatch: called.append((run_id, dispatch)))
-    jobs.call(job)
-    assert called == [(RUN, 3)]
+    called: list[tuple[str, int, PoppedJob | None]] = []
+
+    def execute_run(run_id: str, dispatch: int, *, popped: PoppedJob | None = None) -> str:
+        called.append((run_id, dispatch, popped))
+        if dispatch == 3 and popped is not None:  # claimed: the claim's script took the job off RQ's lists
+            popped.forgotten = True
+            return "accepted"
+        return "paused"  # not claimed (ComfyUI down): the caller forgets the job
+
+    monkeypatch.setattr(runner, "execute_run", execute_run)
+    assert jobs.call(job, "rq:queue:q:intermediate") is True
+    assert called == [(RUN, 3, PoppedJob("rq:queue:q:intermediate", f"{RUN}-d3", f"rq:job:{RUN}-d3", True))]
+    assert jobs.call(jobs.RunJob.fetch(job_id(RUN, 4), connection=redis), "rq:queue:q:intermediate") is False
 
 
 def test_any_other_job_is_read_and_called_as_rq_does() -> None:
