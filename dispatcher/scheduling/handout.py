@@ -21,6 +21,7 @@ from dispatcher.connections import Connections
 from dispatcher.fleet import WorkerInfo, read_workers
 from dispatcher.routing.lua import ANY, encode_routes, route_queue
 from dispatcher.scheduling.dispatch import Dispatched, Dispatcher, Taken
+from dispatcher.scheduling.rq_writes import JobWrites
 from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,11 @@ _JOB_ID = re.compile(r"([0-9a-f]{32})-d([1-9][0-9]{0,9})")
 def job_id(run_id: str, dispatch: int) -> str:
     """The RQ job id of a run's dispatch; it says all the job's function takes (:func:`run_of_job`)."""
     return f"{run_id}-d{dispatch}"  # RQ ids: letters, digits, _ and - only
+
+
+def describe(run_id: str, dispatch: int) -> str:
+    """A run's RQ job's description (what ``rq info`` shows)."""
+    return f"run {run_id} dispatch {dispatch}"
 
 
 def run_of_job(job: str) -> tuple[str, int] | None:
@@ -55,6 +61,7 @@ class Handout:
         self.settings = settings
         self.conns = conns
         self.queue = Queue(settings.queue_name, connection=conns.raw)
+        self.job_writes = JobWrites(self.queue, JOB_FUNC, describe, job_id, self._rq_writes)
         self._queues: dict[str, Queue] = {ANY: self.queue}
         self.dispatcher = Dispatcher(conns.text, dispatch_rate=settings.dispatch_rate, max_running=settings.max_running)
         self._workers: list[WorkerInfo] = []
@@ -113,7 +120,8 @@ class Handout:
             by_route.setdefault(run.route, []).append(run)
         with self.conns.raw.pipeline(transaction=True) as rq_pipe:
             for route, routed in by_route.items():
-                self._queue(route).enqueue_many([self._job(run) for run in routed], pipeline=rq_pipe)
+                jobs = [self._job(run.run_id, run.dispatch, self._timeout(run)) for run in routed]
+                self._queue(route).enqueue_many(jobs, pipeline=rq_pipe)
             rq_pipe.execute()
         self.count(runs)
 
@@ -124,12 +132,16 @@ class Handout:
         log.debug("dispatched %d run(s)", len(runs))
 
     def enqueue_writes(self, run: Dispatched) -> list[list[Any]]:
-        """The writes RQ's own enqueue of ``run``'s job makes (job hash, status, queue push), recorded instead
-        of sent: a script that takes the run can make them in the same step (``dispatcher.submit``), so the
-        job is on the queue the moment the run is taken, with no round trip of its own, and never one without
-        the other."""
+        """The writes RQ's own enqueue of ``run``'s job makes (job hash, status, queue push), not sent: a script
+        that takes the run can make them in the same step (``dispatcher.submit``), so the job is on the queue the
+        moment the run is taken, with no round trip of its own, and never one without the other. Made from what
+        RQ wrote for a stand-in run (:class:`JobWrites`), not by RQ for every run."""
+        return self.job_writes(run.run_id, run.dispatch, self._timeout(run))
+
+    def _rq_writes(self, run_id: str, dispatch: int, timeout: int) -> list[list[Any]]:
+        """RQ's own enqueue of a run's job, recorded (``JobWrites`` calls it for its stand-ins)."""
         pipe = self.conns.raw.pipeline(transaction=False)
-        self.queue.enqueue_many([self._job(run)], pipeline=pipe)
+        self.queue.enqueue_many([self._job(run_id, dispatch, timeout)], pipeline=pipe)
         writes = [list(args) for args, _options in pipe.command_stack]
         pipe.reset()
         return writes
@@ -140,14 +152,17 @@ class Handout:
             self._queues[route] = Queue(route_queue(self.settings.queue_name, route), connection=self.conns.raw)
         return self._queues[route]
 
-    def _job(self, run: Dispatched) -> EnqueueData:
+    def _timeout(self, run: Dispatched) -> int:
+        # The job only claims its run and hands it to the worker's pipeline; our own limit times the run.
+        return int(run.timeout or self.settings.run_timeout) + 120
+
+    def _job(self, run_id: str, dispatch: int, timeout: int) -> EnqueueData:
         return self.queue.prepare_data(
             JOB_FUNC,
-            args=(run.run_id, run.dispatch),
-            job_id=job_id(run.run_id, run.dispatch),
-            # The job only claims its run and hands it to the worker's pipeline; our own limit times the run.
-            timeout=int(run.timeout or self.settings.run_timeout) + 120,
+            args=(run_id, dispatch),
+            job_id=job_id(run_id, dispatch),
+            timeout=timeout,
             result_ttl=0,  # the run record is the truth; RQ's copy of the outcome is not needed
             failure_ttl=3600,
-            description=f"run {run.run_id} dispatch {run.dispatch}",
+            description=describe(run_id, dispatch),
         )
