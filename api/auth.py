@@ -19,12 +19,11 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.services import Services
+from api.services import Services, dependency_calls
 from dispatcher import keys
 from dispatcher.apikeys import KEY_RE, SCOPES, Principal, principal_of
 from dispatcher.errors import ConfigError, Unauthorized
@@ -146,7 +145,8 @@ def document(app: FastAPI) -> None:
                 (context.path_format, method.lower())
                 for context in iter_route_contexts(app.routes)  # included routers' routes too
                 # the context's dependant: with a router's own dependencies, as included
-                if isinstance(route := context.original_route, APIRoute) and _guarded(context.dependant)
+                if isinstance(route := context.original_route, APIRoute)
+                and not _GUARDS.isdisjoint(dependency_calls(context.dependant))
                 for method in route.methods or ()
             }
             for path, operations in schema.get("paths", {}).items():
@@ -157,10 +157,6 @@ def document(app: FastAPI) -> None:
         return app.openapi_schema or build()
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _guarded(dependant: Dependant) -> bool:
-    return dependant.call in _GUARDS or any(_guarded(sub) for sub in dependant.dependencies)
 
 
 require_read = needs("read")

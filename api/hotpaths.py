@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Response
-from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import TypeAdapter
 from starlette._utils import get_route_path  # how Starlette's own routes find the path under a root path
@@ -36,7 +35,7 @@ from api import auth
 from api.models import RunView
 from api.operations import MAX_WAIT_SECONDS
 from api.routes import outputs, runs
-from api.services import Services, get_services, json_object_body
+from api.services import Services, dependency_calls, get_services, json_object_body
 from dispatcher import idempotency
 
 log = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ OUTPUT_NEEDS = frozenset({get_services, auth.require_read})
 def install(app: FastAPI) -> None:
     """Put the hot paths in front of ``app``'s routes (once the documented ones are in)."""
     documented = {
-        (context.path_format, method): (route, _needs(context.dependant))
+        (context.path_format, method): (route, dependency_calls(context.dependant))
         for context in iter_route_contexts(app.routes)
         if isinstance(route := context.original_route, APIRoute)
         for method in route.methods or ()
@@ -156,13 +155,3 @@ def install(app: FastAPI) -> None:
 
 def _any(scope: Scope) -> dict[str, Any]:
     return {}  # the documented route has no parameter but its path's
-
-
-def _needs(dependant: Dependant) -> frozenset[Any]:
-    found: set[Any] = set()
-    pending = list(dependant.dependencies)
-    while pending:
-        sub = pending.pop()
-        found.add(sub.call)
-        pending.extend(sub.dependencies)
-    return frozenset(found)

@@ -27,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from api.services import json_object_body
+from api.services import dependency_calls, json_object_body
 from dispatcher import metrics
 from dispatcher.errors import (
     BadRequest,
@@ -209,15 +209,8 @@ def count_rejection(request: Request, exc: Exception) -> None:
 
 def _submits_runs(request: Request) -> bool:
     # The run routes, native and compat alike, and only they, take their body through json_object_body.
-    pending = [getattr(request.scope.get("route"), "dependant", None)]
-    while pending:
-        dependant = pending.pop()
-        if dependant is None:
-            continue
-        if dependant.call is json_object_body:
-            return True
-        pending.extend(dependant.dependencies)
-    return False
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    return dependant is not None and json_object_body in dependency_calls(dependant)
 
 
 def extensions_of(exc: DispatchError) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from starlette.concurrency import run_in_threadpool
 
 from api.body import read_json_object
@@ -124,3 +125,14 @@ def _fits(request: Request, limit: int, known: Latest | None) -> bool:
 
 
 JsonBody = Annotated[dict[str, Any], Depends(json_object_body)]
+
+
+def dependency_calls(dependant: Dependant) -> frozenset[Any]:
+    """Every dependency a route (its ``dependant``) solves, however deep: what it reads and checks."""
+    found: set[Any] = set()
+    pending = list(dependant.dependencies)
+    while pending:
+        sub = pending.pop()
+        found.add(sub.call)
+        pending.extend(sub.dependencies)
+    return frozenset(found)
